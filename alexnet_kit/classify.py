@@ -1,0 +1,101 @@
+"""Classification as in the paper's test procedure (§4.1): ten crops, averaged softmax.
+
+    >>> from alexnet_kit import Classifier
+    >>> clf = Classifier.load("model.safetensors")          # or an exported artifact
+    >>> for r in clf.classify(["cat.jpg", "dog.png"], top=5):
+    ...     print(r.name, r.error or r.labels[0])
+
+Each group of photos is one batched forward pass of ``photos x crops``
+inputs (never one crop at a time); decoding runs ahead in threads.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .batching import iter_batches
+from .engines import Engine, load_engine
+from .errors import ImageError
+from .images import ImageSource, load_square, source_name
+from .preprocess import average_crops
+
+
+@dataclass
+class Label:
+    index: int
+    name: str
+    probability: float
+    wnid: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "label": self.name, "wnid": self.wnid, "probability": self.probability}
+
+
+@dataclass
+class Result:
+    source: ImageSource
+    name: str
+    labels: list[Label] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict:
+        return {"path": self.name, "top": [l.to_dict() for l in self.labels], "error": self.error}
+
+
+class Classifier:
+    def __init__(self, engine: Engine, crops: int = 10, batch_photos: int = 8, workers: int | None = None):
+        if crops not in (1, 10):
+            raise ValueError("crops must be 1 or 10")
+        self.engine = engine
+        self.meta = engine.meta
+        self.crops = crops
+        self.batch_photos = batch_photos
+        self.workers = workers
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "cpu", crops: int = 10, **kw) -> "Classifier":
+        """From a checkpoint (``.safetensors``) or any artifact the engines know."""
+        return cls(load_engine(path, device=device), crops=crops, **kw)
+
+    @property
+    def trained(self) -> bool:
+        return self.meta.trained
+
+    def probabilities(self, photos: np.ndarray) -> np.ndarray:
+        """uint8 (N, 256, 256, 3) photos -> (N, classes) crop-averaged softmax."""
+        if len(photos) == 0:
+            return np.empty((0, self.meta.config.num_classes), np.float32)
+        x = self.meta.preprocess.crops(photos, self.crops)
+        return average_crops(self.engine.logits(x), self.crops).numpy()
+
+    def top_labels(self, probs: np.ndarray, top: int) -> list[Label]:
+        top = max(1, min(top, len(probs)))
+        order = np.argsort(-probs, kind="stable")[:top]
+        wnids = self.meta.wnids
+        return [Label(int(i), self.meta.classes[i], float(probs[i]), wnids[i] if wnids else None) for i in order]
+
+    def classify(self, sources: Iterable[ImageSource], top: int = 5) -> Iterator[Result]:
+        """One :class:`Result` per source, in order; unreadable photos carry ``error``."""
+        size = self.meta.preprocess.resize
+        for entries, photos in iter_batches(sources, self.batch_photos, size, self.workers):
+            probs = iter(self.probabilities(photos))
+            for e in entries:
+                if e.error is not None:
+                    yield Result(e.source, e.name, error=str(e.error))
+                else:
+                    yield Result(e.source, e.name, self.top_labels(next(probs), top))
+
+    def classify_one(self, source: ImageSource, top: int = 5) -> Result:
+        """Classify one photo; raises :class:`ImageError` if it cannot be read."""
+        photo = load_square(source, self.meta.preprocess.resize)
+        return Result(source, source_name(source), self.top_labels(self.probabilities(photo[None])[0], top))
+
+
+__all__ = ["Classifier", "Label", "Result", "ImageError"]

@@ -1,0 +1,82 @@
+"""``alexnet-kit classify``: top-k labels, ten crops averaged (§4.1)."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "classify",
+        help="classify photos (ten-crop, averaged softmax)",
+        description="Classify photos as the paper tests (§4.1): the softmax averaged over ten 224x224 crops "
+        "(four corners, centre, and their mirrors). Unreadable photos are reported one line each on "
+        "stderr; the others are still classified, and the exit status is then 1.",
+    )
+    p.add_argument("photos", nargs="+", metavar="PHOTO", help="image files, or folders (searched recursively)")
+    p.add_argument("-m", "--model", help="checkpoint or exported artifact (default: $ALEXNET_KIT_MODEL or ~/.local/share/alexnet-kit/model.safetensors)")
+    p.add_argument("-k", "--top", type=int, default=5, help="labels per photo (default 5)")
+    p.add_argument("--crops", type=int, choices=[1, 10], default=10, help="10: corners + centre + mirrors (the paper); 1: centre crop")
+    p.add_argument("--json", action="store_true", help="one JSON document with every result")
+    p.add_argument("--batch", type=int, default=8, help="photos per forward pass (default 8, i.e. 80 crops)")
+    p.add_argument("--device", default="cpu", help="torch device for checkpoints, e.g. cuda (default cpu)")
+    p.set_defaults(run=run)
+
+
+def expand(paths: list[str]) -> list[str]:
+    """Folders become the image files inside them, sorted; files stay as given."""
+    from pathlib import Path
+
+    from ..images import is_image_path
+
+    out: list[str] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            out.extend(str(f) for f in sorted(path.rglob("*")) if f.is_file() and is_image_path(f))
+        else:
+            out.append(p)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from ..classify import Classifier
+    from ..errors import AlexKitError
+    from ..paths import default_model_path
+
+    if args.top < 1:
+        raise AlexKitError("--top must be at least 1")
+    model = args.model or default_model_path()
+    from pathlib import Path
+
+    if not args.model and not Path(model).exists():
+        raise AlexKitError(f"no model at {model}: pass --model PATH, or create one with 'alexnet-kit init' (untrained) or 'alexnet-kit train'")
+    photos = expand(args.photos)
+    if not photos:
+        raise AlexKitError("no image files found in " + " ".join(args.photos))
+    clf = Classifier.load(model, device=args.device, crops=args.crops, batch_photos=args.batch)
+    if not clf.trained:
+        print(f"warning: {model} holds untrained (freshly initialised) weights: the labels are meaningless "
+              "until the model is trained or trained weights are imported", file=sys.stderr)
+    failures = 0
+    results = []
+    for r in clf.classify(photos, top=args.top):
+        if not r.ok:
+            failures += 1
+            print(f"alexnet-kit: error: {r.error}", file=sys.stderr)
+        if args.json:
+            results.append(r.to_dict())
+        elif r.ok:
+            print(r.name)
+            for l in r.labels:
+                print(f"  {100 * l.probability:6.2f}%  {l.name}")
+            sys.stdout.flush()
+    if args.json:
+        doc = {"model": str(model), "trained": clf.trained, "crops": args.crops, "engine": clf.engine.description, "results": results}
+        print(json.dumps(doc, indent=2))
+    if failures:
+        print(f"alexnet-kit: {failures} of {len(photos)} photos could not be read", file=sys.stderr)
+        return 1
+    return 0
