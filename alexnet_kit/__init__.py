@@ -4,19 +4,33 @@ The runtime library (this package) holds the model, its checkpoint format,
 preprocessing, classification and the engines that run model files. The
 stages ``alexnet_kit.train``, ``alexnet_kit.export`` and ``alexnet_kit.apps``
 build on it; it never imports them.
+
+Names below are imported on first use, so ``alexnet-kit --help`` does not
+pay for importing torch.
 """
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
 
-from .checkpoint import load_checkpoint, load_model, save_checkpoint  # noqa: E402
-from .classify import Classifier, Label, Result  # noqa: E402
-from .errors import AlexKitError, CheckpointError, ImageError  # noqa: E402
-from .meta import ModelMeta  # noqa: E402
-from .model import AlexNet, AlexNetConfig  # noqa: E402
-from .towers import TowerAlexNet  # noqa: E402
+_EXPORTS = {
+    "AlexNet": "model", "AlexNetConfig": "model",
+    "TowerAlexNet": "towers",
+    "Classifier": "classify", "Label": "classify", "Result": "classify",
+    "ModelMeta": "meta",
+    "load_checkpoint": "checkpoint", "load_model": "checkpoint", "save_checkpoint": "checkpoint",
+    "AlexKitError": "errors", "CheckpointError": "errors", "ImageError": "errors",
+}
 
-__all__ = [
-    "AlexKitError", "AlexNet", "AlexNetConfig", "CheckpointError", "Classifier", "ImageError",
-    "Label", "ModelMeta", "Result", "TowerAlexNet", "load_checkpoint", "load_model", "save_checkpoint",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

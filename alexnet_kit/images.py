@@ -65,7 +65,10 @@ def open_image(src: ImageSource, min_size: int | None = None) -> Image.Image:
         fp = io.BytesIO(src)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Up to 2x Pillow's MAX_IMAGE_PIXELS (about 179 MP) is a big photo,
+            # not an attack: decode it (JPEGs at reduced scale, see draft).
+            # Beyond that Pillow raises DecompressionBombError: refused.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(fp)
             if min_size and img.format == "JPEG":
                 img.draft(img.mode, (min_size, min_size))
@@ -73,7 +76,7 @@ def open_image(src: ImageSource, min_size: int | None = None) -> Image.Image:
             return to_rgb(img, name)
     except UnidentifiedImageError:
         raise ImageError(name, "not an image, or an image format Pillow cannot read") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except Image.DecompressionBombError as e:
         raise ImageError(name, f"image too large to decode safely ({e.args[0].split('(')[0].strip()})") from None
     except PermissionError:
         raise ImageError(name, "permission denied") from None
@@ -124,7 +127,7 @@ def square_crop_resize(img: Image.Image, size: int = 256) -> np.ndarray:
     m = min(w, h)
     left, top = (w - m) / 2, (h - m) / 2
     out = img.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + m, top + m))
-    return np.asarray(out, dtype=np.uint8)
+    return np.array(out, dtype=np.uint8)  # a writable copy (torch warns on read-only arrays)
 
 
 def load_square(src: ImageSource, size: int = 256) -> np.ndarray:

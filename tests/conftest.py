@@ -28,10 +28,15 @@ def _isolated_home(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_config():
-    """The paper's topology, narrow: every code path, milliseconds per step."""
+    """The paper's topology, narrow: every code path, milliseconds per step.
+
+    Kaiming init: the paper's N(0, 0.01) makes an untrained narrow net's
+    output almost independent of its input, which would let tests that
+    compare predictions pass vacuously.
+    """
     from alexnet_kit.model import AlexNetConfig
 
-    return AlexNetConfig(num_classes=10, conv_channels=(16, 32, 48, 48, 32), fc_features=64)
+    return AlexNetConfig(num_classes=10, conv_channels=(16, 32, 48, 48, 32), fc_features=64, init="kaiming")
 
 
 def make_checkpoint(path: Path, config=None, seed: int = 0, trained: bool = False) -> Path:

@@ -1,0 +1,73 @@
+"""LRN (§3.3) against a direct loop over the paper's formula, both conventions."""
+import pytest
+import torch
+
+from alexnet_kit.lrn import LocalResponseNorm
+
+
+def lrn_by_the_formula(a, size=5, alpha=1e-4, beta=0.75, k=2.0, divide_by_n=False, groups=1):
+    """b[i] = a[i] / (k + alpha * sum_{j=max(0,i-n/2)}^{min(N-1,i+n/2)} a[j]^2)^beta, per tower."""
+    a = a.double()
+    out = torch.empty_like(a)
+    per = a.shape[1] // groups
+    scale = alpha / size if divide_by_n else alpha
+    for g in range(groups):
+        for i in range(per):
+            lo, hi = max(0, i - size // 2), min(per - 1, i + size // 2)
+            s = (a[:, g * per + lo : g * per + hi + 1] ** 2).sum(1)
+            out[:, g * per + i] = a[:, g * per + i] / (k + scale * s) ** beta
+    return out
+
+
+@pytest.mark.parametrize("convention", ["paper", "divided"])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_matches_the_formula(convention, groups):
+    torch.manual_seed(0)
+    # ReLU outputs of realistic scale: large enough that the sum matters
+    a = torch.relu(torch.randn(2, 16, 5, 5) * 60)
+    got = LocalResponseNorm(16, groups=groups, convention=convention)(a)
+    want = lrn_by_the_formula(a, divide_by_n=convention == "divided", groups=groups)
+    torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-6)
+
+
+def test_the_conventions_differ_by_a_factor_n_in_alpha():
+    a = torch.relu(torch.randn(1, 8, 3, 3) * 100)
+    paper = LocalResponseNorm(8, convention="paper", alpha=1e-4)(a)
+    divided_5x = LocalResponseNorm(8, convention="divided", alpha=5e-4)(a)
+    torch.testing.assert_close(paper, divided_5x)
+    assert not torch.allclose(paper, LocalResponseNorm(8, convention="divided", alpha=1e-4)(a))
+
+
+def test_divided_convention_equals_pytorch_lrn():
+    a = torch.relu(torch.randn(2, 96, 7, 7) * 80)
+    ours = LocalResponseNorm(96, convention="divided")(a)
+    theirs = torch.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)(a)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_tower_boundary_is_not_crossed():
+    """Per-tower LRN: channel 47's window stops at 47, channel 48's starts at 48."""
+    a = torch.relu(torch.randn(1, 96, 3, 3) * 80)
+    per_tower = LocalResponseNorm(96, groups=2)(a)
+    across = LocalResponseNorm(96, groups=1)(a)
+    # far from the boundary the two agree exactly...
+    torch.testing.assert_close(per_tower[:, :46], across[:, :46])
+    torch.testing.assert_close(per_tower[:, 50:], across[:, 50:])
+    # ...at the boundary they are different functions (DESIGN.md)
+    assert not torch.allclose(per_tower[:, 46:50], across[:, 46:50])
+    # and per-tower equals running each tower's maps on its own
+    halves = torch.cat([LocalResponseNorm(48)(a[:, :48]), LocalResponseNorm(48)(a[:, 48:])], 1)
+    torch.testing.assert_close(per_tower, halves)
+
+
+def test_no_learned_parameters_and_no_state_in_checkpoints():
+    lrn = LocalResponseNorm(96, groups=2)
+    assert list(lrn.parameters()) == []
+    assert lrn.state_dict() == {}
+
+
+def test_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        LocalResponseNorm(96, convention="caffe")
+    with pytest.raises(ValueError):
+        LocalResponseNorm(95, groups=2)

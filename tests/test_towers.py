@@ -1,0 +1,49 @@
+"""The two-tower form (§3.2) computes the grouped model's function."""
+import torch
+
+from alexnet_kit.model import AlexNet, AlexNetConfig
+from alexnet_kit.towers import TowerAlexNet
+
+
+def test_two_towers_on_cpu_cpu_equal_the_grouped_model():
+    torch.manual_seed(0)
+    grouped = AlexNet().eval()
+    towers = TowerAlexNet.from_grouped(grouped, ["cpu", "cpu"]).eval()
+    x = torch.randn(3, 3, 224, 224) * 60
+    with torch.no_grad():
+        torch.testing.assert_close(towers(x), grouped(x), rtol=1e-5, atol=1e-5)
+        feats = torch.cat(towers.fc7_features(x), 1)
+        torch.testing.assert_close(feats, grouped.fc7_features(x), rtol=1e-5, atol=1e-5)
+
+
+def test_weights_round_trip_bitwise_and_count():
+    torch.manual_seed(1)
+    grouped = AlexNet()
+    towers = TowerAlexNet.from_grouped(grouped, ["cpu", "cpu"])
+    assert sum(p.numel() for p in towers.parameters()) == 60_965_224
+    back = towers.grouped_state_dict()
+    for k, v in grouped.state_dict().items():
+        assert torch.equal(back[k], v), k
+
+
+def test_each_tower_holds_half_and_sees_only_its_half_where_the_paper_says():
+    towers = TowerAlexNet.initialised(AlexNetConfig(), ["cpu", "cpu"])
+    t0 = towers.towers[0]
+    assert t0.conv1.out_channels == 48
+    assert t0.conv2.in_channels == 48  # same GPU
+    assert t0.conv3.in_channels == 256  # both GPUs
+    assert t0.conv4.in_channels == 192  # same GPU
+    assert t0.fc6.in_features == 9216 and t0.fc6.out_features == 2048
+    assert t0.fc8.out_features == 500
+
+
+def test_odd_class_count_splits_unevenly_but_exactly():
+    torch.manual_seed(2)
+    cfg = AlexNetConfig(num_classes=101, conv_channels=(16, 32, 48, 48, 32), fc_features=64)
+    grouped = AlexNet(cfg).eval()
+    towers = TowerAlexNet.from_grouped(grouped, ["cpu", "cpu"]).eval()
+    assert [t.fc8.out_features for t in towers.towers] == [51, 50]
+    x = torch.randn(2, 3, 224, 224) * 60
+    with torch.no_grad():
+        torch.testing.assert_close(towers(x), grouped(x), rtol=1e-5, atol=1e-5)
+    assert torch.equal(towers.to_grouped().fc8.weight, grouped.fc8.weight)
