@@ -1,0 +1,66 @@
+"""``alexnet-kit demo``: the Gradio page in the browser (imports Gradio only when run)."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="open the browser demo: classify a photo, find similar photos, see the kernels",
+        description="Serve a web page (Gradio) to upload, paste or pick a photo and see its top-5 classes "
+        "(ten-crop), the most similar photos of an index, the ten crops and the 96 first-layer kernels "
+        "(the paper's Figure 3). API endpoints /classify and /similar work from gradio_client. "
+        "Binds 127.0.0.1 unless --host says otherwise; there is no public share link.",
+    )
+    p.add_argument("--model", help="checkpoint (.safetensors) or exported artifact (default: $ALEXNET_KIT_MODEL or ~/.local/share/alexnet-kit/model.safetensors)")
+    p.add_argument("--index", help="similarity index of a photo folder; without it the page says that no index is loaded")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the demo, with no login, to the network)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--max-upload-mb", type=float, default=20, help="largest accepted upload in MB (default 20)")
+    p.add_argument("--examples", metavar="DIR", help="folder of example photos to offer (default: the repository's examples/photos)")
+    p.add_argument("--device", default="cpu", help="torch device for checkpoints, e.g. cuda (default cpu)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from ..errors import AlexKitError
+    from ..images import is_image_path
+    from ..paths import default_model_path
+
+    model = Path(args.model) if args.model else default_model_path()
+    if not model.exists():
+        hint = "" if args.model else ": pass --model PATH, or create one with 'alexnet-kit init' (untrained) or 'alexnet-kit train'"
+        raise AlexKitError(f"{model}: model file not found{hint}")
+    if args.index and not Path(args.index).exists():
+        raise AlexKitError(f"{args.index}: index not found")
+    if not 0 < args.max_upload_mb <= 1024:
+        raise AlexKitError("--max-upload-mb must be between 0 and 1024")
+    if not 0 < args.port < 65536:
+        raise AlexKitError("--port must be between 1 and 65535")
+    examples = None
+    if args.examples:
+        folder = Path(args.examples)
+        if not folder.is_dir():
+            raise AlexKitError(f"{folder}: not a folder of example photos")
+        examples = sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
+
+    try:
+        from ..apps.demo import launch
+        from ..apps.service import DemoService
+    except ImportError as e:
+        raise AlexKitError(f"the demo needs Gradio ({e}); install it with: pip install 'alexnet-kit[demo]'") from None
+
+    service = DemoService.load(model, args.index, device=args.device)
+    if not service.trained:
+        print(f"warning: {model} holds untrained (freshly initialised) weights; the page says so", file=sys.stderr)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: binding {args.host}: anyone who can reach this machine can use the demo (no login)", file=sys.stderr)
+    try:
+        launch(service, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, examples=examples, block=True)
+    except OSError as e:  # the port is taken, or the address is not ours
+        raise AlexKitError(f"cannot serve on {args.host}:{args.port} ({e})") from None
+    return 0

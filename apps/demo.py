@@ -1,0 +1,184 @@
+"""The Gradio page: upload a photo, see its top-5 classes and the most similar photos.
+
+    alexnet-kit demo --model runs/x/model.safetensors --index runs/x/photos.index
+    # or in Python:
+    from alexnet_kit.apps.demo import build_app, launch
+    from alexnet_kit.apps.service import DemoService
+    launch(DemoService.load("model.safetensors", "photos.index"))
+
+Two named API endpoints for gradio_client: ``/classify`` (photo -> top-5
+label) and ``/similar`` (photo -> gallery and a JSON list of path/score).
+The page also shows the ten crops the network averages over (§4.1) and
+the 96 first-layer kernels (Figure 3).
+
+Safety: binds 127.0.0.1 unless told otherwise; uploads are capped
+(``max_file_size``); the only files served besides Gradio's own cache are
+those inside the index's photo folders (``allowed_paths``); every model call
+goes through Gradio's queue, one at a time, since one call already keeps
+the cores busy; an unreadable upload is reported in the page in one line.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from pathlib import Path
+
+import gradio as gr
+
+from alexnet_kit.errors import AlexKitError, ImageError
+
+from .service import NO_INDEX, DemoService
+
+TOP = 5
+SIMILAR = 8
+DEFAULT_MAX_UPLOAD_MB = 20
+# All model work shares one queue slot: a ten-crop forward pass already keeps
+# every core busy, so running two at once only makes both slower.
+MODEL_QUEUE = "model"
+
+CSS = """
+#status .untrained { color: #b91c1c; font-weight: 600; }
+"""
+
+
+def default_examples() -> list[Path]:
+    """examples/photos of the source tree, when the package runs from one."""
+    folder = Path(__file__).resolve().parents[1] / "examples" / "photos"
+    return sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
+
+
+def status_markdown(service: DemoService) -> str:
+    meta = service.meta
+    name = service.model_path.name if service.model_path else "model"
+    lines = [f"**Model** `{name}`: AlexNet, {len(meta.classes)} classes, "
+             f"{meta.config.towers} tower(s), ten-crop test (§4.1) on {service.classifier.engine.description}."]
+    if not service.trained:
+        lines.append('<span class="untrained">Untrained model: these weights are freshly initialised (§5), '
+                     "so the classes, probabilities and similar photos below are meaningless "
+                     "until the model is trained.</span>")
+    if service.has_index:
+        folders = ", ".join(f"`{p}`" for p in service.photo_folders())
+        lines.append(f"**Index** `{service.index_path.name}`: photos from {folders}.")
+    else:
+        lines.append(f"**{NO_INDEX}**")
+    return "\n\n".join(lines)
+
+
+def upload_source(payload) -> tuple[str | bytes, str]:
+    """Gradio's raw image payload -> (path or bytes, the name the user gave it).
+
+    The events run with ``preprocess=False`` so that the demo, not Gradio's
+    own Pillow call, decodes the upload: a corrupt file or a non-image then
+    gets alexnet_kit's one-line reason. Gradio has already checked that the
+    path lies in its upload folder before the payload reaches us.
+    """
+    if isinstance(payload, dict):
+        name = payload.get("orig_name") or (Path(payload["path"]).name if payload.get("path") else "upload")
+        if payload.get("path"):
+            return payload["path"], name
+        url = payload.get("url") or ""
+        if url.startswith("data:") and "," in url:
+            try:
+                return base64.b64decode(url.split(",", 1)[1], validate=True), name
+            except (binascii.Error, ValueError):
+                raise ImageError(name, "pasted data is not valid base64") from None
+    if isinstance(payload, (str, os.PathLike)):
+        return os.fspath(payload), Path(payload).name
+    raise ImageError("upload", "no image received")
+
+
+def build_app(service: DemoService, examples: list[Path] | None = None) -> gr.Blocks:
+    examples = default_examples() if examples is None else examples
+
+    def fail(e: AlexKitError):
+        # gr.Error shows the message in the page (a toast) and to API clients.
+        return gr.Error(str(e), title="Cannot use this photo" if isinstance(e, ImageError) else "Error")
+
+    def classify(payload):
+        if payload is None:
+            return None
+        try:
+            src, name = upload_source(payload)
+            labels = service.classify(service.read_photo(src, name), TOP)
+        except AlexKitError as e:
+            raise fail(e) from None
+        return {l.name: l.probability for l in labels}
+
+    def similar(payload):
+        if payload is None:
+            return [], []
+        try:
+            src, name = upload_source(payload)
+            hits = service.similar(src, SIMILAR, name)
+        except AlexKitError as e:
+            raise fail(e) from None
+        return [(h.path, f"{h.score:.3f}  {h.name}") for h in hits], [h.to_dict() for h in hits]
+
+    def crops(payload):
+        if payload is None:
+            return None
+        try:
+            src, name = upload_source(payload)
+            return service.crops(service.read_photo(src, name))
+        except AlexKitError:
+            return None  # classify already reports the problem once
+
+    kernels = service.kernels()
+    with gr.Blocks(title="AlexNet demo", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
+        gr.Markdown("# AlexNet: classify a photo, find similar ones\n"
+                    "Krizhevsky, Sutskever & Hinton (2012), *ImageNet Classification with Deep Convolutional Neural Networks*.")
+        gr.Markdown(status_markdown(service), elem_id="status")
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = gr.Image(label="Photo: upload, paste or pick an example", type="filepath",
+                                 sources=["upload", "clipboard"], elem_id="photo", height=320)
+                if examples:
+                    gr.Examples([[str(p)] for p in examples], inputs=[image], label="Example photos", examples_per_page=12)
+            with gr.Column(scale=1):
+                label = gr.Label(num_top_classes=TOP, label=f"Top-{TOP} classes (ten-crop average)" + ("" if service.trained else " (untrained model)"), elem_id="top5")
+        gr.Markdown("## Most similar photos in the index" + ("" if service.has_index else f"\n{NO_INDEX}"), elem_id="similar-heading")
+        gallery = gr.Gallery(label="Similar photos (score, file)", columns=4, height="auto", elem_id="similar", object_fit="cover")
+        with gr.Accordion("Similar photos as data", open=False):
+            hits = gr.JSON(label="path and score of each similar photo", elem_id="similar-json")
+        gr.Markdown("## What the network sees and learned")
+        with gr.Row():
+            strip = gr.Image(label="The ten 224x224 crops it averages over (§4.1): corners and centre, then mirrored",
+                             interactive=False, elem_id="crops", height=260)
+            gr.Image(value=kernels, label="The 96 first-layer kernels, 11x11x3 (Figure 3): tower 1 above, tower 2 below"
+                     + ("" if service.trained else "; random noise until trained"), interactive=False, elem_id="kernels", height=260)
+
+        image.change(classify, inputs=image, outputs=label, api_name="classify", preprocess=False,
+                     concurrency_id=MODEL_QUEUE, concurrency_limit=1)
+        # Without an index the page never asks for similar photos (the heading
+        # says why); /similar stays an endpoint and answers API clients with
+        # the same clear error, from a trigger the page never fires.
+        similar_trigger = image.change if service.has_index else gr.Button(visible=False).click
+        similar_trigger(similar, inputs=image, outputs=[gallery, hits], api_name="similar", preprocess=False,
+                        concurrency_id=MODEL_QUEUE, concurrency_limit=1)
+        image.change(crops, inputs=image, outputs=strip, api_visibility="private", preprocess=False,
+                     concurrency_limit=None)
+    return app
+
+
+def launch(service: DemoService, host: str = "127.0.0.1", port: int | None = 7860, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+           examples: list[Path] | None = None, block: bool = True, quiet: bool = False, queue_size: int = 256) -> gr.Blocks:
+    """Build, queue and start the app; with ``block=False`` returns at once (tests)."""
+    app = build_app(service, examples)
+    # api_open=False: REST calls must go through the queue too.
+    app.queue(max_size=queue_size, api_open=False)
+    app.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        max_file_size=f"{max_upload_mb}mb",
+        allowed_paths=[str(p) for p in service.photo_folders()],
+        prevent_thread_lock=not block,
+        quiet=quiet,
+        show_error=False,
+        ssr_mode=False,
+        mcp_server=False,
+        css=CSS,
+        footer_links=["api"],
+    )
+    return app
