@@ -1,0 +1,132 @@
+"""``alexnet-kit index build|add|remove|info``: a FAISS index of fc7 features (§6.1)."""
+from __future__ import annotations
+
+import argparse
+
+MODEL_HELP = "checkpoint or exported artifact (default: $ALEXNET_KIT_MODEL or ~/.local/share/alexnet-kit/model.safetensors)"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "index",
+        help="build and maintain a similarity index of photos",
+        description="A similarity index: the fc7 features (§6.1) of every photo in a folder, in a FAISS index "
+        "plus a SQLite store of paths, checksums and vectors. Exact search for small collections, compressed "
+        "(PCA + IVF + 8-bit) past 20,000 photos. An interrupted build resumes when run again.",
+    )
+    isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+
+    b = isub.add_parser("build", help="index a folder of photos", description="Walk PHOTOS (folders are searched "
+                        "recursively), extract fc7 features in batches and write the index folder OUT. Unreadable "
+                        "photos are skipped and reported. Run it again after an interruption to resume.")
+    b.add_argument("photos", nargs="+", metavar="PHOTOS", help="folders or image files")
+    b.add_argument("-o", "--out", required=True, metavar="INDEX", help="index folder to create")
+    b.add_argument("-m", "--model", help=MODEL_HELP)
+    b.add_argument("--crops", type=int, choices=[1, 10], default=1,
+                   help="1: centre crop (default, one pass per photo); 10: mean over the ten crops of §4.1 (mirror-invariant, 10x slower)")
+    b.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine",
+                   help="cosine: L2-normalised features (default); euclidean: raw features, as the paper compares them")
+    b.add_argument("--index-type", default="auto", metavar="TYPE",
+                   help="auto (Flat up to 20,000 photos, else PCA256+IVF+SQ8), flat, ivf, hnsw, or a FAISS factory string")
+    b.add_argument("--force", action="store_true", help="replace an existing index in OUT")
+    _common(b)
+
+    a = isub.add_parser("add", help="take in new and changed photos", description="Extract features of photos "
+                        "that are new or changed (size and mtime, then SHA-256) and skip the rest. Without PHOTOS, "
+                        "rescans the folders the index was built from. Also finishes an interrupted add or remove.")
+    a.add_argument("index", metavar="INDEX")
+    a.add_argument("photos", nargs="*", metavar="PHOTOS", help="folders or image files (default: the index's folders)")
+    a.add_argument("-m", "--model", help="the index's model, if it moved (must be the same weights)")
+    a.add_argument("--rebuild", action="store_true", help="rebuild the FAISS index from the stored vectors (retrains a compressed one)")
+    _common(a)
+
+    r = isub.add_parser("remove", help="forget photos", description="Remove photos from the index: the given files, "
+                        "every photo under the given folders, and with --missing every photo whose file is gone.")
+    r.add_argument("index", metavar="INDEX")
+    r.add_argument("paths", nargs="*", metavar="PATH")
+    r.add_argument("--missing", action="store_true", help="also remove photos whose file no longer exists")
+
+    i = isub.add_parser("info", help="describe an index", description="What an index holds: photos, model, feature "
+                        "settings, index type, memory per photo; checks both files' integrity.")
+    i.add_argument("index", metavar="INDEX")
+    i.add_argument("--json", action="store_true")
+    i.add_argument("--errors", action="store_true", help="list the unreadable photos")
+    p.set_defaults(run=run)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="torch device for checkpoints, e.g. cuda (default cpu)")
+    p.add_argument("--batch", type=int, help="photos per forward pass (default: 64 crops' worth)")
+    p.add_argument("--chunk", type=int, default=256, help="photos per committed chunk: the most an interruption loses (default 256)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _report(report, verb: str) -> None:
+    import sys
+
+    for path, err in report.errors[:20]:
+        print(f"alexnet-kit: skipped: {err if err.startswith(path) else f'{path}: {err}'}", file=sys.stderr)
+    if len(report.errors) > 20:
+        print(f"alexnet-kit: ... and {len(report.errors) - 20} more unreadable photos", file=sys.stderr)
+    print(f"{verb}: {report.summary()}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..errors import AlexKitError
+    from ..search import builder
+
+    cmd = args.index_command
+    if cmd == "build":
+        from ..paths import default_model_path
+
+        model = Path(args.model) if args.model else default_model_path()
+        if not model.exists():
+            raise AlexKitError(f"no model at {model}: pass --model PATH, or create one with 'alexnet-kit init' or 'alexnet-kit train'")
+        try:
+            report = builder.build(args.photos, args.out, model, crops=args.crops, metric=args.metric,
+                                   index_type=args.index_type, device=args.device, force=args.force, chunk=args.chunk,
+                                   progress=not args.quiet, batch_photos=args.batch)
+        except ValueError as e:  # an index type FAISS does not know
+            raise AlexKitError(str(e)) from None
+        _report(report, ("resumed and built " if report.resumed else "built ") + args.out)
+        return 1 if report.bad else 0
+    if cmd == "add":
+        report = builder.add(args.index, args.photos or None, model=args.model, device=args.device, chunk=args.chunk,
+                             progress=not args.quiet, rebuild_index=args.rebuild, batch_photos=args.batch)
+        _report(report, f"updated {args.index}")
+        return 1 if report.bad else 0
+    if cmd == "remove":
+        if not args.paths and not args.missing:
+            raise AlexKitError("nothing to remove: give paths, or --missing")
+        report = builder.remove(args.index, args.paths, missing=args.missing)
+        print(f"removed {report.removed} photos from {args.index}; {report.indexed} remain")
+        return 0
+    return _info(args)
+
+
+def _info(args: argparse.Namespace) -> int:
+    import json
+
+    from ..search import SimilarityIndex
+
+    with SimilarityIndex.open(args.index) as idx:
+        d = idx.info()
+        if args.errors:
+            d["unreadable_photos"] = [{"path": p, "error": e} for p, e in idx.unreadable(limit=10**9)]
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    print(f"index        {d['path']} (checked: store and FAISS file intact)")
+    print(f"photos       {d['photos']:,} indexed, {d['unreadable']:,} unreadable skipped")
+    print(f"model        {d['model']} ({'trained' if d['model_trained'] else 'UNTRAINED'}; fingerprint {d['model_fingerprint'][:16]})")
+    print(f"features     {d['features']}, {d['dim']}-d")
+    kind = "exact" if d["exact"] else "approximate"
+    print(f"FAISS        {d['index_type']} ({kind}{', ' + d['search_params'] if d['search_params'] else ''}), "
+          f"{d['bytes_per_photo'] or 0:,.0f} bytes/photo, {(d['index_bytes'] or 0) / 2**20:,.1f} MiB")
+    print(f"store        {d['store_bytes'] / 2**20:,.1f} MiB (paths, checksums, float32 vectors)")
+    print(f"folders      {', '.join(d['roots'] or [])}")
+    for e in d.get("unreadable_photos", []):
+        print(f"unreadable   {e['error']}")
+    return 0

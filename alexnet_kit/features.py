@@ -1,0 +1,138 @@
+"""fc7 features of photos, for similarity search (§6.1).
+
+The paper measures image similarity by the Euclidean distance between the
+4096-d activations of the last hidden layer (fc7, after its ReLU). We
+extract them from any engine (checkpoint or exported artifact), from the
+centre crop (one forward pass per photo, the default) or averaged over the
+ten test crops of §4.1 (ten passes; the four corners, the centre and their
+mirrors, so a mirrored photo gets exactly the same feature). Vectors are
+L2-normalised by default, so that the Euclidean ranking is the cosine
+ranking; ``metric="euclidean"`` keeps them raw, as the paper compares them.
+
+    >>> fx = FeatureExtractor.load("model.safetensors")
+    >>> for r in fx.extract(["a.jpg", "b.jpg"]):
+    ...     print(r.name, r.error or r.vector.shape)
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .batching import iter_batches
+from .engines import Engine, load_engine
+from .images import ImageSource, load_square
+
+METRICS = ("cosine", "euclidean")
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """What a feature vector means; an index records it and refuses others."""
+
+    layer: str = "fc7"
+    crops: int = 1  # 1: centre crop; 10: mean over the ten crops of §4.1
+    metric: str = "cosine"  # cosine: L2-normalised; euclidean: raw, as in §6.1
+
+    def __post_init__(self):
+        if self.layer != "fc7":
+            raise ValueError(f"unknown feature layer {self.layer!r} (only fc7)")
+        if self.crops not in (1, 10):
+            raise ValueError(f"crops must be 1 or 10, got {self.crops}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+
+    @property
+    def normalised(self) -> bool:
+        return self.metric == "cosine"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, s: str) -> "FeatureSettings":
+        return cls(**json.loads(s))
+
+    def describe(self) -> str:
+        crops = "centre crop" if self.crops == 1 else "mean of ten crops"
+        return f"{self.layer} after ReLU, {crops}, {'L2-normalised (cosine)' if self.normalised else 'raw (Euclidean)'}"
+
+
+@dataclass
+class Extracted:
+    source: ImageSource
+    name: str
+    vector: np.ndarray | None  # float32 (dim,), None when the photo is unreadable
+    error: str | None = None
+
+
+def l2_normalise(v: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(v, axis=-1, keepdims=True)
+    # an all-zero fc7 (every ReLU off) stays zero rather than becoming NaN
+    return (v / np.maximum(norm, 1e-12)).astype(np.float32, copy=False)
+
+
+class FeatureExtractor:
+    """fc7 vectors from an :class:`Engine`, batched, decoding ahead in threads."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        crops: int = 1,
+        metric: str = "cosine",
+        batch_photos: int | None = None,
+        workers: int | None = None,
+    ):
+        self.engine = engine
+        self.meta = engine.meta
+        self.settings = FeatureSettings(crops=crops, metric=metric)
+        # about 64 crops per forward pass: big enough for the BLAS, small enough for memory
+        self.batch_photos = batch_photos or max(1, 64 // crops)
+        self.workers = workers
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "cpu", crops: int = 1, metric: str = "cosine", **kw) -> "FeatureExtractor":
+        return cls(load_engine(path, device=device), crops=crops, metric=metric, **kw)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.engine.fingerprint
+
+    @property
+    def dim(self) -> int:
+        return self.meta.config.fc_features
+
+    @property
+    def crops(self) -> int:
+        return self.settings.crops
+
+    def features(self, photos: np.ndarray) -> np.ndarray:
+        """uint8 (N, 256, 256, 3) photos -> float32 (N, dim)."""
+        if len(photos) == 0:
+            return np.empty((0, self.dim), np.float32)
+        x = self.meta.preprocess.crops(photos, self.crops)
+        f = self.engine.features(x).numpy().astype(np.float32, copy=False)
+        if self.crops > 1:
+            f = f.reshape(len(photos), self.crops, -1).mean(1)
+        return l2_normalise(f) if self.settings.normalised else np.ascontiguousarray(f)
+
+    def extract(self, sources: Iterable[ImageSource]) -> Iterator[Extracted]:
+        """One :class:`Extracted` per source, in order; unreadable ones carry ``error``."""
+        size = self.meta.preprocess.resize
+        for entries, photos in iter_batches(sources, self.batch_photos, size, self.workers):
+            vectors = iter(self.features(photos))
+            for e in entries:
+                if e.error is not None:
+                    yield Extracted(e.source, e.name, None, str(e.error))
+                else:
+                    yield Extracted(e.source, e.name, next(vectors))
+
+    def extract_one(self, source: ImageSource) -> np.ndarray:
+        """One photo's vector; raises :class:`~alexnet_kit.errors.ImageError` if unreadable."""
+        return self.features(load_square(source, self.meta.preprocess.resize)[None])[0]
+
+
+__all__ = ["FeatureExtractor", "FeatureSettings", "Extracted", "l2_normalise"]

@@ -1,0 +1,346 @@
+"""Build, update and shrink an index: photos in, store rows and a FAISS file out.
+
+One routine serves ``index build`` (first time, or resuming an interrupted
+build) and ``index add``: walk the photos, skip the unchanged ones (same
+size and mtime; or same SHA-256 when only the mtime moved), run the network
+on the rest in batches, commit every ``chunk`` photos to the store in one
+transaction, and finally bring the FAISS file up to date: incrementally
+when it matched the store before (drop changed ids, add new vectors),
+otherwise rebuilt from the store's vectors (an interrupted run, a first
+build, or a collection that outgrew its index type).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ..errors import AlexKitError
+from ..features import FeatureExtractor, FeatureSettings
+from ..images import is_image_path
+from . import files
+from .errors import IndexMismatch, IndexProblem
+from .factory import (apply_search_params, as_float32, default_search_params, gpu_count, index_bytes, make_index,
+                      resolve_spec, supports_remove, to_cpu, to_gpu, train_size)
+from .store import Record, Store, file_checksum
+
+CHUNK = 256  # photos per committed transaction: at most this much work is lost on a crash
+
+
+@dataclass
+class UpdateReport:
+    scanned: int = 0
+    unchanged: int = 0  # same size and mtime (or same checksum): not read again
+    new: int = 0
+    changed: int = 0
+    extracted: int = 0  # photos that went through the network in this run
+    bad: int = 0  # unreadable in this run (skipped, recorded)
+    bad_known: int = 0  # unreadable before and unchanged since
+    removed: int = 0
+    indexed: int = 0  # vectors in the FAISS index afterwards
+    spec: str = ""
+    rebuilt: bool = False
+    resumed: bool = False
+    seconds: float = 0.0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"{self.indexed} photos indexed ({self.spec})", f"{self.extracted} extracted"]
+        if self.unchanged:
+            parts.append(f"{self.unchanged} unchanged skipped")
+        if self.bad or self.bad_known:
+            parts.append(f"{self.bad + self.bad_known} unreadable skipped")
+        if self.removed:
+            parts.append(f"{self.removed} removed")
+        return ", ".join(parts) + f" in {self.seconds:.1f} s"
+
+
+def walk_photos(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """Image files under these folders (recursively) or given directly: absolute, sorted, unique."""
+    out: set[str] = set()
+    for p in paths:
+        path = Path(p).expanduser()
+        if path.is_dir():
+            out.update(str(f.resolve()) for f in path.rglob("*") if f.is_file() and is_image_path(f))
+        elif path.exists():
+            out.add(str(path.resolve()))
+        else:
+            raise AlexKitError(f"{p}: no such file or folder")
+    return sorted(out)
+
+
+def _settings_of(extractor: FeatureExtractor, model: str | os.PathLike) -> dict:
+    return {
+        "model_fingerprint": extractor.fingerprint,
+        "model_path": str(Path(model).resolve()),
+        "model_trained": extractor.meta.trained,
+        "features": extractor.settings.to_json(),
+        "dim": extractor.dim,
+    }
+
+
+def check_compatible(root: Path, store: Store, extractor: FeatureExtractor, model: str | os.PathLike) -> None:
+    """Refuse a model or feature setting other than the index's, in one line."""
+    fp = store.get("model_fingerprint")
+    if extractor.fingerprint != fp:
+        raise IndexMismatch(
+            f"{root}: built with model {fp[:12]} ({store.get('model_path')}), but {model} is model "
+            f"{extractor.fingerprint[:12]}: its features are not comparable; build a new index for this model "
+            "or use the model the index was built with")
+    ours = FeatureSettings.from_json(store.get("features"))
+    if extractor.settings != ours:
+        raise IndexMismatch(
+            f"{root}: built with features '{ours.describe()}', asked for '{extractor.settings.describe()}': "
+            "use the index's settings (leave the option out) or build a new index")
+
+
+def plan(store: Store, photos: list[str], report: UpdateReport) -> list[tuple[str, int, int]]:
+    """Which photos need the network: (path, size, mtime_ns) of the new and changed ones."""
+    rows = store.rows()
+    todo: list[tuple[str, int, int]] = []
+    touched: list[tuple[str, int, int]] = []
+    for path in photos:
+        report.scanned += 1
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            report.bad += 1
+            report.errors.append((path, f"cannot read ({e.strerror})"))
+            continue
+        row = rows.get(path)
+        if row is None:
+            report.new += 1
+            todo.append((path, st.st_size, st.st_mtime_ns))
+            continue
+        if row.size == st.st_size and row.mtime_ns == st.st_mtime_ns:
+            report.unchanged += 1
+            report.bad_known += not row.ok
+            continue
+        try:
+            same = row.size == st.st_size and file_checksum(path) == row.checksum
+        except OSError:
+            same = False
+        if same:  # touched but not changed (a copy that kept the bytes, a `touch`)
+            report.unchanged += 1
+            report.bad_known += not row.ok
+            touched.append((path, st.st_size, st.st_mtime_ns))
+        else:
+            report.changed += 1
+            todo.append((path, st.st_size, st.st_mtime_ns))
+    store.touch(touched)
+    return todo
+
+
+def extract_into(store: Store, extractor: FeatureExtractor, todo: list[tuple[str, int, int]], report: UpdateReport,
+                 chunk: int = CHUNK, progress: bool = False) -> tuple[list[int], list[int]]:
+    """Run the network over ``todo`` and commit every ``chunk`` results; (removed ids, added ids)."""
+    from tqdm import tqdm
+
+    removed: list[int] = []
+    added: list[int] = []
+    pending: list[Record] = []
+    stats = {p: (s, m) for p, s, m in todo}
+
+    def flush():
+        r, a = store.commit(pending, extractor.dim)
+        removed.extend(r)
+        added.extend(a)
+        pending.clear()
+
+    bar = tqdm(total=len(todo), unit="photo", desc="fc7 features", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    try:
+        for item in extractor.extract(p for p, _, _ in todo):
+            path = item.name
+            size, mtime = stats[path]
+            try:
+                checksum = file_checksum(path)
+            except OSError as e:
+                checksum, item.error, item.vector = "", item.error or f"{path}: cannot read ({e.strerror})", None
+            if item.error is not None:
+                report.bad += 1
+                report.errors.append((path, item.error))
+            else:
+                report.extracted += 1
+            pending.append(Record(path, size, mtime, checksum, item.vector, item.error))
+            bar.update(1)
+            if item.error is not None:
+                bar.set_postfix(unreadable=report.bad, refresh=False)
+            if len(pending) >= chunk:
+                flush()
+        if pending:
+            flush()
+    except KeyboardInterrupt:
+        bar.close()
+        done = store.count()
+        print(f"alexnet-kit: interrupted; {done[0] + done[1]} photos are safely in {store.path.parent}: "
+              "run the same command again to resume", file=sys.stderr)
+        raise
+    finally:
+        bar.close()
+    return removed, added
+
+
+def rebuild(root: Path, store: Store, report: UpdateReport, progress: bool = False):
+    """A fresh FAISS index from every vector in the store (trained on a sample when compressed)."""
+    from tqdm import tqdm
+
+    dim = int(store.get("dim"))
+    n = store.count()[0]
+    spec = resolve_spec(store.get("index_type", "auto"), n, dim)
+    index = make_index(spec, dim)
+    if not index.is_trained:
+        sample = store.sample_vectors(train_size(spec, n), dim)
+        if len(sample) == 0:
+            raise AlexKitError(f"{root}: no readable photos to train a {spec} index on")
+        gpu_index, on_gpu = to_gpu(index) if gpu_count() else (index, False)
+        gpu_index.train(as_float32(sample))  # k-means is where a GPU pays off most
+        index = to_cpu(gpu_index) if on_gpu else gpu_index
+    with tqdm(total=n, unit="vec", desc="FAISS index", disable=not progress, dynamic_ncols=True, file=sys.stderr) as bar:
+        for ids, vecs in store.iter_vectors(dim):
+            index.add_with_ids(as_float32(vecs), ids)
+            bar.update(len(ids))
+    report.rebuilt = True
+    return index, spec
+
+
+def finish(root: Path, store: Store, report: UpdateReport, removed: list[int], added: list[int],
+           was_ok: bool, progress: bool = False, force_rebuild: bool = False) -> None:
+    """Bring the FAISS file up to date with the store, then record it."""
+    dim = int(store.get("dim"))
+    n = store.count()[0]
+    index = None
+    spec = (store.get("index") or {}).get("spec", "")
+    wanted = resolve_spec(store.get("index_type", "auto"), n, dim)
+    if was_ok and not force_rebuild and (removed or added) and spec == _family(wanted, spec):
+        index = files.read_index(root)
+        if removed and not supports_remove(index):
+            index = None
+        else:
+            if removed:
+                index.remove_ids(np.asarray(removed, np.int64))
+            ids, vecs = store.vectors(added, dim)
+            if len(ids):
+                index.add_with_ids(as_float32(vecs), ids)
+    elif was_ok and not force_rebuild and not (removed or added):
+        record = store.get("index")
+        if record["version"] != store.get("content_version"):  # only unreadable photos changed: no vector moved
+            store.put(index={**record, "version": store.get("content_version")})
+        report.indexed, report.spec = record["ntotal"], spec
+        return
+    if index is None:
+        index, spec = rebuild(root, store, report, progress)
+    params = default_search_params(spec)
+    record = files.write_index(root, store, index, {
+        "spec": spec, "params": params, "ntotal": int(index.ntotal),
+        "bytes_per_vector": index_bytes(index) / max(1, index.ntotal)})
+    report.indexed, report.spec = record["ntotal"], spec
+
+
+def _family(wanted: str, current: str) -> str:
+    """Keep an existing index type while ``auto`` would still choose the same kind (Flat vs IVF)."""
+    if ("IVF" in wanted) == ("IVF" in current) and ("HNSW" in wanted) == ("HNSW" in current):
+        return current
+    return wanted
+
+
+def build(photos: Iterable[str | os.PathLike], out: str | os.PathLike, model: str | os.PathLike, *,
+          crops: int = 1, metric: str = "cosine", index_type: str = "auto", device: str = "cpu",
+          force: bool = False, chunk: int = CHUNK, progress: bool = False, batch_photos: int | None = None,
+          workers: int | None = None, extractor: FeatureExtractor | None = None) -> UpdateReport:
+    """Index the photos into the folder ``out``; resumes an interrupted build of the same photos."""
+    t0 = time.perf_counter()
+    root = Path(out)
+    report = UpdateReport()
+    photo_list = walk_photos(photos)
+    if root.exists() and not root.is_dir():
+        raise IndexProblem(root, "exists and is not an index folder")
+    extractor = extractor or FeatureExtractor.load(model, device=device, crops=crops, metric=metric,
+                                                   batch_photos=batch_photos, workers=workers)
+    spath = files.store_path(root)
+    if spath.exists() and force:
+        spath.unlink()
+        files.faiss_path(root).unlink(missing_ok=True)
+        shutil.rmtree(root / "shards", ignore_errors=True)
+    if spath.exists():
+        store = Store.open(spath)
+        if store.get("state") == "complete":
+            store.close()
+            raise AlexKitError(f"{root}: an index is already there: update it with 'alexnet-kit index add {root}', "
+                               "or rebuild it from scratch with --force")
+        check_compatible(root, store, extractor, model)
+        report.resumed = True
+    else:
+        if root.exists() and any(root.iterdir()) and not spath.exists():
+            raise IndexProblem(root, "folder is not empty and holds no index: choose a new folder for the index")
+        store = Store.create(spath, {**_settings_of(extractor, model), "state": "building", "index_type": index_type,
+                                     "roots": [str(Path(p).resolve()) for p in photos]})
+    try:
+        todo = plan(store, photo_list, report)
+        extract_into(store, extractor, todo, report, chunk, progress)
+        finish(root, store, report, [], [], was_ok=False, progress=progress)
+        report.errors = report.errors or []
+    finally:
+        store.close()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def add(root: str | os.PathLike, photos: Iterable[str | os.PathLike] | None = None, *, model: str | os.PathLike | None = None,
+        device: str = "cpu", chunk: int = CHUNK, progress: bool = False, rebuild_index: bool = False,
+        batch_photos: int | None = None, workers: int | None = None) -> UpdateReport:
+    """Take in new and changed photos (default: rescan the folders the index was built from)."""
+    t0 = time.perf_counter()
+    root = Path(root)
+    report = UpdateReport()
+    store = Store.open(files.store_path(root))
+    try:
+        was_ok = files.state(root, store) is files.State.OK if store.get("state") == "complete" else False
+        photos = list(photos) if photos else list(store.get("roots") or [])
+        photo_list = walk_photos(photos) if photos else []
+        settings = FeatureSettings.from_json(store.get("features"))
+        model = model or store.get("model_path")
+        if photo_list and not Path(model).exists():
+            raise AlexKitError(f"{root}: its model {model} is gone: pass --model with the same model")
+        removed: list[int] = []
+        added: list[int] = []
+        todo = plan(store, photo_list, report)
+        if todo:
+            extractor = FeatureExtractor.load(model, device=device, crops=settings.crops, metric=settings.metric,
+                                              batch_photos=batch_photos, workers=workers)
+            check_compatible(root, store, extractor, model)
+            removed, added = extract_into(store, extractor, todo, report, chunk, progress)
+        roots = set(store.get("roots") or [])
+        new_roots = {str(Path(p).resolve()) for p in photos if Path(p).is_dir()}
+        if not new_roots <= roots:
+            store.put(roots=sorted(roots | new_roots))
+        finish(root, store, report, removed, added, was_ok, progress, force_rebuild=rebuild_index)
+    finally:
+        store.close()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def remove(root: str | os.PathLike, paths: Iterable[str | os.PathLike] = (), *, missing: bool = False,
+           progress: bool = False) -> UpdateReport:
+    """Forget photos (by path, or every photo under a folder); ``missing``: those whose file is gone."""
+    t0 = time.perf_counter()
+    root = Path(root)
+    report = UpdateReport()
+    store = Store.open(files.store_path(root))
+    try:
+        was_ok = files.state(root, store) is files.State.OK if store.get("state") == "complete" else False
+        ids = store.ids_under([str(Path(p).expanduser().resolve()) for p in paths])
+        if missing:
+            ids = sorted(set(ids) | {r.id for r in store.rows().values() if not os.path.exists(r.path)})
+        report.removed = store.delete(ids)
+        finish(root, store, report, ids, [], was_ok, progress)
+    finally:
+        store.close()
+    report.seconds = time.perf_counter() - t0
+    return report

@@ -1,0 +1,154 @@
+"""Which FAISS index for how many photos, and how to train and search it.
+
+Small collections get an exact index (``Flat``: every 4096-d vector kept,
+16 KiB per photo, brute force, recall 1). Past ``FLAT_MAX`` photos that
+stops fitting in memory and in time, so vectors are compressed as the paper
+suggests (§6.1, "compressing these vectors to short binary codes"): a PCA
+rotation to 256 dimensions (learned on a sample), an inverted file of
+k-means cells (only ``nprobe`` cells are scanned per query) and 8-bit
+scalar quantisation of each component: 264 bytes per photo, id included.
+``docs/search.md`` and ``docs/benchmarks.md`` give the measured recall.
+
+Every index uses the L2 metric: for L2-normalised vectors the L2 ranking is
+the cosine ranking (``cos = 1 - d^2 / 2``), and unlike inner products it is
+preserved by the PCA's centring.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+#: at most this many photos get an exact (Flat) index when the type is "auto"
+FLAT_MAX = 20_000
+#: dimensions kept by the PCA of compressed indexes
+PCA_DIM = 256
+ALIASES = ("auto", "flat", "ivf", "hnsw")
+
+
+def faiss():
+    """faiss, imported on first use (``alexnet-kit classify`` never pays for it)."""
+    import faiss as _faiss
+
+    return _faiss
+
+
+def nlist_for(n: int) -> int:
+    """k-means cells: about 2 sqrt(n), a power of two, with >= 39 training points per cell."""
+    target = 2 * math.sqrt(max(n, 1))
+    nlist = 2 ** round(math.log2(max(target, 1)))
+    while nlist > 16 and nlist * 39 > n:
+        nlist //= 2
+    return int(min(max(nlist, 16), 65536))
+
+
+def resolve_spec(kind: str, n: int, dim: int) -> str:
+    """A FAISS factory string for ``kind`` (auto, flat, ivf, hnsw, or a factory string itself)."""
+    kind = kind.strip()
+    low = kind.lower()
+    d = min(PCA_DIM, dim)
+    pca = f"PCAR{d}," if d < dim else ""
+    if low == "auto":
+        low = "flat" if n <= FLAT_MAX else "ivf"
+    if low == "flat":
+        return "Flat"
+    if low == "ivf":
+        return f"{pca}IVF{nlist_for(n)},SQ8"
+    if low == "hnsw":
+        return f"{pca}HNSW32,SQ8"
+    return kind  # a FAISS factory string, checked when the index is made
+
+
+def default_search_params(spec: str) -> str:
+    """FAISS ParameterSpace string for queries: enough probes for recall@10 >= 0.95 (see docs)."""
+    m = re.search(r"IVF(\d+)", spec)
+    if m:
+        nlist = int(m.group(1))
+        return f"nprobe={min(nlist, max(16, nlist // 32))}"
+    if "HNSW" in spec:
+        return "efSearch=128"
+    return ""
+
+
+def make_index(spec: str, dim: int):
+    """An empty index that takes ids (``add_with_ids``), L2 metric."""
+    fs = faiss()
+    try:
+        index = fs.index_factory(dim, spec, fs.METRIC_L2)
+    except RuntimeError as e:
+        raise ValueError(f"not a FAISS index type: {spec!r} ({str(e).splitlines()[-1][:160]})") from None
+    if not supports_ids(index):
+        index = fs.IndexIDMap2(index)
+    return index
+
+
+def supports_ids(index) -> bool:
+    """IVF indexes store ids themselves; Flat and HNSW need an id map."""
+    fs = faiss()
+    inner = index
+    if isinstance(inner, fs.IndexPreTransform):
+        inner = fs.downcast_index(inner.index)
+    return isinstance(fs.downcast_index(inner), fs.IndexIVF)
+
+
+def supports_remove(index) -> bool:
+    fs = faiss()
+    inner = fs.downcast_index(index)
+    if isinstance(inner, fs.IndexIDMap2):
+        inner = fs.downcast_index(inner.index)
+    if isinstance(inner, fs.IndexPreTransform):
+        inner = fs.downcast_index(inner.index)
+    return isinstance(inner, (fs.IndexFlat, fs.IndexIVF))
+
+
+def train_size(spec: str, n: int) -> int:
+    """How many vectors to train on: ~40 per k-means cell, enough for the PCA."""
+    m = re.search(r"IVF(\d+)", spec)
+    need = 40 * int(m.group(1)) if m else 0
+    if "PCA" in spec or "OPQ" in spec or "PQ" in spec or "SQ" in spec:
+        need = max(need, 20_000)
+    return min(n, max(need, 0))
+
+
+def apply_search_params(index, params: str) -> None:
+    if params:
+        fs = faiss()
+        fs.ParameterSpace().set_index_parameters(index, params)
+
+
+def gpu_count() -> int:
+    """GPUs FAISS can use: 0 with faiss-cpu, and 0 with faiss-gpu on a machine without one."""
+    fs = faiss()
+    try:
+        return int(fs.get_num_gpus()) if hasattr(fs, "get_num_gpus") else 0
+    except Exception:
+        return 0
+
+
+def to_gpu(index):
+    """The index on every GPU when faiss has GPUs; the CPU index otherwise, or if it cannot move."""
+    if gpu_count() == 0:
+        return index, False
+    fs = faiss()
+    try:
+        return fs.index_cpu_to_all_gpus(index), True
+    except (RuntimeError, AttributeError):  # e.g. a type without a GPU implementation
+        return index, False
+
+
+def to_cpu(index):
+    fs = faiss()
+    try:
+        return fs.index_gpu_to_cpu(index)
+    except (RuntimeError, AttributeError):
+        return index
+
+
+def index_bytes(index) -> int:
+    """Size of the index as FAISS serialises it (what it occupies in memory, within a few %)."""
+    return int(faiss().serialize_index(index).size)
+
+
+def as_float32(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32)

@@ -1,0 +1,233 @@
+"""The similarity index as a Python object: open, query, update, describe.
+
+    >>> from alexnet_kit.search import SimilarityIndex
+    >>> idx = SimilarityIndex.build("photos/", "photos.index", model="model.safetensors")
+    >>> for hit in idx.query("cat.jpg", top=8):
+    ...     print(f"{hit.score:.3f}  {hit.path}")
+    >>> idx.add(["new-photos/"])          # only new and changed files go through the network
+    >>> idx.info()["photos"]
+
+A query photo that is itself in the index is left out of its own results
+(and its stored vector is used, so the network does not run). The model
+and feature settings are the index's own; another model or setting is
+refused with :class:`~alexnet_kit.search.errors.IndexMismatch`.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ..errors import AlexKitError
+from ..features import FeatureExtractor, FeatureSettings, l2_normalise
+from ..images import ImageSource
+from . import builder, files
+from .errors import IndexMismatch, IndexProblem
+from .factory import apply_search_params, as_float32, gpu_count, to_gpu
+from .store import Store
+
+
+@dataclass
+class Hit:
+    path: str
+    #: higher is more similar: the cosine similarity for a cosine index, minus the distance for a Euclidean one
+    score: float
+    id: int
+    #: Euclidean distance between the stored vectors (normalised ones for a cosine index)
+    distance: float
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "score": self.score, "distance": self.distance, "id": self.id}
+
+
+class SimilarityIndex:
+    def __init__(self, root: Path, store: Store, index, model: str | os.PathLike | None = None, device: str = "cpu",
+                 on_gpu: bool = False):
+        self.root = root
+        self.store = store
+        self.index = index
+        self.on_gpu = on_gpu
+        self.settings = FeatureSettings.from_json(store.get("features"))
+        self.dim = int(store.get("dim"))
+        self.fingerprint: str = store.get("model_fingerprint")
+        self.model_path = Path(model) if model else Path(store.get("model_path"))
+        self.device = device
+        self._extractor: FeatureExtractor | None = None
+        self._lock = threading.Lock()  # the demo serves queries from several threads
+
+    # -- opening and building --------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, model: str | os.PathLike | None = None, *, crops: int | None = None,
+             metric: str | None = None, device: str = "cpu", verify: bool = True, gpu: bool | None = None) -> "SimilarityIndex":
+        """Open an index folder; checks both files (``verify``: full checksums).
+
+        ``model``: where the index's model is now (default: where it was when
+        built; it must be the same weights). ``crops``/``metric``: say what you
+        expect; anything other than the index's settings is refused. ``gpu``:
+        search on the GPUs when FAISS has them (default: when it does).
+        """
+        root = Path(path)
+        if not root.is_dir():
+            raise IndexProblem(root, "no such index folder" if not root.exists() else "not an index folder")
+        store = Store.open(files.store_path(root), verify=verify)
+        try:
+            theirs = FeatureSettings.from_json(store.get("features"))
+            asked = FeatureSettings(crops=crops or theirs.crops, metric=metric or theirs.metric)
+            if asked != theirs:
+                raise IndexMismatch(f"{root}: built with features '{theirs.describe()}', asked for "
+                                    f"'{asked.describe()}': leave the option out, or build a new index with it")
+            st = files.state(root, store, verify)
+            if st is files.State.BUILDING:
+                ok, bad = store.count()
+                raise IndexProblem(root, f"incomplete: its build stopped after {ok + bad} photos; run "
+                                         f"'alexnet-kit index build PHOTOS --out {root}' again to resume it")
+            if st is files.State.STALE:
+                raise IndexProblem(root, f"the FAISS index is behind its store (an interrupted add or remove); "
+                                         f"run 'alexnet-kit index add {root}' to finish it")
+            index = files.read_index(root)
+            record = store.get("index") or {}
+            if index.ntotal != store.count()[0] or index.d != int(store.get("dim")):
+                raise IndexProblem(files.faiss_path(root), f"holds {index.ntotal} vectors of {index.d} dimensions, the "
+                                   f"store {store.count()[0]} of {store.get('dim')}: rebuild with 'alexnet-kit index add {root} --rebuild'")
+            apply_search_params(index, record.get("params", ""))
+            on_gpu = False
+            if gpu or (gpu is None and gpu_count() > 0):
+                index, on_gpu = to_gpu(index)
+                apply_search_params(index, record.get("params", ""))
+        except BaseException:
+            store.close()
+            raise
+        return cls(root, store, index, model=model, device=device, on_gpu=on_gpu)
+
+    @classmethod
+    def build(cls, photos: Iterable[str | os.PathLike] | str | os.PathLike, out: str | os.PathLike,
+              model: str | os.PathLike, **kw) -> "SimilarityIndex":
+        """Index a folder (or files) into the new folder ``out``; the report is ``.last_report``."""
+        if isinstance(photos, (str, os.PathLike)):
+            photos = [photos]
+        report = builder.build(photos, out, model, **kw)
+        idx = cls.open(out, model=model, device=kw.get("device", "cpu"))
+        idx.last_report = report
+        return idx
+
+    def add(self, photos: Iterable[str | os.PathLike] | None = None, **kw) -> builder.UpdateReport:
+        """Take in new and changed photos (default: rescan the folders it was built from)."""
+        kw.setdefault("model", self.model_path)
+        return self._update(builder.add, photos, **kw)
+
+    def remove(self, paths: Iterable[str | os.PathLike] = (), *, missing: bool = False) -> builder.UpdateReport:
+        return self._update(builder.remove, paths, missing=missing)
+
+    def _update(self, fn, *args, **kw) -> builder.UpdateReport:
+        with self._lock:
+            report = fn(self.root, *args, **kw)
+            index = files.read_index(self.root)
+            apply_search_params(index, (self.store.get("index") or {}).get("params", ""))
+            if self.on_gpu:
+                index, self.on_gpu = to_gpu(index)
+            self.index = index
+        return report
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    # -- queries ---------------------------------------------------------
+
+    @property
+    def extractor(self) -> FeatureExtractor:
+        """The index's model, loaded on the first query that needs it."""
+        if self._extractor is None:
+            if not self.model_path.exists():
+                raise AlexKitError(f"{self.root}: its model {self.model_path} is gone: pass the same model (model=... / --model)")
+            fx = FeatureExtractor.load(self.model_path, device=self.device, crops=self.settings.crops, metric=self.settings.metric)
+            builder.check_compatible(self.root, self.store, fx, self.model_path)
+            self._extractor = fx
+        return self._extractor
+
+    def vector(self, image: ImageSource) -> tuple[np.ndarray, int | None]:
+        """(feature vector, the photo's id when it is in the index itself)."""
+        if isinstance(image, (str, os.PathLike)):
+            path = Path(image).expanduser()
+            row = self.store.row(str(path.resolve())) if path.exists() else None
+            if row is not None and row.ok:
+                st = path.stat()
+                if (st.st_size, st.st_mtime_ns) == (row.size, row.mtime_ns):
+                    ids, vecs = self.store.vectors([row.id], self.dim)
+                    if len(ids):
+                        return vecs[0], row.id  # the network ran on it already
+                return self.extractor.extract_one(image), row.id
+        return self.extractor.extract_one(image), None
+
+    def query(self, image: ImageSource, top: int = 8, exclude_self: bool = True) -> list[Hit]:
+        """The ``top`` nearest photos to ``image`` (a path, bytes or PIL image), best first.
+
+        Raises :class:`~alexnet_kit.errors.ImageError` if the photo cannot be read.
+        """
+        vec, own = self.vector(image)
+        return self.query_vector(vec, top, exclude=[own] if (exclude_self and own is not None) else [])
+
+    def query_vector(self, vector: np.ndarray, top: int = 8, exclude: Iterable[int] = ()) -> list[Hit]:
+        if top < 1:
+            raise ValueError("top must be at least 1")
+        exclude = set(exclude)
+        q = as_float32(np.asarray(vector).reshape(1, -1))
+        if q.shape[1] != self.dim:
+            raise ValueError(f"a {q.shape[1]}-d vector for a {self.dim}-d index")
+        if self.settings.normalised:
+            q = l2_normalise(q)
+        k = min(top + len(exclude), max(1, len(self)))
+        with self._lock:
+            d2, ids = self.index.search(q, k)
+        pairs = [(int(i), float(d)) for i, d in zip(ids[0], d2[0]) if i >= 0 and int(i) not in exclude][:top]
+        paths = self.store.paths(i for i, _ in pairs)
+        hits = []
+        for i, d in pairs:
+            dist = float(np.sqrt(max(d, 0.0)))
+            score = 1.0 - max(d, 0.0) / 2.0 if self.settings.normalised else -dist
+            hits.append(Hit(paths.get(i, f"<id {i}>"), score, i, dist))
+        return hits
+
+    # -- description -----------------------------------------------------
+
+    def info(self) -> dict:
+        s = self.store.settings()
+        ok, bad = self.store.count()
+        rec = s.get("index") or {}
+        return {
+            "path": str(self.root),
+            "photos": ok,
+            "unreadable": bad,
+            "model": s.get("model_path"),
+            "model_fingerprint": s.get("model_fingerprint"),
+            "model_trained": s.get("model_trained"),
+            "features": self.settings.describe(),
+            "feature_settings": {"layer": self.settings.layer, "crops": self.settings.crops, "metric": self.settings.metric},
+            "dim": self.dim,
+            "index_type": rec.get("spec"),
+            "index_type_requested": s.get("index_type"),
+            "search_params": rec.get("params"),
+            "bytes_per_photo": rec.get("bytes_per_vector"),
+            "index_bytes": rec.get("bytes"),
+            "store_bytes": files.store_path(self.root).stat().st_size,
+            "exact": rec.get("spec") == "Flat",
+            "on_gpu": self.on_gpu,
+            "roots": s.get("roots"),
+            "content_version": s.get("content_version"),
+        }
+
+    def unreadable(self, limit: int = 20) -> list[tuple[str, str]]:
+        return self.store.errors(limit)
