@@ -59,10 +59,17 @@ def status_markdown(service: DemoService) -> str:
                      "until the model is trained.</span>")
     if service.has_index:
         folders = ", ".join(f"`{p}`" for p in service.photo_folders())
-        lines.append(f"**Index** `{service.index_path.name}`: photos from {folders}.")
-    else:
-        lines.append(f"**{NO_INDEX}**")
+        lines.append(f"**Index** `{service.index_path.name}`: {service.index_size()} photos from {folders}.")
     return "\n\n".join(lines)
+
+
+def kernels_caption(service: DemoService) -> str:
+    cfg = service.meta.config
+    if service.kernels() is None:
+        return "First-layer kernels: not available for this model file (needs a checkpoint)"
+    towers = ", tower 1 above tower 2" if cfg.towers == 2 else ""
+    return (f"The {cfg.conv_channels[0]} first-layer kernels (Figure 3){towers}"
+            + ("" if service.trained else ": random until trained"))
 
 
 def upload_source(payload) -> tuple[str | bytes, str]:
@@ -137,16 +144,16 @@ def build_app(service: DemoService, examples: list[Path] | None = None) -> gr.Bl
                     gr.Examples([[str(p)] for p in examples], inputs=[image], label="Example photos", examples_per_page=12)
             with gr.Column(scale=1):
                 label = gr.Label(num_top_classes=TOP, label=f"Top-{TOP} classes (ten-crop average)" + ("" if service.trained else " (untrained model)"), elem_id="top5")
-        gr.Markdown("## Most similar photos in the index" + ("" if service.has_index else f"\n{NO_INDEX}"), elem_id="similar-heading")
-        gallery = gr.Gallery(label="Similar photos (score, file)", columns=4, height="auto", elem_id="similar", object_fit="cover")
-        with gr.Accordion("Similar photos as data", open=False):
+        gr.Markdown("## Most similar photos in the index" + ("" if service.has_index else f"\n**{NO_INDEX}**"), elem_id="similar-heading")
+        gallery = gr.Gallery(label=f"The {SIMILAR} nearest photos by fc7 features (§6.1): score and file", columns=SIMILAR // 2,
+                             height="auto", elem_id="similar", object_fit="cover", visible=service.has_index)
+        with gr.Accordion("Similar photos as data", open=False, visible=service.has_index):
             hits = gr.JSON(label="path and score of each similar photo", elem_id="similar-json")
         gr.Markdown("## What the network sees and learned")
         with gr.Row():
             strip = gr.Image(label="The ten 224x224 crops it averages over (§4.1): corners and centre, then mirrored",
                              interactive=False, elem_id="crops", height=260)
-            gr.Image(value=kernels, label="The 96 first-layer kernels, 11x11x3 (Figure 3): tower 1 above, tower 2 below"
-                     + ("" if service.trained else "; random noise until trained"), interactive=False, elem_id="kernels", height=260)
+            gr.Image(value=kernels, label=kernels_caption(service), interactive=False, elem_id="kernels", height=260)
 
         image.change(classify, inputs=image, outputs=label, api_name="classify", preprocess=False,
                      concurrency_id=MODEL_QUEUE, concurrency_limit=1)

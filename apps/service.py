@@ -16,12 +16,13 @@ import numpy as np
 
 from alexnet_kit.classify import Classifier, Label
 from alexnet_kit.errors import AlexKitError, ImageError
+from alexnet_kit.features import FeatureExtractor
 from alexnet_kit.images import load_square
 
 from .figures import crops_strip, kernel_grid
 
 NO_INDEX = ("No similarity index loaded: start the demo with --index PATH "
-            "(an index built by alexnet-kit's similarity search from a folder of photos).")
+            "(build one with 'alexnet-kit index build PHOTOS --out PATH --model MODEL').")
 
 
 @dataclass
@@ -36,17 +37,24 @@ class Hit:
         return Path(self.path).name
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "score": self.score}
+        # "file", not "path": Gradio's client takes any {"path": ...} for a file to download
+        return {"file": self.path, "score": self.score}
 
 
 class DemoService:
-    def __init__(self, classifier: Classifier, index=None, model_path: str | os.PathLike | None = None,
+    def __init__(self, classifier: Classifier, index: "IndexThread | None" = None, model_path: str | os.PathLike | None = None,
                  index_path: str | os.PathLike | None = None):
         self.classifier = classifier
         self.meta = classifier.meta
         self.index = index
         self.model_path = Path(model_path) if model_path else None
         self.index_path = Path(index_path) if index_path else None
+        self._folders: list[Path] = []
+        self.features = None
+        if index is not None:
+            # §6.1 features from the classifier's own engine: the model is loaded once
+            self.features = FeatureExtractor(classifier.engine, crops=index.settings.crops, metric=index.settings.metric)
+            self._folders = sorted({p.resolve() for p in index.roots})
         self._kernels: np.ndarray | None = None
         self._kernels_done = False
         self._lock = threading.Lock()
@@ -55,7 +63,7 @@ class DemoService:
     def load(cls, model: str | os.PathLike, index: str | os.PathLike | None = None, device: str = "cpu") -> "DemoService":
         """Open the model (ten-crop classifier) and the index, if one is given."""
         classifier = Classifier.load(model, device=device, crops=10)
-        idx = open_index(index, classifier) if index else None
+        idx = IndexThread(index, classifier, model, device) if index else None
         return cls(classifier, idx, model, index)
 
     # -- facts for the page ----------------------------------------------
@@ -68,12 +76,17 @@ class DemoService:
     def has_index(self) -> bool:
         return self.index is not None
 
+    def index_size(self) -> int:
+        return 0 if self.index is None else len(self.index)
+
     def photo_folders(self) -> list[Path]:
         """The folders whose photos the index returns: the only files the demo may serve."""
-        if self.index is None:
-            return []
-        roots = index_photo_folders(self.index)
-        return sorted({Path(r).resolve() for r in roots})
+        return list(self._folders)
+
+    def servable(self, path: str | os.PathLike) -> bool:
+        """Inside the index's folders and still on disk."""
+        p = Path(path).resolve()
+        return p.is_file() and any(p == r or r in p.parents for r in self._folders)
 
     # -- the work ----------------------------------------------------------
 
@@ -93,15 +106,25 @@ class DemoService:
         probs = self.classifier.probabilities(photo[None])[0]
         return self.classifier.top_labels(probs, top)
 
-    def similar(self, path: str | os.PathLike, top: int = 8, name: str | None = None) -> list[Hit]:
-        """The ``top`` photos of the index closest to the photo at ``path``."""
+    def similar(self, path: str | os.PathLike | bytes, top: int = 8, name: str | None = None) -> list[Hit]:
+        """The ``top`` photos of the index closest to the uploaded photo (§6.1, fc7).
+
+        Hits whose file has gone since indexing, or that lie outside the
+        folders the demo serves, are left out (a few spares are asked for).
+        """
         if self.index is None:
             raise AlexKitError(NO_INDEX)
-        photo = self.read_photo(path, name)  # the clear error for a bad upload comes first
-        return query_index(self.index, path, photo, top)
+        photo = self.read_photo(path, name)
+        vector = self.features.features(photo[None])[0]
+        hits = self.index.query_vector(vector, top + 4)
+        return [Hit(h.path, float(h.score)) for h in hits if self.servable(h.path)][:top]
 
     def crops(self, photo: np.ndarray) -> np.ndarray:
         return crops_strip(photo, self.meta.preprocess)
+
+    def close(self) -> None:
+        if self.index is not None:
+            self.index.close()
 
     def kernels(self) -> np.ndarray | None:
         """Figure 3 for this model, or None where the engine exposes no weights."""
@@ -122,18 +145,67 @@ def first_layer_weight(engine):
 
 
 # -- the similarity index ----------------------------------------------------
-# Kept in these three functions so the rest of the demo does not depend on
-# the search module's exact API.
 
-def open_index(path: str | os.PathLike, classifier: Classifier):
-    from alexnet_kit.search import SimilarityIndex
+class IndexThread:
+    """A :class:`~alexnet_kit.search.SimilarityIndex` used from one thread of its own.
 
-    return SimilarityIndex.open(path)
+    The index keeps a SQLite connection, which may only be used by the
+    thread that opened it, while Gradio answers each request on a worker
+    thread of its pool. So the index is opened, queried and closed on one
+    dedicated thread, and callers wait for it; queries are milliseconds
+    next to the forward pass, so the serialisation costs nothing.
+    """
+
+    def __init__(self, path: str | os.PathLike, classifier: Classifier, model: str | os.PathLike, device: str = "cpu"):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.path = Path(path)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="similarity-index")
+        try:
+            self.index = self._call(self._open, path, classifier, model, device)
+        except BaseException:
+            self._pool.shutdown()
+            raise
+        self.settings = self.index.settings
+        self.roots = self._call(index_roots, self.index)
+
+    def _call(self, fn, *args):
+        return self._pool.submit(fn, *args).result()
+
+    @staticmethod
+    def _open(path, classifier: Classifier, model, device):
+        """Open the index and make sure its vectors came from this very model."""
+        from alexnet_kit.search import IndexMismatch, SimilarityIndex
+
+        index = SimilarityIndex.open(path, model=model, device=device)
+        ours = classifier.engine.fingerprint
+        if index.fingerprint != ours:
+            index.close()
+            raise IndexMismatch(f"{path}: built with model {index.fingerprint[:12]}, but {model} is model {ours[:12]}: "
+                                "its features are not comparable; start the demo with the index's model, or build an index for this one")
+        return index
+
+    def query_vector(self, vector: np.ndarray, top: int):
+        return self._call(self.index.query_vector, vector, top)
+
+    def __len__(self) -> int:
+        return self._call(len, self.index)
+
+    def close(self) -> None:
+        self._call(self.index.close)
+        self._pool.shutdown()
 
 
-def index_photo_folders(index) -> list[str]:
-    return list(index.photo_folders())
+def index_roots(index) -> list[Path]:
+    """The folders (or single files) the index was built from, and those of any photo outside them.
 
-
-def query_index(index, path, photo: np.ndarray, top: int) -> list[Hit]:
-    return [Hit(str(h.path), float(h.score)) for h in index.query(path, top=top)]
+    Photos added one by one from elsewhere are outside the recorded roots;
+    their own folders are added so the gallery can show them.
+    """
+    roots = [Path(r) for r in (index.info().get("roots") or [])]
+    out = set(roots)
+    for path in index.store.rows():
+        p = Path(path)
+        if not any(p == r or r in p.parents for r in roots):
+            out.add(p.parent)
+    return sorted(out)

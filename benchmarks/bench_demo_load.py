@@ -1,0 +1,193 @@
+"""Load test of the demo server: N requests, C at a time, from gradio_client.
+
+    .venv/bin/python benchmarks/bench_demo_load.py                       # paper network, untrained
+    .venv/bin/python benchmarks/bench_demo_load.py --model M --index I   # also /similar
+    .venv/bin/python benchmarks/bench_demo_load.py --requests 64 --concurrency 8 --runs 3
+
+Starts the real server (`alexnet-kit demo`, in its own process, on
+127.0.0.1 and a free port), waits for it, then sends ``--requests`` calls
+to /classify (and /similar with an index), ``--concurrency`` in flight at
+once, each uploading one of the example photos. Reports errors, latency
+p50/p95/max per request (submit to result, upload included) and
+throughput.
+
+Baseline, in the same run: the same photos through the same
+:class:`DemoService` in this process, one after another, no HTTP and no
+queue. Its latency is the model's own cost, so server p50 / baseline p50
+shows what queueing behind the other requests and the web layer add, and
+the throughput ratio shows what the server keeps of the model's speed.
+Each figure is the median over ``--runs`` runs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import gradio
+
+    return (f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"gradio {gradio.__version__}, Python {platform.python_version()}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentiles(lat: list[float]) -> dict[str, float]:
+    a = np.asarray(lat)
+    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)), "max": float(a.max())}
+
+
+def start_server(model: Path, index: Path | None, port: int, log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "alexnet_kit", "demo", "--model", str(model), "--port", str(port)]
+    if index:
+        cmd += ["--index", str(index)]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    import httpx
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url + "config", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"server not ready after {timeout:.0f} s:\n{log.read_text()[-2000:]}")
+
+
+def load_run(url: str, endpoint: str, photos: list[Path], requests: int, concurrency: int) -> dict:
+    from gradio_client import Client, handle_file
+
+    clients = [Client(url, verbose=False) for _ in range(concurrency)]  # one per worker, like separate users
+    jobs = [photos[i % len(photos)] for i in range(requests)]
+    errors: list[str] = []
+
+    def call(i: int) -> float:
+        t = time.perf_counter()
+        try:
+            clients[i % concurrency].predict(handle_file(str(jobs[i])), api_name=endpoint)
+        except Exception as e:  # counted and shown, never hidden
+            errors.append(f"{jobs[i].name}: {type(e).__name__}: {e}")
+        return time.perf_counter() - t
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        lat = list(pool.map(call, range(requests)))
+    wall = time.perf_counter() - t0
+    return {**percentiles(lat), "wall": wall, "rps": requests / wall, "errors": errors}
+
+
+def baseline_run(service, endpoint: str, photos: list[Path], requests: int) -> dict:
+    lat = []
+    t0 = time.perf_counter()
+    for i in range(requests):
+        p = photos[i % len(photos)]
+        t = time.perf_counter()
+        if endpoint == "/classify":
+            service.classify(service.read_photo(p), 5)
+        else:
+            service.similar(p, 8)
+        lat.append(time.perf_counter() - t)
+    wall = time.perf_counter() - t0
+    return {**percentiles(lat), "wall": wall, "rps": requests / wall, "errors": []}
+
+
+def median_of(runs: list[dict]) -> dict:
+    keys = ("p50", "p95", "max", "wall", "rps")
+    return {k: statistics.median(r[k] for r in runs) for k in keys} | {"errors": sum(len(r["errors"]) for r in runs)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", type=Path, help="checkpoint or artifact (default: a fresh untrained paper network in a temp dir)")
+    ap.add_argument("--index", type=Path, help="similarity index: also load-test /similar")
+    ap.add_argument("--photos", type=Path, default=ROOT / "examples" / "photos")
+    ap.add_argument("--requests", type=int, default=64)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+
+    from alexnet_kit.apps.service import DemoService
+
+    photos = sorted(p for p in args.photos.iterdir() if p.is_file())
+    tmp = Path(tempfile.mkdtemp(prefix="bench-demo-"))
+    model = args.model
+    if model is None:
+        model = tmp / "paper.safetensors"
+        subprocess.run([sys.executable, "-m", "alexnet_kit", "init", str(model)], check=True, cwd=ROOT)
+    print(f"machine: {machine()}")
+    print(f"model: {model}; index: {args.index or 'none'}; {len(photos)} photos from {args.photos}")
+    print(f"load: {args.requests} requests, {args.concurrency} concurrent, {args.runs} runs (medians)")
+
+    endpoints = ["/classify"] + (["/similar"] if args.index else [])
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    log = tmp / "server.log"
+    proc = start_server(model, args.index, port, log)
+    try:
+        wait_ready(url, proc, log)
+        load_run(url, endpoints[0], photos, args.concurrency, args.concurrency)  # warm-up
+        served = {e: [load_run(url, e, photos, args.requests, args.concurrency) for _ in range(args.runs)] for e in endpoints}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    # Baseline after the server is gone, so the two never share the cores.
+    service = DemoService.load(model, args.index)
+    baseline_run(service, endpoints[0], photos, len(photos))  # warm-up
+    direct = {e: [baseline_run(service, e, photos, args.requests) for _ in range(args.runs)] for e in endpoints}
+
+    failed = 0
+    print()
+    print(f"{'endpoint':<10} {'path':<34} {'p50 s':>7} {'p95 s':>7} {'max s':>7} {'req/s':>7} {'errors':>6}")
+    for e in endpoints:
+        s, d = median_of(served[e]), median_of(direct[e])
+        print(f"{e:<10} {f'server, {args.concurrency} concurrent':<34} {s['p50']:7.3f} {s['p95']:7.3f} {s['max']:7.3f} {s['rps']:7.2f} {s['errors']:6d}")
+        print(f"{e:<10} {'baseline: in-process, sequential':<34} {d['p50']:7.3f} {d['p95']:7.3f} {d['max']:7.3f} {d['rps']:7.2f} {d['errors']:6d}")
+        print(f"{e:<10} ratio server/baseline: p50 latency x{s['p50'] / d['p50']:.2f}, throughput x{s['rps'] / d['rps']:.2f}")
+        for r in served[e]:
+            for msg in r["errors"][:5]:
+                print(f"  error: {msg}")
+        failed += s["errors"]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

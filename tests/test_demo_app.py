@@ -1,0 +1,261 @@
+"""The Gradio app in-process, driven over HTTP by gradio_client: /classify and its safety rails."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("gradio")
+from gradio_client import Client, handle_file  # noqa: E402
+
+from alexnet_kit.apps.demo import SIMILAR, TOP, launch  # noqa: E402
+from alexnet_kit.apps.service import NO_INDEX, DemoService  # noqa: E402
+from conftest import EXAMPLES  # noqa: E402
+
+MAX_UPLOAD_MB = 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def service(tiny_checkpoint):
+    return DemoService.load(tiny_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def server(service):
+    app = launch(service, port=free_port(), max_upload_mb=MAX_UPLOAD_MB, block=False, quiet=True)
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server.local_url, verbose=False)
+
+
+def test_binds_localhost_only(server):
+    assert server.server_name == "127.0.0.1"
+    assert server.local_url.startswith("http://127.0.0.1:")
+    assert getattr(server, "share_url", None) is None
+
+
+def test_named_endpoints(client):
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/classify", "/similar"} <= names
+    assert len(names) == 2  # the crops picture is page-only
+
+
+@pytest.mark.parametrize("photo", ["cat.jpg", "chelsea.png", "fish-bike.jpg"])
+def test_classify_matches_the_classifier(client, service, photo):
+    """The page's top-5 is exactly the ten-crop Classifier's answer for the same file."""
+    out = client.predict(handle_file(str(EXAMPLES / photo)), api_name="/classify")
+    got = [(c["label"], c["confidence"]) for c in out["confidences"]]
+    want = service.classifier.classify_one(EXAMPLES / photo, top=TOP).labels
+    assert len(got) == TOP
+    assert [name for name, _ in got] == [l.name for l in want]
+    np.testing.assert_allclose([p for _, p in got], [l.probability for l in want], rtol=1e-5, atol=1e-7)
+    assert out["label"] == want[0].name
+    assert all(0 < p <= 1 for _, p in got) and sum(p for _, p in got) <= 1 + 1e-6
+
+
+def test_different_photos_get_different_answers(client):
+    """Guards against an endpoint that ignores its input."""
+    a = client.predict(handle_file(str(EXAMPLES / "cat.jpg")), api_name="/classify")
+    b = client.predict(handle_file(str(EXAMPLES / "rocket.jpg")), api_name="/classify")
+    assert [c["confidence"] for c in a["confidences"]] != [c["confidence"] for c in b["confidences"]]
+
+
+def test_not_an_image_gets_the_image_error_text(client, tmp_path):
+    bad = tmp_path / "holiday.jpg"
+    bad.write_text("these are my holiday notes, not a photo")
+    with pytest.raises(Exception, match=r"holiday\.jpg: not an image, or an image format Pillow cannot read"):
+        client.predict(handle_file(str(bad)), api_name="/classify")
+
+
+def test_truncated_jpeg_gets_the_image_error_text(client, tmp_path):
+    data = (EXAMPLES / "cat.jpg").read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) // 3])
+    with pytest.raises(Exception, match=r"cut\.jpg: truncated image"):
+        client.predict(handle_file(str(cut)), api_name="/classify")
+
+
+def test_similar_without_index_says_so(client):
+    with pytest.raises(Exception, match="No similarity index loaded"):
+        client.predict(handle_file(str(EXAMPLES / "cat.jpg")), api_name="/similar")
+
+
+def test_upload_size_limit(server, tmp_path):
+    big = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (800, 800, 3), dtype=np.uint8)).save(big)
+    assert big.stat().st_size > MAX_UPLOAD_MB * 1024 * 1024
+    with big.open("rb") as f:
+        r = httpx.post(server.local_url + "gradio_api/upload", files={"files": f})
+    assert r.status_code == 413, r.text
+    with (EXAMPLES / "cat.jpg").open("rb") as f:  # a normal photo still goes through
+        assert httpx.post(server.local_url + "gradio_api/upload", files={"files": f}).status_code == 200
+
+
+@pytest.mark.parametrize("route", ["gradio_api/file=", "file="])
+@pytest.mark.parametrize("target", ["/etc/passwd", "{root}/pyproject.toml", "{tmp}/../../etc/passwd", "{examples}/cat.jpg"])
+def test_files_outside_the_index_folders_are_refused(server, route, target):
+    """Path traversal: nothing outside the allowed folders comes back, whatever the spelling."""
+    root = EXAMPLES.parents[1]
+    path = target.format(root=root, tmp="/tmp/gradio", examples=EXAMPLES)
+    for url in (server.local_url + route + path, server.local_url + route + path.replace("/", "%2F")):
+        r = httpx.get(url)
+        assert r.status_code in (403, 404), (url, r.status_code)
+        assert "root:" not in r.text and "[project]" not in r.text
+
+
+def test_page_says_the_model_is_untrained_and_no_index(server):
+    config = httpx.get(server.local_url + "config").text
+    assert "Untrained model" in config
+    assert NO_INDEX.split(":")[0] in config
+
+
+def test_service_reports_unreadable_upload_under_its_own_name(service, tmp_path):
+    from alexnet_kit.errors import ImageError
+
+    bad = tmp_path / "gradio-temp-name.bin"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    with pytest.raises(ImageError) as e:
+        service.read_photo(bad, "my photo.png")
+    assert str(e.value).startswith("my photo.png: ")
+
+
+@pytest.mark.slow
+def test_concurrent_requests_get_their_own_answers(client, service):
+    """A small load test: 16 requests, 8 at a time, through the queue; no errors, no cross-talk."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    photos = sorted(EXAMPLES.glob("*"))
+    want = {p.name: [l.name for l in service.classifier.classify_one(p, top=TOP).labels] for p in photos}
+    jobs = [photos[i % len(photos)] for i in range(16)]
+
+    def call(photo):
+        out = client.predict(handle_file(str(photo)), api_name="/classify")
+        return photo.name, [x["label"] for x in out["confidences"]]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, jobs))
+    assert len(results) == 16
+    for name, labels in results:
+        assert labels == want[name], name
+
+
+# -- with a similarity index ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    """The example photos, plus a sibling folder whose name shares the prefix (must stay private)."""
+    import shutil
+
+    base = tmp_path_factory.mktemp("demo-photos")
+    folder = base / "photos"
+    shutil.copytree(EXAMPLES, folder)
+    (base / "photos-private").mkdir()
+    (base / "photos-private" / "secret.jpg").write_bytes((EXAMPLES / "cat.jpg").read_bytes())
+    (base / "notes.txt").write_text("private notes")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def index_path(tiny_checkpoint, photo_folder, tmp_path_factory):
+    from alexnet_kit.search import SimilarityIndex
+
+    out = tmp_path_factory.mktemp("demo-index") / "photos.index"
+    SimilarityIndex.build([photo_folder], out, model=tiny_checkpoint).close()
+    return out
+
+
+@pytest.fixture(scope="module")
+def indexed_server(tiny_checkpoint, index_path):
+    service = DemoService.load(tiny_checkpoint, index_path)
+    app = launch(service, port=free_port(), block=False, quiet=True)
+    try:
+        yield app, service
+    finally:
+        app.close()
+        service.close()
+
+
+def brute_force_ranking(checkpoint, folder, query):
+    """Cosine similarity of fc7 features computed here, without FAISS or the demo."""
+    from alexnet_kit.features import FeatureExtractor
+
+    fx = FeatureExtractor.load(checkpoint)
+    q = fx.extract_one(query)
+    photos = sorted(folder.iterdir())
+    scores = {str(p.resolve()): float(fx.extract_one(p) @ q) for p in photos}
+    return sorted(scores.items(), key=lambda kv: -kv[1])
+
+
+@pytest.mark.parametrize("photo", ["rocket.jpg", "chelsea.png"])
+def test_similar_returns_the_nearest_photos(indexed_server, tiny_checkpoint, photo_folder, photo):
+    app, service = indexed_server
+    client = Client(app.local_url, verbose=False)
+    gallery, hits = client.predict(handle_file(str(EXAMPLES / photo)), api_name="/similar")
+    want = brute_force_ranking(tiny_checkpoint, photo_folder, EXAMPLES / photo)
+    n = min(SIMILAR, len(want))
+    assert len(hits) == len(gallery) == n
+    assert [h["file"] for h in hits] == [path for path, _ in want][:n]
+    np.testing.assert_allclose([h["score"] for h in hits], [s for _, s in want][:n], atol=1e-4)
+    # the same photo is in the index: it comes first, as itself
+    assert Path(hits[0]["file"]).name == photo and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert gallery[0]["caption"].endswith(photo)
+    assert all(Path(g["image"]).is_file() for g in gallery)  # the client fetched every picture
+
+
+def test_similar_bad_upload_gets_the_image_error_text(indexed_server, tmp_path):
+    app, _ = indexed_server
+    bad = tmp_path / "empty.png"
+    bad.write_bytes(b"")
+    with pytest.raises(Exception, match=r"empty\.png: "):
+        Client(app.local_url, verbose=False).predict(handle_file(str(bad)), api_name="/similar")
+
+
+def test_only_the_index_photo_folders_are_served(indexed_server, photo_folder):
+    app, service = indexed_server
+    assert service.photo_folders() == [photo_folder.resolve()]
+    base = app.local_url + "gradio_api/file="
+    assert httpx.get(base + str(photo_folder / "cat.jpg")).status_code == 200
+    refused = [
+        "/etc/passwd",
+        str(photo_folder.parent / "photos-private" / "secret.jpg"),  # same prefix, other folder
+        str(photo_folder.parent / "notes.txt"),
+        str(photo_folder) + "/../notes.txt",
+        str(photo_folder) + "/../../../../../../etc/passwd",
+        str(photo_folder) + "/..%2F..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+    ]
+    for path in refused:
+        r = httpx.get(base + path)
+        assert r.status_code in (403, 404), (path, r.status_code)
+        assert "root:" not in r.text and "private notes" not in r.text
+
+
+def test_index_of_another_model_is_refused(index_path, tmp_path, tiny_config):
+    from alexnet_kit.search import IndexMismatch
+    from conftest import make_checkpoint
+
+    other = make_checkpoint(tmp_path / "other.safetensors", tiny_config, seed=1)
+    with pytest.raises(IndexMismatch, match="not comparable"):
+        DemoService.load(other, index_path)
+
+
+def test_page_names_the_index(indexed_server):
+    app, service = indexed_server
+    config = httpx.get(app.local_url + "config").text
+    assert "No similarity index loaded" not in config
+    assert f"{len(service.index)} photos" in config
