@@ -1,0 +1,65 @@
+"""``alexnet-kit train``: train the network with a recipe (recipes/*.toml in alexnet_kit.train)."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train the network from a recipe (paper, quickstart, ...)",
+        description="Train with the paper's recipe (§5) or another one. A recipe is a TOML file; every value "
+        "can be overridden below. --data may be a prepared folder or a photo folder (packed first into "
+        "OUT/packed). The result is OUT/model.safetensors (best validation epoch), ready for "
+        "`alexnet-kit classify --model`. Ctrl-C saves a checkpoint; --resume continues exactly.",
+        epilog="Data parallel: torchrun --standalone --nproc_per_node N -m alexnet_kit.cli train --parallel data ...",
+    )
+    p.add_argument("--recipe", default="quickstart", help="a shipped recipe name (paper, quickstart, caltech10) or a .toml path (default: quickstart)")
+    p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="STATE",
+                   help="continue from OUT/checkpoints (latest), or from this training-state file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from alexnet_kit.train.recipe import add_override_options
+
+    add_override_options(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from alexnet_kit.errors import AlexKitError
+    from alexnet_kit.train.packed import PackedDataset, is_prepared
+    from alexnet_kit.train.recipe import apply_overrides, load_recipe, resolve_data
+
+    recipe = apply_overrides(load_recipe(args.recipe), args)
+    if not recipe.data:
+        raise AlexKitError(f"recipe {recipe.name} names no data: give --data (a prepared folder or a photo folder)")
+    data = resolve_data(recipe.data)
+    if not data.exists():
+        raise AlexKitError(f"{data}: no such folder")
+    if not is_prepared(data):
+        if recipe.parallel == "data":
+            raise AlexKitError(f"{data}: prepare it first (`alexnet-kit prepare {data} DST`) when training data parallel")
+        from alexnet_kit.train.prepare import prepare
+
+        packed = Path(recipe.prepared or Path(recipe.out) / "packed")
+        print(f"{data} is a photo folder: packing it into {packed} first", file=sys.stderr)
+        prepare(data, packed, val_fraction=recipe.val_fraction, seed=recipe.split_seed, progress=not args.quiet)
+        data = packed
+    recipe.data = str(data)
+    from alexnet_kit.train.trainer import Trainer
+
+    trainer = Trainer(recipe, PackedDataset(data), resume=args.resume, progress=not args.quiet)
+    trainer.setup()
+    try:
+        outcome = trainer.train()
+    finally:
+        trainer.cleanup()
+    if trainer.dist.main:
+        best = Path(recipe.out) / "model.safetensors"
+        if outcome == "interrupted":
+            return 130
+        print(f"{outcome}: {trainer.epoch} epochs, {trainer.global_step} steps; best validation top-1 error "
+              f"{100 * trainer.best_val:.1f}%; model: {best}" if trainer.history else f"{outcome} after {trainer.global_step} steps")
+    return 0

@@ -1,0 +1,17 @@
+"""The training backend: packed data, the paper's augmentation and update rule,
+the training loop (single device, two towers, DDP), checkpoints and evaluation.
+
+    prepare.py      photo folders -> packed 256x256 uint8 arrays + mean image + RGB PCA
+    packed.py       reading the packed format (memory-mapped)
+    augment.py      §4.1 random crops, flips, PCA colour noise, mean subtraction
+    loader.py       batches of a packed split, deterministic per (seed, epoch, batch)
+    optim.py        §5 update rule and the plateau schedule
+    parallel.py     --parallel model (two towers) and --parallel data (DDP)
+    checkpointing.py  atomic training state, keep last K and best, exact resume
+    monitor.py      CSV/JSONL/TensorBoard logs, PNG curves, stall detector
+    trainer.py      the loop
+    recipe.py       recipe files (recipes/*.toml) and command-line overrides
+    evaluate.py     1 or 10 crops, top-1/top-5 error, ensembles
+
+Imports the runtime (``alexnet_kit``); the runtime never imports this.
+"""

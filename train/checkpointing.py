@@ -1,0 +1,82 @@
+"""Training state on disk: atomic, the last K kept, resumable exactly.
+
+A training-state file (``checkpoints/step-00001234.pt``) holds the grouped
+weights, the optimizer velocities, the schedule, the position in the data
+(epoch and next batch), the RNG states, the per-epoch history and the
+recipe. It is written with ``torch.save`` to a temporary file, fsynced and
+renamed (:func:`alexnet_kit.fsutil.atomic_path`), and read back with
+``torch.load(weights_only=True)``: tensors, numbers, strings, lists and dicts
+only, so a checkpoint cannot run code. The model a user keeps is
+``model.safetensors`` (the best epoch, written by the trainer with
+:func:`alexnet_kit.checkpoint.save_checkpoint`).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from alexnet_kit.errors import CheckpointError
+from alexnet_kit.fsutil import atomic_path
+
+STATE_VERSION = 1
+_STEP = re.compile(r"step-(\d+)\.pt$")
+
+
+def state_path(folder: Path, step: int) -> Path:
+    return folder / f"step-{step:08d}.pt"
+
+
+def save_state(folder: Path, state: dict, keep_last: int = 3) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = state_path(folder, int(state["global_step"]))
+    state = dict(state, version=STATE_VERSION)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    for old in list_states(folder)[:-keep_last] if keep_last > 0 else []:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def save_best(folder: Path, state: dict) -> Path:
+    path = folder / "best.pt"
+    with atomic_path(path) as tmp:
+        torch.save(dict(state, version=STATE_VERSION), tmp)
+    return path
+
+
+def list_states(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if _STEP.search(p.name)), key=lambda p: int(_STEP.search(p.name).group(1)))
+
+
+def latest_state(folder: Path) -> Path | None:
+    states = list_states(folder)
+    return states[-1] if states else None
+
+
+def load_state(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(path, "file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, foreign pickle refused by weights_only, ...
+        raise CheckpointError(path, f"not a readable training state ({str(e).splitlines()[0][:160]})") from None
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        raise CheckpointError(path, "not an alexnet-kit training state of this version")
+    return state
+
+
+def rng_state() -> dict:
+    st = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])

@@ -1,0 +1,122 @@
+"""§4.1 / §6: top-1 and top-5 error with 1 or 10 crops, and ensembles.
+
+Several checkpoints are combined as the paper combines its CNNs (§6,
+"averaging the predictions of five similar CNNs"): the average of their
+softmax outputs, each over its own crops. Data is a prepared folder (its
+validation split; rows are already the 256x256 photos) or a folder of class
+subfolders (decoded with :func:`alexnet_kit.images.load_square`, unreadable
+photos skipped and counted). Photos are matched to model classes by name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alexnet_kit.checkpoint import load_model
+from alexnet_kit.errors import AlexKitError, FileProblem
+from alexnet_kit.images import is_image_path
+
+
+@dataclass
+class EvalResult:
+    photos: int
+    top1_err: float
+    top5_err: float
+    crops: int
+    models: list[str]
+    skipped: list[str] = field(default_factory=list)
+    per_class_top1_err: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"photos": self.photos, "top1_err": self.top1_err, "top5_err": self.top5_err, "crops": self.crops,
+                "models": self.models, "skipped": len(self.skipped), "per_class_top1_err": self.per_class_top1_err}
+
+
+def _photo_batches(data: Path, split: str, batch: int, resize: int):
+    """(class names, total, iterator of (uint8 photos, class-name labels), skipped list)."""
+    from .packed import PackedDataset, is_prepared
+
+    if is_prepared(data):
+        ds = PackedDataset(data)
+        if ds.size != resize:
+            raise FileProblem(data, f"photos packed at {ds.size}x{ds.size}, the model wants {resize}x{resize}")
+        sp = ds.split(split)
+        if not len(sp):
+            raise FileProblem(data, f"the {split} split is empty")
+        names = np.asarray(ds.classes, dtype=object)
+
+        def gen():
+            for i in range(0, len(sp), batch):
+                pos = np.arange(i, min(i + batch, len(sp)))
+                yield sp.take(pos), list(names[sp.labels[pos]])
+
+        return ds.classes, len(sp), gen(), []
+    from alexnet_kit.batching import iter_batches
+
+    if not data.is_dir():
+        raise FileProblem(data, "not a folder")
+    classes = sorted(d.name for d in data.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise FileProblem(data, "no class subfolders (expected <class>/<photo> files)")
+    files = [(p, c) for c in classes for p in sorted((data / c).rglob("*")) if p.is_file() and is_image_path(p)]
+    label_of = {str(p): c for p, c in files}
+    skipped: list[str] = []
+
+    def gen():
+        for entries, photos in iter_batches([str(p) for p, _ in files], batch, resize):
+            ok = [e for e in entries if e.photo is not None]
+            skipped.extend(str(e.error) for e in entries if e.photo is None)
+            if ok:
+                yield photos, [label_of[e.name] for e in ok]
+
+    return classes, len(files), gen(), skipped
+
+
+@torch.no_grad()
+def evaluate(checkpoints: list[str], data: str | Path, crops: int = 10, batch: int = 16, device: str = "cpu",
+             split: str = "val", progress: bool = True) -> EvalResult:
+    from tqdm import tqdm
+
+    if crops not in (1, 10):
+        raise AlexKitError(f"--crops must be 1 or 10, not {crops}")
+    models = [load_model(c, device) for c in checkpoints]
+    first = models[0][1]
+    for path, (_, meta) in zip(checkpoints[1:], models[1:]):
+        if list(meta.classes) != list(first.classes):
+            raise FileProblem(path, f"has other classes than {checkpoints[0]}: an ensemble averages the same classes")
+    index = {c: i for i, c in enumerate(first.classes)}
+    data_classes, total, batches, skipped = _photo_batches(Path(data), split, batch, first.preprocess.resize)
+    unknown = sorted(set(data_classes) - set(index))
+    if unknown:
+        raise FileProblem(data, f"class(es) the model does not know: {', '.join(unknown[:5])}")
+    k = min(5, len(first.classes))
+    n = w1 = w5 = 0
+    per_class: dict[str, list[int]] = {}
+    bar = tqdm(total=total, unit="photo", desc=f"evaluate ({crops} crop{'s' if crops > 1 else ''})", disable=not progress)
+    for photos, names in batches:
+        probs = None
+        for model, meta in models:
+            x = meta.preprocess.crops(photos, crops).to(device)
+            p = torch.softmax(model(x).float(), 1).reshape(len(photos), crops, -1).mean(1)  # §4.1 average over crops
+            probs = p if probs is None else probs + p
+        probs = probs / len(models)  # §6 ensemble: the average of the models' softmaxes
+        y = torch.tensor([index[c] for c in names], device=probs.device)
+        top = probs.topk(k, 1).indices
+        hit1 = (top[:, 0] == y).cpu().numpy()
+        hitk = (top == y[:, None]).any(1).cpu().numpy()
+        n += len(y)
+        w1 += int((~hit1).sum())
+        w5 += int((~hitk).sum())
+        for c, h in zip(names, hit1):
+            per_class.setdefault(c, [0, 0])
+            per_class[c][0] += int(not h)
+            per_class[c][1] += 1
+        bar.update(len(photos))
+    bar.close()
+    if not n:
+        raise FileProblem(data, "no readable photos to evaluate")
+    return EvalResult(n, w1 / n, w5 / n, crops, [str(c) for c in checkpoints], skipped,
+                      {c: round(a / b, 4) for c, (a, b) in sorted(per_class.items())})

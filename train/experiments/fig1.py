@@ -1,0 +1,236 @@
+"""Figure 1: a four-layer convolutional network with ReLUs reaches 25% training
+error on CIFAR-10 about six times faster than the same network with tanh (§3.1).
+
+The paper: "The learning rates for each network were chosen independently to
+make training as fast as possible. No regularization of any kind was
+employed." So, for each activation: a small learning-rate sweep on seed 0
+(the fastest rate to 25% wins; a sweep run stops as soon as it can no longer
+win), then the other seeds at the chosen rate; the result is the number of
+epochs to reach 25% training error, per seed, and the ReLU/tanh ratio.
+
+Training error is the running error over each epoch's minibatches, which is
+what cuda-convnet (the paper's code) printed and what Figure 1 plots.
+
+The network is cuda-convnet's CIFAR-10 example shape (conv 32, conv 32,
+conv 64, each 5x5 + 3/2 max-pool, then a 10-way linear layer): four layers
+with weights. Same init (PyTorch's default), same data order per seed, no
+augmentation, no weight decay, no dropout.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .common import class_folders, load_photos, mean_std, photo_files, savefig, seed_everything, shared_data, write_results
+
+NAME = "fig1_relu_tanh"
+TARGET = 0.25  # Figure 1's dashed line
+PAPER_SPEEDUP = 6.0
+
+
+@dataclass
+class Fig1Size:
+    per_class: int  # training photos per class (the shared copy has 1000)
+    seeds: int
+    max_epochs: int
+    lrs: dict = field(default_factory=dict)  # activation -> learning rates to sweep
+    width: tuple = (32, 32, 64)
+    batch: int = 128
+
+
+SIZES = {
+    # seconds: the tests
+    "tiny": Fig1Size(per_class=20, seeds=2, max_epochs=3, lrs={"relu": [0.05], "tanh": [0.05]}, width=(8, 8, 16), batch=50),
+    # ~15-20 min on 2 shared CPU cores: half the shared training photos, half the width.
+    # The likeliest winner is swept first so that the others stop early.
+    "default": Fig1Size(per_class=500, seeds=3, max_epochs=60, lrs={"relu": [0.05, 0.02, 0.1], "tanh": [0.05, 0.02, 0.1]}, width=(16, 16, 32)),
+    # the paper's widths, every shared training photo, a wider sweep and more seeds (a GPU)
+    "full": Fig1Size(per_class=1000, seeds=5, max_epochs=150, lrs={"relu": [0.05, 0.01, 0.02, 0.1, 0.2], "tanh": [0.05, 0.005, 0.01, 0.02, 0.1, 0.2]}),
+}
+
+
+class FourLayerNet(nn.Module):
+    """conv5x5-32, pool, conv5x5-32, pool, conv5x5-64, pool, linear-10 (four weight layers)."""
+
+    def __init__(self, activation: str = "relu", width=(32, 32, 64), classes: int = 10):
+        super().__init__()
+        act = {"relu": nn.ReLU, "tanh": nn.Tanh}[activation]
+        a, b, c = width
+        self.features = nn.Sequential(
+            nn.Conv2d(3, a, 5, padding=2), act(), nn.MaxPool2d(3, 2, padding=1),  # 32 -> 16
+            nn.Conv2d(a, b, 5, padding=2), act(), nn.MaxPool2d(3, 2, padding=1),  # 16 -> 8
+            nn.Conv2d(b, c, 5, padding=2), act(), nn.MaxPool2d(3, 2, padding=1),  # 8 -> 4
+        )
+        self.classifier = nn.Linear(c * 4 * 4, classes)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def load_cifar(split: str, per_class: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """uint8 (N, 32, 32, 3) photos and int64 labels of ``cifar10/<split>``, cached."""
+    root = shared_data("cifar10", split)
+    classes = class_folders(root)
+    files, labels = [], []
+    for i, c in enumerate(classes):
+        fs = photo_files(c)[:per_class]
+        files += fs
+        labels += [i] * len(fs)
+    photos, ok = load_photos(files, 32, what=f"cifar10-{split}")
+    return torch.from_numpy(photos[ok]), torch.tensor(labels)[torch.from_numpy(ok)], [c.name for c in classes]
+
+
+def to_input(photos: torch.Tensor, mean: torch.Tensor, scale: float) -> torch.Tensor:
+    # §2 style: subtract the training set's per-pixel mean; one global scale keeps the
+    # same learning rates meaningful for both activations.
+    return ((photos.permute(0, 3, 1, 2).float() - mean) / scale).contiguous()
+
+
+def train_run(x: torch.Tensor, y: torch.Tensor, activation: str, lr: float, seed: int, size: Fig1Size,
+              stop_after: int | None = None, device: torch.device = torch.device("cpu"), log=print, progress: bool = True) -> dict:
+    """Train until the running training error <= 25% or ``stop_after``/max epochs; the error per epoch."""
+    seed_everything(seed)
+    net = FourLayerNet(activation, size.width).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)  # no weight decay: "no regularization"
+    loss_fn = nn.CrossEntropyLoss()
+    order_gen = torch.Generator().manual_seed(seed)
+    errors: list[float] = []
+    reached = None
+    limit = min(size.max_epochs, stop_after) if stop_after else size.max_epochs
+    t0 = time.perf_counter()
+    from tqdm import tqdm
+
+    bar = tqdm(range(1, limit + 1), desc=f"{activation} lr={lr:g} seed={seed}", unit="epoch", leave=False, disable=not progress)
+    for epoch in bar:
+        perm = torch.randperm(len(x), generator=order_gen)
+        wrong = 0
+        for i in range(0, len(x), size.batch):
+            idx = perm[i:i + size.batch]
+            xb, yb = x[idx].to(device), y[idx].to(device)
+            logits = net(xb)
+            loss = loss_fn(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            wrong += int((logits.argmax(1) != yb).sum())
+        err = wrong / len(x)
+        errors.append(err)
+        bar.set_postfix(train_error=f"{err:.3f}")
+        if not math.isfinite(float(loss.detach())):
+            log(f"  {activation} lr={lr} seed={seed}: diverged at epoch {epoch}")
+            break
+        if err <= TARGET:
+            reached = epoch
+            break
+    log(f"  {activation:4s} lr={lr:<6g} seed={seed}: {'%d epochs' % reached if reached else 'not reached in %d' % len(errors)}"
+        f" (final train error {errors[-1]:.3f}, {time.perf_counter() - t0:.0f}s)")
+    return {"activation": activation, "lr": lr, "seed": seed, "epochs_to_target": reached, "train_error": errors,
+            "seconds": time.perf_counter() - t0, "net": net}
+
+
+@torch.no_grad()
+def test_error(net: nn.Module, x: torch.Tensor, y: torch.Tensor, device) -> float:
+    net.eval()
+    wrong = sum(int((net(x[i:i + 500].to(device)).argmax(1) != y[i:i + 500].to(device)).sum()) for i in range(0, len(x), 500))
+    net.train()
+    return wrong / len(x)
+
+
+def run(out: str | Path = "results/fig1", size: str = "default", seeds: int | None = None, max_epochs: int | None = None,
+        device: str = "auto", log=print) -> dict:
+    from .common import pick_device
+
+    cfg = SIZES[size]
+    if seeds:
+        cfg.seeds = seeds
+    if max_epochs:
+        cfg.max_epochs = max_epochs
+    dev = pick_device(device)
+    out = Path(out)
+    t_start = time.perf_counter()
+    photos, labels, classes = load_cifar("train", cfg.per_class)
+    test_photos, test_labels, _ = load_cifar("test", 200 if size != "tiny" else 10)
+    mean = photos.permute(0, 3, 1, 2).float().mean(0)
+    scale = float(photos.float().std())
+    x, y = to_input(photos, mean, scale), labels
+    xt = to_input(test_photos, mean, scale)
+    log(f"Figure 1: {len(x)} CIFAR-10 training photos, {cfg.seeds} seeds, up to {cfg.max_epochs} epochs, device {dev}")
+
+    per_act = {}
+    for act in ("relu", "tanh"):
+        # The sweep (seed 0): a rate only matters if it beats the best so far, so stop there.
+        sweep, best = [], None
+        for lr in cfg.lrs[act]:
+            stop = best["epochs_to_target"] if best and best["epochs_to_target"] else None
+            r = train_run(x, y, act, lr, 0, cfg, stop_after=stop, device=dev, log=log)
+            sweep.append({k: v for k, v in r.items() if k != "net"})
+            if best is None or _better(r, best):
+                best = r
+        chosen = best["lr"]
+        runs = [best] + [train_run(x, y, act, chosen, s, cfg, device=dev, log=log) for s in range(1, cfg.seeds)]
+        for r in runs:
+            r["test_error"] = test_error(r.pop("net"), xt, test_labels, dev)
+        best.pop("net", None)
+        eps = [r["epochs_to_target"] for r in runs]
+        m, s = mean_std([e for e in eps if e])
+        per_act[act] = {"lr": chosen, "sweep": sweep, "runs": runs, "epochs_to_target": eps,
+                        "epochs_mean": m, "epochs_std": s, "all_reached": all(eps)}
+    r_eps = [e if e else float("nan") for e in per_act["relu"]["epochs_to_target"]]
+    t_eps = [e if e else cfg.max_epochs for e in per_act["tanh"]["epochs_to_target"]]  # a lower bound when not reached
+    ratios = [t / r for t, r in zip(t_eps, r_eps)]
+    rm, rs = mean_std(ratios)
+    results = {
+        "paper": {"claim": "ReLU reaches 25% training error about 6x faster than tanh (Figure 1)", "speedup": PAPER_SPEEDUP},
+        "size": size, "config": {k: v for k, v in cfg.__dict__.items()}, "target_train_error": TARGET,
+        "train_photos": len(x), "relu": per_act["relu"], "tanh": per_act["tanh"],
+        "speedup_per_seed": ratios, "speedup_mean": rm, "speedup_std": rs,
+        "speedup_is_lower_bound": not per_act["tanh"]["all_reached"],
+        "seconds": time.perf_counter() - t_start,
+    }
+    plot(results, out / f"{NAME}.png")
+    write_results(out, NAME, results)
+    log(f"ReLU {per_act['relu']['epochs_to_target']} vs tanh {per_act['tanh']['epochs_to_target']} epochs to 25%: "
+        f"speedup {rm:.1f} ± {rs:.1f} (paper ~{PAPER_SPEEDUP:g}); {out / (NAME + '.json')}")
+    return results
+
+
+def _better(a: dict, b: dict) -> bool:
+    ea, eb = a["epochs_to_target"], b["epochs_to_target"]
+    if ea and eb:
+        return ea < eb or (ea == eb and a["train_error"][-1] < b["train_error"][-1])
+    if ea or eb:
+        return bool(ea)
+    return a["train_error"][-1] < b["train_error"][-1]
+
+
+def plot(results: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for act, style, colour in (("relu", "-", "tab:blue"), ("tanh", "--", "tab:red")):
+        d = results[act]
+        for i, r in enumerate(d["runs"]):
+            e = r["train_error"]
+            ax.plot(range(1, len(e) + 1), e, style, color=colour, alpha=0.8, lw=1.4,
+                    label=f"{act} (lr {d['lr']:g}): {d['epochs_mean']:.1f} ± {d['epochs_std']:.1f} epochs" if i == 0 else None)
+    ax.axhline(TARGET, color="k", lw=0.8, ls=":")
+    ax.set_xlabel("epochs")
+    ax.set_ylabel("training error rate")
+    ax.set_ylim(0, 0.9)
+    ax.set_title(f"Figure 1 (CIFAR-10, {results['train_photos']} photos): ReLU {results['speedup_mean']:.1f}x faster"
+                 f"{' (lower bound)' if results['speedup_is_lower_bound'] else ''}; paper ~6x", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    savefig(fig, path)
+    plt.close(fig)
+    return path

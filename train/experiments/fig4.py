@@ -1,0 +1,140 @@
+"""Figure 4: test photos, the network's top-5 guesses, and the training photos
+whose last-hidden-layer (fc7, 4096-d in the paper) activations are nearest.
+
+§6.1: "If two images produce feature activation vectors with a small
+Euclidean separation, we can say that the higher levels of the neural network
+consider them to be similar." Predictions average the softmax over ten crops
+(§4.1); features come from the centre crop.
+
+Queries are held-out photos of our Caltech-101 split; the gallery is the
+model's own training photos when its checkpoint lists them (the ablations'
+model does), else the training side of that split.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alexnet_kit.preprocess import average_crops
+
+from .caltech import caltech_split
+from .common import class_folders, load_photos, savefig, shared_data, write_results
+from .models import find_model
+
+NAME = "fig4_neighbours"
+
+
+@torch.no_grad()
+def fc7_and_top5(net, prep, photos: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fc7 of the centre crop, top-5 class indices, their probabilities over ten crops)."""
+    feats, idx, prob = [], [], []
+    k = min(5, net.config.num_classes)
+    for i in range(0, len(photos), batch):
+        chunk = photos[i:i + batch]
+        feats.append(net.fc7_features(prep.crops(chunk, 1)).numpy())
+        p = average_crops(net(prep.crops(chunk, 10)), 10)
+        top = p.topk(k, 1)
+        idx.append(top.indices.numpy())
+        prob.append(top.values.numpy())
+    return np.concatenate(feats), np.concatenate(idx), np.concatenate(prob)
+
+
+@torch.no_grad()
+def gallery_features(net, prep, photos: np.ndarray, batch: int = 64) -> np.ndarray:
+    return np.concatenate([net.fc7_features(prep.crops(photos[i:i + batch], 1)).numpy() for i in range(0, len(photos), batch)])
+
+
+def nearest(queries: np.ndarray, gallery: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and Euclidean distances of the k nearest gallery vectors (§6.1)."""
+    d2 = (queries ** 2).sum(1)[:, None] - 2 * queries @ gallery.T + (gallery ** 2).sum(1)[None, :]
+    d = np.sqrt(np.maximum(d2, 0))
+    order = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(d, order, 1)
+
+
+def run(out: str | Path = "experiments/results", model: str | Path | None = None, size: str = "default",
+        queries: int = 5, neighbours: int = 6, gallery_limit: int | None = None, log=print) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from alexnet_kit.checkpoint import load_model
+
+    path = find_model(model)
+    net, meta = load_model(path)
+    torch.manual_seed(0)
+    prep, res = meta.preprocess, meta.preprocess.resize
+    classes = list(meta.classes)
+    caltech = {f.name for f in class_folders(shared_data("caltech101"))}
+    n_classes = sum(c in caltech for c in classes) if set(classes) <= caltech else 10
+    split = caltech_split(max(n_classes, 3) if size != "tiny" else 3, res, per_class=12 if size == "tiny" else None)
+    train_files = meta.provenance.get("train_files")
+    if train_files:
+        files = [Path(f) for f in train_files]
+        gal, ok = load_photos(files, res, what="gallery")
+        gal, gal_files = gal[ok], [str(f) for f, k in zip(files, ok) if k]
+        gallery_source = "the model's own training photos (listed in its checkpoint)"
+    else:
+        gal, gal_files = split.train, split.train_files
+        gallery_source = "the training side of our Caltech-101 split"
+    if gallery_limit and len(gal) > gallery_limit:
+        pick = np.random.default_rng(0).choice(len(gal), gallery_limit, replace=False)
+        gal, gal_files = gal[np.sort(pick)], [gal_files[i] for i in np.sort(pick)]
+    # one held-out photo from each of the first `queries` classes (deterministic)
+    q_idx = []
+    for c in range(len(split.classes)):
+        hits = np.flatnonzero(split.val_labels == c)
+        if len(hits):
+            q_idx.append(int(hits[0]))
+        if len(q_idx) == queries:
+            break
+    qs = split.val[q_idx]
+    q_feat, top_idx, top_p = fc7_and_top5(net, prep, qs)
+    g_feat = gallery_features(net, prep, gal)
+    nn_idx, nn_d = nearest(q_feat, g_feat, min(neighbours, len(gal)))
+
+    out = Path(out)
+    rows, cols = len(qs), 2 + nn_idx.shape[1]
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols + 1.2, 1.7 * rows), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1.5] + [1] * nn_idx.shape[1]})
+    entries = []
+    for r in range(rows):
+        truth = split.classes[split.val_labels[q_idx[r]]]
+        axes[r, 0].imshow(qs[r])
+        axes[r, 0].set_title(f"test: {truth}", fontsize=7)
+        ax = axes[r, 1]
+        names = [classes[i] for i in top_idx[r]]
+        ax.barh(range(len(names))[::-1], top_p[r], color=["tab:green" if n == truth else "tab:gray" for n in names])
+        for j, (n, p) in enumerate(zip(names, top_p[r])):
+            ax.text(0.02, len(names) - 1 - j, f"{n[:18]} {p:.2f}", va="center", fontsize=6)
+        ax.set_xlim(0, 1)
+        ax.set_yticks([])
+        ax.set_xticks([])
+        for c in range(nn_idx.shape[1]):
+            g = nn_idx[r, c]
+            axes[r, 2 + c].imshow(gal[g])
+            axes[r, 2 + c].set_title(f"{Path(gal_files[g]).parent.name[:12]} d={nn_d[r, c]:.1f}", fontsize=6)
+        for a in axes[r, [0] + list(range(2, cols))]:
+            a.set_axis_off()
+        entries.append({"query": split.val_files[q_idx[r]], "truth": truth,
+                        "top5": [{"class": n, "p": float(p)} for n, p in zip(names, top_p[r])],
+                        "neighbours": [{"file": gal_files[g], "class": Path(gal_files[g]).parent.name, "distance": float(d)}
+                                       for g, d in zip(nn_idx[r], nn_d[r])]})
+    axes[0, 1].set_title("top-5 (ten crops)", fontsize=7)
+    fig.suptitle(f"Figure 4: {path.name}; neighbours by Euclidean fc7 distance among {len(gal)} training photos", fontsize=9)
+    fig.tight_layout()
+    savefig(fig, out / f"{NAME}.png")
+    plt.close(fig)
+    same = [np.mean([n["class"] == e["truth"] for n in e["neighbours"]]) for e in entries]
+    results = {"model": str(path), "trained": meta.trained, "gallery": {"source": gallery_source, "photos": len(gal)},
+               "feature_dim": int(q_feat.shape[1]), "queries": entries,
+               "top1_correct": int(sum(e["top5"][0]["class"] == e["truth"] for e in entries)),
+               "neighbour_same_class_fraction": float(np.mean(same)),
+               "paper": {"claim": "fc7 neighbours are semantically similar even when far apart in pixel space (Figure 4, §6.1)"}}
+    write_results(out, NAME, results)
+    log(f"Figure 4: {len(entries)} queries, {results['neighbour_same_class_fraction']:.0%} of neighbours share the query's class "
+        f"-> {out / (NAME + '.png')}")
+    return results

@@ -1,0 +1,82 @@
+"""Batches of a packed split, identical whoever computes them and whenever.
+
+Epoch ``e`` visits the photos in the order ``permutation(seed, e)``; batch
+``b`` draws its augmentation from a generator seeded with (seed, e, b). So
+the stream depends only on (seed, epoch, batch index): a resumed run, a run
+with another number of worker processes and every DDP rank (each takes its
+slice of the global batch) see exactly the same images and the same noise.
+"""
+from __future__ import annotations
+
+import signal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .augment import Finisher, crop_flip, draw
+from .packed import Split
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch, 0x5EED]).permutation(n)
+
+
+class EpochBatches(Dataset):
+    """Item ``b`` = batch ``b`` of one epoch: (patches or finished input, labels, draw).
+
+    ``part=(rank, world)`` keeps every world-th photo of each global batch
+    (DDP). ``finisher`` set: float input (CPU path); None: uint8 patches, to be
+    finished on the device (GPU path).
+    """
+
+    def __init__(self, split: Split, batch: int, seed: int, epoch: int, crop: int, train: bool,
+                 finisher: Finisher | None, pca_std: float = 0.1, part: tuple[int, int] = (0, 1), drop_last: bool | None = None):
+        self.split, self.batch, self.seed, self.epoch, self.crop = split, batch, seed, epoch, crop
+        self.train, self.finisher, self.pca_std, self.part = train, finisher, pca_std, part
+        n = len(split)
+        self.order = epoch_order(n, seed, epoch) if train else np.arange(n)
+        drop_last = train if drop_last is None else drop_last
+        self.batches = n // batch if drop_last else -(-n // batch)
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __getitem__(self, b: int):
+        idx = self.order[b * self.batch:(b + 1) * self.batch]
+        size = self.split.images.shape[1]
+        rng = np.random.default_rng([self.seed, self.epoch, b]) if self.train else None
+        d = draw(len(idx), size, self.crop, rng, self.pca_std)
+        rank, world = self.part
+        if world > 1:
+            keep = slice(rank, None, world)
+            idx = idx[keep]
+            d.tops, d.lefts, d.flips, d.alphas = d.tops[keep], d.lefts[keep], d.flips[keep], d.alphas[keep]
+        # sorted rows read the memmap sequentially; the draw stays with its photo
+        order = np.argsort(idx, kind="stable")
+        idx = idx[order]
+        d.tops, d.lefts, d.flips, d.alphas = d.tops[order], d.lefts[order], d.flips[order], d.alphas[order]
+        patches = crop_flip(self.split.take(idx), d, self.crop)
+        labels = torch.from_numpy(self.split.labels[idx])
+        if self.finisher is not None:
+            return self.finisher(patches, d), labels, d
+        return patches, labels, d
+
+
+def _quiet_worker(_):
+    # Ctrl-C is the main process's business: it saves a checkpoint and stops
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+
+
+def make_loader(ds: EpochBatches, start: int = 0, workers: int = 0, pin: bool = False) -> DataLoader:
+    """Batches ``start``, ``start+1``, ... in order (resume mid-epoch at ``start``)."""
+    return DataLoader(
+        ds, batch_size=None, sampler=range(start, len(ds)), num_workers=workers,
+        pin_memory=pin, worker_init_fn=_quiet_worker if workers else None,
+        prefetch_factor=4 if workers else None, collate_fn=_as_is,
+    )
+
+
+def _as_is(x):
+    return x

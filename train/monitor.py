@@ -1,0 +1,128 @@
+"""What a run tells you: per-epoch CSV and JSONL, TensorBoard, a PNG of the curves,
+and a warning when the loss is stuck at ln(classes).
+
+The stall: with the paper's initialisation (§5, biases 1) the network
+sometimes never leaves the loss of a uniform guess, ln(1000) = 6.91 on
+ImageNet (Caffe's reference model switched to biases 0.1 for this reason).
+:class:`StallDetector` watches the training loss and says so, with what to try.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+COLUMNS = ["epoch", "step", "lr", "train_loss", "train_top1_err", "train_top5_err",
+           "val_loss", "val_top1_err", "val_top5_err", "images_per_s", "seconds"]
+
+
+class MetricsLog:
+    def __init__(self, out: Path, enabled: bool = True, tensorboard: bool = True):
+        self.out, self.enabled = out, enabled
+        self.csv_path, self.jsonl_path, self.png_path = out / "metrics.csv", out / "metrics.jsonl", out / "curves.png"
+        self.tb = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tensorboard"))
+            except Exception:  # tensorboard is an extra (pip install alexnet-kit[train])
+                self.tb = None
+
+    def rewrite(self, history: list[dict]) -> None:
+        """Write the whole history (a resumed run replaces what a killed run left)."""
+        if not self.enabled:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.csv_path, "w", newline="") as f:
+            w = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+            w.writeheader()
+            for row in history:
+                w.writerow({k: _fmt(row.get(k)) for k in COLUMNS})
+        with open(self.jsonl_path, "w") as f:
+            for row in history:
+                f.write(json.dumps(row) + "\n")
+        if history and self.tb is not None:
+            row = history[-1]
+            for k in COLUMNS[2:]:
+                if isinstance(row.get(k), (int, float)) and row.get(k) is not None:
+                    self.tb.add_scalar(k, row[k], row["epoch"])
+            self.tb.flush()
+        plot_curves(history, self.png_path)
+
+    def step_scalar(self, name: str, value: float, step: int) -> None:
+        if self.tb is not None:
+            self.tb.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _fmt(v):
+    return f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v)
+
+
+def plot_curves(history: list[dict], path: Path, title: str | None = None) -> bool:
+    """Loss and top-1 error per epoch, train and validation; False when matplotlib is absent."""
+    if not history:
+        return False
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:
+        return False
+    ep = [r["epoch"] for r in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a.plot(ep, [r["train_loss"] for r in history], "o-", ms=3, label="train")
+    if any(r.get("val_loss") is not None for r in history):
+        a.plot(ep, [r.get("val_loss") for r in history], "s-", ms=3, label="validation")
+    a.set_xlabel("epoch"), a.set_ylabel("cross-entropy loss"), a.legend(), a.grid(alpha=0.3)
+    b.plot(ep, [100 * r["train_top1_err"] for r in history], "o-", ms=3, label="train top-1")
+    if any(r.get("val_top1_err") is not None for r in history):
+        b.plot(ep, [100 * r["val_top1_err"] for r in history], "s-", ms=3, label="validation top-1")
+        b.plot(ep, [100 * r["val_top5_err"] for r in history], "^--", ms=3, label="validation top-5")
+    b.set_xlabel("epoch"), b.set_ylabel("error (%)"), b.set_ylim(0, 100), b.legend(), b.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+class StallDetector:
+    """Warn when the mean loss of the last ``window`` steps stays within ``tolerance`` of ln(classes)."""
+
+    def __init__(self, classes: int, window: int = 50, tolerance: float = 0.03):
+        self.chance = math.log(max(2, classes))
+        self.window, self.tolerance = window, tolerance
+        self.recent: list[float] = []
+        self.steps = 0
+        self.warned = False
+
+    def update(self, loss: float) -> str | None:
+        """Record one step's loss; returns the warning once, when the stall is seen."""
+        self.steps += 1
+        self.recent.append(loss)
+        if len(self.recent) > self.window:
+            self.recent.pop(0)
+        if self.warned or self.steps < self.window:
+            return None
+        mean = sum(self.recent) / len(self.recent)
+        if abs(mean - self.chance) <= self.tolerance * self.chance:
+            self.warned = True
+            return (f"stall: training loss {mean:.3f} has stayed at ln({round(math.exp(self.chance))}) = {self.chance:.3f} "
+                    f"(a uniform guess) for {self.steps} steps. This is the known failure of the paper's "
+                    f"initialisation (§5, biases 1); try --model.init caffe or --model.init kaiming, or a lower --lr.")
+        return None
+
+    def state_dict(self) -> dict:
+        return {"recent": list(self.recent), "steps": self.steps, "warned": self.warned}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.recent, self.steps, self.warned = list(d["recent"]), int(d["steps"]), bool(d["warned"])

@@ -1,0 +1,282 @@
+"""Photo folders -> the packed format (see :mod:`alexnet_kit.train.packed`), §2.
+
+Every photo is decoded once with :func:`alexnet_kit.images.load_square`
+(short side to 256, central 256x256 crop: the paper's offline step, and the
+very function the runtime uses, so training and serving see identical
+pixels) and written as a row of a memory-mapped uint8 array. Then the
+training split's mean image (§2) and the eigen decomposition of its RGB
+covariance (§4.1, PCA colour noise) are computed.
+
+Parallel over cores (worker processes write their rows straight into the
+memmap), resumable (a status array records finished rows; rerun the same
+command after an interruption), and unreadable photos are skipped and
+listed in ``report.json`` / ``report.txt``, never fatal.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from alexnet_kit.errors import AlexKitError, FileProblem, ImageError
+from alexnet_kit.fsutil import atomic_path
+from alexnet_kit.images import load_square
+
+from .packed import BAD, FORMAT, OK, PENDING, VERSION
+
+CHUNK = 32  # photos per worker task: small enough for a smooth bar and cheap resume
+
+
+@dataclass
+class SplitPlan:
+    files: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def plan_splits(src: Path, val_fraction: float | None, seed: int, only: list[str] | None = None) -> tuple[list[str], dict[str, SplitPlan], str]:
+    """(classes, {"train": plan, "val": plan}, layout) from an ImageNet-style tree or a class folder.
+
+    ``only``: keep these classes (in sorted order, like every class list here).
+    """
+    if not src.is_dir():
+        raise FileProblem(src, "not a folder of photos")
+    if (src / "train").is_dir():
+        train_root, val_root = src / "train", src / "val"
+        layout = "train/val folders"
+    else:
+        train_root, val_root = src, None
+        layout = "class folders"
+    classes = [d.name for d in _class_dirs(train_root)]
+    if only:
+        missing = sorted(set(only) - set(classes))
+        if missing:
+            raise FileProblem(train_root, f"no class folder(s) {', '.join(missing)}")
+        classes = sorted(set(only))
+    if not classes:
+        raise FileProblem(train_root, "no class subfolders (expected <class>/<photo> files)")
+    index = {c: i for i, c in enumerate(classes)}
+    plans = {"train": SplitPlan(), "val": SplitPlan()}
+    split_here = val_fraction is not None or val_root is None or not val_root.is_dir()
+    fraction = 0.2 if val_fraction is None else val_fraction
+    if not 0.0 <= fraction < 1.0:
+        raise AlexKitError(f"--val-fraction must be in [0, 1), got {fraction}")
+    for c in classes:
+        files = [str(p) for p in _visible_files(train_root / c)]
+        if split_here:
+            # fixed seed, per class: every class keeps the same share in validation
+            rng = random.Random(f"{seed}:{c}")
+            rng.shuffle(files)
+            n_val = int(round(fraction * len(files))) if len(files) > 1 else 0
+            val, train = sorted(files[:n_val]), sorted(files[n_val:])
+        else:
+            train, val = files, []
+        plans["train"].files += train
+        plans["train"].labels += [index[c]] * len(train)
+        plans["val"].files += val
+        plans["val"].labels += [index[c]] * len(val)
+    if not split_here:
+        layout += " (validation from val/)"
+        for d in _class_dirs(val_root):
+            if only and d.name not in only:
+                continue
+            if d.name not in index:
+                raise FileProblem(d, f"class {d.name!r} is in val/ but not in train/")
+            files = [str(p) for p in _visible_files(d)]
+            plans["val"].files += files
+            plans["val"].labels += [index[d.name]] * len(files)
+    else:
+        layout += f" (validation: {fraction:g} of each class, seed {seed})"
+    if not plans["train"].files:
+        raise FileProblem(train_root, "no files in the class folders")
+    return classes, plans, layout
+
+
+# -- workers ---------------------------------------------------------------
+_W: dict = {}
+
+
+def _init_worker(dst: str, size: int, counts: dict[str, int]) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    _W["size"] = size
+    _W["maps"] = {
+        s: np.memmap(Path(dst) / s / "images.u8", dtype=np.uint8, mode="r+", shape=(n, size, size, 3))
+        for s, n in counts.items() if n
+    }
+
+
+def _pack_chunk(task: tuple[str, list[tuple[int, str]]]) -> tuple[str, list[tuple[int, int, str]]]:
+    split, items = task
+    out = _W["maps"][split]
+    results = []
+    for row, path in items:
+        try:
+            out[row] = load_square(path, _W["size"])
+            results.append((row, OK, ""))
+        except ImageError as e:
+            results.append((row, BAD, e.problem))
+        except Exception as e:  # a decoder bug on one file must not stop a day-long job
+            results.append((row, BAD, f"unexpected {type(e).__name__}: {e}"))
+    out.flush()
+    return split, results
+
+
+def _stats_chunk(task: tuple[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Sum image (float64 HWC) and pixel second moments X^T X (3x3) of some rows."""
+    split, rows = task
+    imgs = _W["maps"][split][rows]
+    s = imgs.sum(0, dtype=np.float64)
+    xtx = np.zeros((3, 3), np.float64)
+    for img in imgs:  # float32 within one photo is exact enough; float64 across photos
+        px = img.reshape(-1, 3).astype(np.float32)
+        xtx += (px.T @ px).astype(np.float64)
+    return s, xtx, len(rows)
+
+
+# -- the job ---------------------------------------------------------------
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, arr)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def prepare(src: str | os.PathLike, dst: str | os.PathLike, size: int = 256, val_fraction: float | None = None,
+            seed: int = 0, workers: int | None = None, progress: bool = True, force: bool = False,
+            classes: list[str] | None = None) -> dict:
+    """Pack ``src`` into ``dst``; returns the report (counts, skipped files). Resumes a partial ``dst``."""
+    from tqdm import tqdm
+
+    src, dst = Path(src).resolve(), Path(dst)
+    workers = workers or max(1, os.cpu_count() or 1)
+    plan_path = dst / "plan.json"
+    if plan_path.is_file() and not force:
+        plan = json.loads(plan_path.read_text())
+        wanted = {"src": str(src), "size": size, "val_fraction": val_fraction, "seed": seed, "classes": classes}
+        if {k: plan["args"].get(k) for k in wanted} != wanted:
+            raise AlexKitError(f"{dst}: holds a preparation with other settings {plan['args']}; use another DST or --force")
+        classes, layout = plan["classes"], plan["layout"]
+        plans = {s: SplitPlan(**plan["splits"][s]) for s in ("train", "val")}
+    else:
+        only = classes
+        classes, plans, layout = plan_splits(src, val_fraction, seed, only)
+        dst.mkdir(parents=True, exist_ok=True)
+        for s, p in plans.items():
+            d = dst / s
+            d.mkdir(exist_ok=True)
+            n = len(p.files)
+            with open(d / "images.u8", "wb") as f:  # sparse file of the final size
+                f.truncate(n * size * size * 3)
+            _save_npy(d / "labels.npy", np.asarray(p.labels, dtype=np.int64))
+            _save_npy(d / "status.npy", np.zeros(n, dtype=np.uint8))
+            _write_text(d / "files.txt", "".join(f + "\n" for f in p.files))
+        for f in ("dataset.json", "mean.npy", "pca.npz"):
+            (dst / f).unlink(missing_ok=True)
+        _write_text(plan_path, json.dumps({
+            "args": {"src": str(src), "size": size, "val_fraction": val_fraction, "seed": seed, "classes": only},
+            "classes": classes, "layout": layout,
+            "splits": {s: {"files": p.files, "labels": p.labels} for s, p in plans.items()},
+        }))
+    counts = {s: len(p.files) for s, p in plans.items()}
+    status = {s: np.load(dst / s / "status.npy") for s in plans}
+    errors_path = dst / "errors.jsonl"
+    errors = {}
+    if errors_path.is_file():
+        for line in errors_path.read_text().splitlines():
+            e = json.loads(line)
+            errors[(e["split"], e["row"])] = e["problem"]
+    tasks = []
+    for s, p in plans.items():
+        todo = [(int(r), p.files[r]) for r in np.flatnonzero(status[s] == PENDING)]
+        tasks += [(s, todo[i:i + CHUNK]) for i in range(0, len(todo), CHUNK)]
+    total = sum(counts.values())
+    t0 = time.perf_counter()
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(str(dst), size, counts)) as pool:
+        done = total - sum(len(t[1]) for t in tasks)
+        bar = tqdm(total=total, initial=done, unit="img", desc="pack", disable=not progress, dynamic_ncols=True)
+        last_save = time.monotonic()
+        with open(errors_path, "a", encoding="utf-8") as err_log:
+            for s, results in pool.imap_unordered(_pack_chunk, tasks):
+                for row, st, problem in results:
+                    status[s][row] = st
+                    if st == BAD:
+                        errors[(s, row)] = problem
+                        err_log.write(json.dumps({"split": s, "row": row, "problem": problem}) + "\n")
+                err_log.flush()
+                bar.update(len(results))
+                if time.monotonic() - last_save > 2.0:  # status is the resume point
+                    for k in status:
+                        _save_npy(dst / k / "status.npy", status[k])
+                    last_save = time.monotonic()
+        bar.close()
+        for k in status:
+            _save_npy(dst / k / "status.npy", status[k])
+
+        # §2 mean image and §4.1 RGB covariance, over the readable training photos
+        rows = np.flatnonzero(status["train"] == OK)
+        if not len(rows):
+            raise AlexKitError(f"{src}: not one training photo could be read (see {dst / 'report.txt'})")
+        stat_tasks = [("train", rows[i:i + 64]) for i in range(0, len(rows), 64)]
+        total_sum = np.zeros((size, size, 3), np.float64)
+        xtx = np.zeros((3, 3), np.float64)
+        n = 0
+        bar = tqdm(total=len(rows), unit="img", desc="mean+pca", disable=not progress, dynamic_ncols=True)
+        for s_img, s_xtx, k in pool.imap(_stats_chunk, stat_tasks):  # in order: a reproducible sum
+            total_sum += s_img
+            xtx += s_xtx
+            n += k
+            bar.update(k)
+        bar.close()
+    mean_hwc = total_sum / n
+    mean_rgb = mean_hwc.reshape(-1, 3).mean(0)
+    cov = xtx / (n * size * size) - np.outer(mean_rgb, mean_rgb)
+    eigvals, eigvecs = pca_of_covariance(cov)
+    _save_npy(dst / "mean.npy", np.ascontiguousarray(mean_hwc.transpose(2, 0, 1), dtype=np.float32))
+    with atomic_path(dst / "pca.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, eigvals=eigvals.astype(np.float32), eigvecs=eigvecs.astype(np.float32), cov=cov)
+    skipped = [{"file": plans[s].files[r], "split": s, "problem": p} for (s, r), p in sorted(errors.items())]
+    report = {
+        "source": str(src), "layout": layout, "classes": len(classes),
+        "packed": {s: int((status[s] == OK).sum()) for s in status},
+        "skipped": {s: int((status[s] == BAD).sum()) for s in status},
+        "skipped_files": skipped, "seconds": round(time.perf_counter() - t0, 1),
+    }
+    _write_text(dst / "report.json", json.dumps(report, indent=1))
+    _write_text(dst / "report.txt", "".join(f"{e['file']}: {e['problem']}\n" for e in skipped))
+    _write_text(dst / "classes.txt", "".join(c + "\n" for c in classes))
+    _write_text(dst / "dataset.json", json.dumps({
+        "format": FORMAT, "version": VERSION, "complete": True, "size": size, "classes": classes,
+        "source": str(src), "layout": layout, "val_fraction": val_fraction, "seed": seed,
+        "counts": report["packed"], "skipped": report["skipped"],
+    }, indent=1))
+    return report
+
+
+def pca_of_covariance(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """§4.1: eigenvalues (descending) and eigenvectors (columns) of the 3x3 RGB covariance."""
+    vals, vecs = np.linalg.eigh(cov)
+    order = np.argsort(vals)[::-1]
+    vecs = vecs[:, order]
+    vecs = vecs * np.where(vecs.sum(0) < 0, -1.0, 1.0)  # a fixed sign, so files are reproducible
+    return vals[order], vecs

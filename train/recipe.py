@@ -1,0 +1,158 @@
+"""Recipes: a TOML file of training settings, every value overridable on the command line.
+
+``recipes/<name>.toml`` holds the top-level keys of :class:`Recipe` and a
+``[model]`` table of :class:`~alexnet_kit.model.AlexNetConfig` fields
+(``num_classes`` comes from the data). ``alexnet-kit train --recipe NAME``
+loads one (a path works too); ``--lr 0.02`` or ``--model.init kaiming``
+override single values (:func:`add_override_options` makes one option per
+field).
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alexnet_kit.errors import AlexKitError, FileProblem
+from alexnet_kit.model import AlexNetConfig
+
+RECIPES = Path(__file__).parent / "recipes"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Recipe:
+    name: str = "custom"
+    data: str = ""  # a prepared folder, or a photo folder (prepared on the fly into `prepared`)
+    prepared: str = ""  # where to pack a photo folder; default <out>/packed
+    val_fraction: float = 0.2  # for a photo folder without train/val split: held out per class
+    split_seed: int = 0
+    out: str = "runs/train"
+    epochs: int = 90
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_factor: float = 0.1
+    lr_patience: int = 2
+    lr_max_drops: int = 3
+    lr_threshold: float = 1e-3
+    pca_std: float = 0.1
+    input_std: bool = False  # divide centred pixels by the training set's per-channel std (not in the paper)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    parallel: str = "none"  # none | model | data
+    model_devices: str = ""  # --parallel model: "cpu,cpu" or "cuda:0,cuda:1" (default: two GPUs, else cpu,cpu)
+    workers: int = 2  # augmentation processes
+    threads: int = 0  # torch threads for the training step; 0 = torch's default
+    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
+    channels_last: str = "auto"  # auto (on CUDA) | on | off
+    compile: bool = False
+    deterministic: bool = False
+    checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0: only at epoch ends)
+    keep_last: int = 3
+    eval_batch_size: int = 0  # 0: same as batch_size
+    max_steps: int = 0  # stop after this many steps in total (0: no limit)
+    stall_window: int = 50  # steps of loss near ln(classes) before the stall warning
+    model: dict = field(default_factory=dict)
+
+    def model_config(self, num_classes: int) -> AlexNetConfig:
+        fields = dict(self.model)
+        fields["num_classes"] = num_classes
+        try:
+            return AlexNetConfig.from_dict(fields)
+        except (TypeError, ValueError) as e:
+            raise AlexKitError(f"recipe {self.name}: bad [model] settings ({e})") from None
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["model"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.model.items()}
+        return d
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in RECIPES.glob("*.toml"))
+
+
+def load_recipe(name_or_path: str) -> Recipe:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = RECIPES / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise AlexKitError(f"no recipe {name_or_path!r}; shipped recipes: {', '.join(available())}, or give a .toml file")
+    try:
+        d = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise FileProblem(path, f"not a readable recipe ({e})") from None
+    known = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = set(d) - known
+    if unknown:
+        raise FileProblem(path, f"unknown recipe keys {sorted(unknown)}")
+    d.setdefault("name", path.stem)
+    return Recipe(**d)
+
+
+# -- command-line overrides -------------------------------------------------
+_MODEL_FIELDS = {f.name: f for f in dataclasses.fields(AlexNetConfig) if f.name != "num_classes"}
+
+
+def _parse(kind, text: str):
+    if kind is bool:
+        low = text.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"not a boolean: {text!r}")
+    if kind is tuple:
+        return tuple(int(v) for v in text.split(","))
+    return kind(text)
+
+
+def _kind(default) -> type:
+    return type(default) if not isinstance(default, tuple) else tuple
+
+
+def add_override_options(parser) -> None:
+    g = parser.add_argument_group("recipe overrides (each replaces one value of the recipe)")
+    for f in dataclasses.fields(Recipe):
+        if f.name == "model":
+            continue
+        default = f.default
+        g.add_argument(f"--{f.name.replace('_', '-')}", dest=f"r_{f.name}", metavar=_kind(default).__name__.upper(), default=None,
+                       help=f"(recipe key {f.name})" if f.name not in ("data", "out") else
+                       ("prepared folder or photo folder" if f.name == "data" else "run folder: checkpoints, logs, model.safetensors"))
+    for name, f in _MODEL_FIELDS.items():
+        kind = _kind(AlexNetConfig().__getattribute__(name))
+        g.add_argument(f"--model.{name}", dest=f"m_{name}", metavar="INTS" if kind is tuple else kind.__name__.upper(), default=None)
+
+
+def apply_overrides(recipe: Recipe, args) -> Recipe:
+    for f in dataclasses.fields(Recipe):
+        v = getattr(args, f"r_{f.name}", None)
+        if v is not None and f.name != "model":
+            try:
+                setattr(recipe, f.name, _parse(_kind(f.default), v))
+            except ValueError as e:
+                raise AlexKitError(f"--{f.name.replace('_', '-')}: {e}") from None
+    model = dict(recipe.model)
+    for name in _MODEL_FIELDS:
+        v = getattr(args, f"m_{name}", None)
+        if v is not None:
+            try:
+                model[name] = _parse(_kind(getattr(AlexNetConfig(), name)), v)
+            except ValueError as e:
+                raise AlexKitError(f"--model.{name}: {e}") from None
+    recipe.model = model
+    return recipe
+
+
+def resolve_data(path: str) -> Path:
+    """A relative data path from the current folder, else from the repository (shipped examples)."""
+    p = Path(path)
+    if p.exists() or p.is_absolute():
+        return p
+    if (REPO / p).exists():
+        return REPO / p
+    return p
