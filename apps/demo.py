@@ -63,6 +63,11 @@ def status_markdown(service: DemoService) -> str:
     return "\n\n".join(lines)
 
 
+def caption(hit) -> str:
+    """A gallery caption: similarity score (1 = same direction in fc7 space) and file name."""
+    return f"{hit.score:.3f} · {hit.name}"
+
+
 def kernels_caption(service: DemoService) -> str:
     cfg = service.meta.config
     if service.kernels() is None:
@@ -120,7 +125,7 @@ def build_app(service: DemoService, examples: list[Path] | None = None) -> gr.Bl
             hits = service.similar(src, SIMILAR, name)
         except AlexKitError as e:
             raise fail(e) from None
-        return [(h.path, f"{h.score:.3f}  {h.name}") for h in hits], [h.to_dict() for h in hits]
+        return [(h.path, caption(h)) for h in hits], [h.to_dict() for h in hits]
 
     def crops(payload):
         if payload is None:

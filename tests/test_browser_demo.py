@@ -1,0 +1,111 @@
+"""The demo in a real browser: Debian's chromium driven by Playwright.
+
+Uploads a real photo, reads the top-5 labels and the similar-photo gallery
+back from the page, checks them against the service, and saves a
+screenshot. Without /usr/bin/chromium this FAILS where the browser could
+have been installed (root, or CI: `bash scripts/install-browser.sh` is part
+of the test command) and skips, with the command to run, elsewhere.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from alexnet_kit.apps.demo import caption
+from alexnet_kit.apps.screenshot import CHROMIUM, browser_page, free_port, upload_and_wait
+from conftest import EXAMPLES
+
+pytestmark = pytest.mark.slow
+
+
+def require_chromium() -> None:
+    if Path(CHROMIUM).exists():
+        return
+    how = "install it with: sudo bash scripts/install-browser.sh (Debian's chromium via apt-get)"
+    if os.geteuid() == 0 or os.environ.get("CI"):
+        pytest.fail(f"{CHROMIUM} is missing; the test command installs it first: {how}")
+    pytest.skip(f"{CHROMIUM} is missing and this is not root: {how}")
+
+
+@pytest.fixture(scope="module")
+def demo(tiny_checkpoint, tmp_path_factory):
+    require_chromium()
+    from alexnet_kit.apps.demo import launch
+    from alexnet_kit.apps.service import DemoService
+    from alexnet_kit.search import SimilarityIndex
+
+    base = tmp_path_factory.mktemp("browser")
+    photos = base / "photos"
+    shutil.copytree(EXAMPLES, photos)
+    SimilarityIndex.build([photos], base / "photos.index", model=tiny_checkpoint).close()
+    service = DemoService.load(tiny_checkpoint, base / "photos.index")
+    app = launch(service, port=free_port(), block=False, quiet=True)
+    try:
+        yield app, service
+    finally:
+        app.close()
+        service.close()
+
+
+@pytest.fixture(scope="module")
+def page():
+    require_chromium()
+    with browser_page(1280, 1000) as p:
+        yield p
+
+
+def test_upload_shows_labels_gallery_and_crops(demo, page, tmp_path):
+    app, service = demo
+    photo = EXAMPLES / "chelsea.png"
+    expected_hits = service.similar(photo, 8)
+    upload_and_wait(page, app.local_url, photo, len(expected_hits))
+
+    # top-5 labels, as the page shows them
+    names = page.locator("#top5 dt").all_inner_texts()
+    shown = page.locator("#top5 dd").all_inner_texts()
+    want = service.classify(service.read_photo(photo), 5)
+    assert names == [l.name for l in want]
+    assert shown == [f"{round(100 * l.probability)}%" for l in want]
+    assert page.locator("#top5 [data-testid=label-output-value]").inner_text() == want[0].name
+
+    # the gallery: captions in order, every thumbnail actually loaded from the server
+    captions = page.locator("#similar .caption-label").all_inner_texts()
+    assert captions == [caption(h) for h in expected_hits]
+    assert captions[0].endswith("chelsea.png")  # the photo itself is in the index
+    widths = page.eval_on_selector_all("#similar img", "els => els.map(e => e.naturalWidth)")
+    assert len(widths) == len(expected_hits) and all(w > 0 for w in widths)
+
+    # the ten crops and the kernels are pictures the browser decoded
+    for sel in ("#crops img", "#kernels img"):
+        assert page.eval_on_selector(sel, "e => e.naturalWidth") > 0, sel
+    assert "Untrained model" in page.locator("#status").inner_text()
+
+    shot = tmp_path / "demo.png"
+    page.screenshot(path=str(shot), full_page=True)
+    with Image.open(shot) as im:
+        assert im.width == 1280 and im.height > 1000
+
+
+def test_bad_upload_shows_a_clear_message(demo, page, tmp_path):
+    app, _ = demo
+    bad = tmp_path / "holiday-notes.jpg"
+    bad.write_text("not a photo at all")
+    page.goto(app.local_url)
+    page.locator("#photo input[type=file]").set_input_files(str(bad))
+    toast = page.get_by_text("holiday-notes.jpg: not an image, or an image format Pillow cannot read")
+    toast.first.wait_for()
+    assert toast.first.is_visible()
+    assert page.locator("#top5 dt").count() == 0
+
+
+def test_picking_an_example_classifies_it(demo, page):
+    app, service = demo
+    page.goto(app.local_url)
+    page.locator("img[src*='rocket.jpg']").first.click()  # the example thumbnail
+    page.locator("#top5 dt").first.wait_for()
+    want = service.classify(service.read_photo(EXAMPLES / "rocket.jpg"), 5)
+    assert page.locator("#top5 dt").all_inner_texts() == [l.name for l in want]
