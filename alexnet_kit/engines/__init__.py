@@ -20,6 +20,9 @@ from .base import Engine
 # suffix -> "module:factory"; the factory is called as factory(path, device=...)
 LOADERS: dict[str, str] = {
     ".safetensors": "alexnet_kit.engines.checkpoint:CheckpointEngine",
+    ".onnx": "alexnet_kit.engines.onnx:OnnxEngine",
+    ".ts": "alexnet_kit.engines.torchscript:TorchScriptEngine",
+    ".pt2": "alexnet_kit.engines.exported:ExportedProgramEngine",
 }
 
 

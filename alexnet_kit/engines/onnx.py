@@ -1,0 +1,71 @@
+"""ONNX artifacts through onnxruntime (CPU, or CUDA where it really loads).
+
+``onnxruntime-gpu`` lists CUDAExecutionProvider as available even where it
+cannot load it (no driver, wrong CUDA) and then silently runs on the CPU, so
+the engine reports the provider the session actually uses
+(``session.get_providers()``), never the available list.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError
+from .artifact import INPUT, KEY, OUTPUTS, Envelope, existing_file, short
+from .base import Engine
+
+
+def session_options(threads: int | None = None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3  # warnings about unused initialisers etc. are noise to a user
+    if threads:
+        so.intra_op_num_threads = int(threads)
+    return so
+
+
+class OnnxEngine(Engine):
+    def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None):
+        path = existing_file(path)
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise CheckpointError(path, "running .onnx files needs onnxruntime: pip install 'alexnet-kit[cpu]' (or [gpu])") from None
+        want_cuda = torch.device(device).type == "cuda"
+        providers = (["CUDAExecutionProvider"] if want_cuda else []) + ["CPUExecutionProvider"]
+        providers = [p for p in providers if p in ort.get_available_providers()]
+        try:
+            self.session = ort.InferenceSession(str(path), session_options(threads), providers=providers)
+        except Exception as e:  # onnxruntime raises its own pybind exception types
+            raise CheckpointError(path, f"not a loadable ONNX model, or truncated ({short(e)})") from None
+        env = Envelope.parse(path, self.session.get_modelmeta().custom_metadata_map.get(KEY), "ONNX model")
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if inputs != [INPUT] or outputs != list(OUTPUTS):
+            raise CheckpointError(path, f"an ONNX model with inputs {inputs} and outputs {outputs}, expected [{INPUT!r}] and {list(OUTPUTS)}")
+        self.meta, self.fingerprint, self.precision, self.envelope = env.meta, env.fingerprint, env.precision, env
+        self.provider = self.session.get_providers()[0]
+        if want_cuda and self.provider != "CUDAExecutionProvider":
+            warnings.warn(f"{path}: CUDA was asked for but onnxruntime runs on {self.provider}", RuntimeWarning, stacklevel=2)
+        import onnxruntime as ort  # noqa: F811  (version for the description)
+
+        self.description = f"onnxruntime {ort.__version__} {self.provider} ({self.precision})"
+
+    def _run(self, names: list[str], x: torch.Tensor) -> list[np.ndarray]:
+        x = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        return self.session.run(names, {INPUT: x})
+
+    def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, feats = self._run(list(OUTPUTS), x)
+        return torch.from_numpy(logits), torch.from_numpy(feats)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self._run(["logits"], x)[0])
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self._run(["features"], x)[0])
