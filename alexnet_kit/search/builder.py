@@ -300,7 +300,9 @@ def add(root: str | os.PathLike, photos: Iterable[str | os.PathLike] | None = No
     report = UpdateReport()
     store = Store.open(files.store_path(root))
     try:
-        was_ok = files.state(root, store) is files.State.OK if store.get("state") == "complete" else False
+        # --rebuild is also the repair for a damaged FAISS file: do not insist on reading it
+        was_ok = (not rebuild_index and store.get("state") == "complete"
+                  and files.state(root, store) is files.State.OK)
         photos = list(photos) if photos else list(store.get("roots") or [])
         photo_list = walk_photos(photos) if photos else []
         settings = FeatureSettings.from_json(store.get("features"))

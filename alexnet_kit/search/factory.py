@@ -38,9 +38,9 @@ def nlist_for(n: int) -> int:
     """k-means cells: about 2 sqrt(n), a power of two, with >= 39 training points per cell."""
     target = 2 * math.sqrt(max(n, 1))
     nlist = 2 ** round(math.log2(max(target, 1)))
-    while nlist > 16 and nlist * 39 > n:
+    while nlist > 1 and nlist * 39 > n:  # faiss wants >= 39 training points per cell
         nlist //= 2
-    return int(min(max(nlist, 16), 65536))
+    return int(min(max(nlist, 1), 65536))
 
 
 def resolve_spec(kind: str, n: int, dim: int) -> str:

@@ -1,0 +1,204 @@
+"""Index life cycle on real photos: build, add, remove, resume after a kill, integrity checks."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alexnet_kit.cli import main
+from alexnet_kit.search import IndexProblem, SimilarityIndex, builder
+from conftest import make_checkpoint, shared
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def kaiming_tiny(tmp_path_factory):
+    from alexnet_kit.model import AlexNetConfig
+
+    cfg = AlexNetConfig(num_classes=10, conv_channels=(16, 32, 48, 48, 32), fc_features=64, init="kaiming")
+    return make_checkpoint(tmp_path_factory.mktemp("kaiming") / "tiny.safetensors", cfg, seed=1)
+
+
+def real_photos(n: int, step: int = 37) -> list[Path]:
+    return sorted(shared("imagenet-samples").glob("*.JPEG"))[::step][:n]
+
+
+def make_folder(d: Path, photos: list[Path]) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    for p in photos:
+        shutil.copy(p, d / p.name)
+    return d
+
+
+@pytest.fixture
+def folder(tmp_path):
+    d = make_folder(tmp_path / "photos", real_photos(12))
+    (d / "not-a-photo.jpg").write_text("hello")
+    (d / "sub").mkdir()
+    shutil.copy(real_photos(13)[-1], d / "sub" / "nested.JPEG")
+    return d
+
+
+def test_build_skips_and_reports_bad_photos(folder, kaiming_tiny, tmp_path, capsys):
+    out = tmp_path / "i.index"
+    rc = main(["index", "build", str(folder), "--out", str(out), "--model", str(kaiming_tiny), "-q"])
+    assert rc == 1  # built, but one photo was unreadable
+    cap = capsys.readouterr()
+    assert "not-a-photo.jpg" in cap.err and "13 photos indexed" in cap.out and "1 unreadable" in cap.out
+    assert main(["index", "info", str(out), "--json", "--errors"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["photos"] == 13 and info["unreadable"] == 1 and info["exact"] and info["index_type"] == "Flat"
+    assert info["unreadable_photos"][0]["path"].endswith("not-a-photo.jpg")
+    assert info["model_fingerprint"] and info["feature_settings"] == {"layer": "fc7", "crops": 1, "metric": "cosine"}
+    # building again over a finished index is refused, not silently redone
+    assert main(["index", "build", str(folder), "--out", str(out), "--model", str(kaiming_tiny), "-q"]) == 2
+    assert "index add" in capsys.readouterr().err
+
+
+def test_add_processes_only_new_and_changed_photos(folder, kaiming_tiny, tmp_path):
+    out = tmp_path / "i.index"
+    first = builder.build([folder], out, kaiming_tiny)
+    assert first.extracted == 13 and first.bad == 1
+    extra = real_photos(15, step=41)[-2:]
+    for p in extra:
+        shutil.copy(p, folder / p.name)
+    names = sorted(folder.glob("*.JPEG"))
+    touched, changed = names[0], names[1]
+    os.utime(touched, ns=(time.time_ns(), time.time_ns() + 10**9))  # same bytes, new mtime
+    changed.write_bytes(names[2].read_bytes())  # new bytes
+    idx = SimilarityIndex.open(out)
+    old_ids = {h.path: h.id for h in idx.query(names[2], top=20)}
+    report = idx.add()  # rescans the folder it was built from
+    assert (report.new, report.changed, report.extracted) == (2, 1, 3)
+    assert report.unchanged == 13 and report.bad_known == 1 and not report.rebuilt
+    assert len(idx) == 15
+    hits = idx.query(names[2], top=1)
+    assert hits[0].path == str(changed) and hits[0].id != old_ids.get(str(changed))  # the new bytes are a copy of names[2]
+    again = idx.add()
+    assert again.extracted == 0 and again.unchanged == 16
+    idx.close()
+
+
+def test_remove_by_path_folder_and_missing(folder, kaiming_tiny, tmp_path, capsys):
+    out = tmp_path / "i.index"
+    builder.build([folder], out, kaiming_tiny)
+    gone = sorted(folder.glob("*.JPEG"))[0]
+    gone.unlink()
+    assert main(["index", "remove", str(out), str(folder / "sub"), "--missing"]) == 0
+    assert "removed 2 photos" in capsys.readouterr().out
+    with SimilarityIndex.open(out) as idx:
+        assert len(idx) == 11
+        paths = {h.path for h in idx.query(sorted(folder.glob("*.JPEG"))[0], top=50)}
+        assert str(gone) not in paths and str(folder / "sub" / "nested.JPEG") not in paths
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_compressed_index_types_build_query_and_update(folder, kaiming_tiny, tmp_path, kind):
+    out = tmp_path / f"{kind}.index"
+    idx = SimilarityIndex.build(folder, out, model=kaiming_tiny, index_type=kind)
+    info = idx.info()
+    assert not info["exact"] and ("IVF" in info["index_type"] if kind == "ivf" else "HNSW" in info["index_type"])
+    assert info["bytes_per_photo"] < 64 * 4 + 200  # 8-bit codes (+ links) instead of 256-byte float vectors
+    photos = sorted(folder.glob("*.JPEG"))
+    shutil.copy(photos[3], folder / "dup.JPEG")
+    report = idx.add()
+    assert report.extracted == 1
+    assert idx.query(photos[3], top=1)[0].path == str(folder / "dup.JPEG")
+    idx.remove([folder / "dup.JPEG"])
+    assert len(idx) == 13 and idx.query(photos[3], top=1)[0].path != str(folder / "dup.JPEG")
+    idx.close()
+
+
+@pytest.mark.slow
+def test_killed_build_resumes_where_it_stopped(tmp_path, paper_checkpoint):
+    """SIGKILL a real build mid-way; running it again extracts only what was not committed."""
+    folder = make_folder(tmp_path / "photos", real_photos(40, step=23))
+    out = tmp_path / "i.index"
+    cmd = [sys.executable, "-m", "alexnet_kit", "index", "build", str(folder), "--out", str(out),
+           "--model", str(paper_checkpoint), "--chunk", "4", "--batch", "2", "-q"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    store = out / "photos.sqlite"
+    committed = 0
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if store.exists():
+            try:
+                with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=0.1) as c:
+                    committed = c.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
+            except sqlite3.OperationalError:
+                committed = 0
+            if committed >= 8:
+                break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the build finished before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with sqlite3.connect(store) as c:
+        committed = c.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
+    assert 8 <= committed < 40
+    with pytest.raises(IndexProblem, match="resume"):
+        SimilarityIndex.open(out)
+    report = builder.build([folder], out, paper_checkpoint)
+    assert report.resumed and report.extracted == 40 - committed and report.unchanged == committed
+    with SimilarityIndex.open(out) as idx:
+        assert len(idx) == 40
+        probe = sorted(folder.glob("*.JPEG"))[5]
+        direct = idx.extractor.extract_one(probe)
+        ids, stored = idx.store.vectors([idx.store.row(str(probe)).id], idx.dim)
+        np.testing.assert_allclose(stored[0], direct, atol=1e-5)
+
+
+def test_corrupt_faiss_file_is_detected(folder, kaiming_tiny, tmp_path, capsys):
+    out = tmp_path / "i.index"
+    builder.build([folder], out, kaiming_tiny)
+    f = out / "vectors.faiss"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(IndexProblem, match="checksum mismatch"):
+        SimilarityIndex.open(out)
+    assert main(["index", "info", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "vectors.faiss" in err and "corrupt" in err
+    f.write_bytes(bytes(data[: len(data) // 3]))  # truncated: caught even without the full checksum
+    with pytest.raises(IndexProblem, match="truncated"):
+        SimilarityIndex.open(out, verify=False)
+    # the store still holds every vector: the FAISS file is rebuilt from it, no network run
+    report = builder.add(out, rebuild_index=True)
+    assert report.extracted == 0 and report.rebuilt
+    assert len(SimilarityIndex.open(out)) == 13
+
+
+@pytest.mark.parametrize("damage", ["header", "page", "truncate"])
+def test_corrupt_metadata_store_is_detected(folder, kaiming_tiny, tmp_path, damage):
+    out = tmp_path / "i.index"
+    builder.build([folder], out, kaiming_tiny)
+    f = out / "photos.sqlite"
+    data = bytearray(f.read_bytes())
+    if damage == "header":
+        data[:16] = b"garbage garbage!"
+    elif damage == "page":
+        page = int.from_bytes(data[16:18], "big")
+        data[page + 8 : page + 4096 - 64] = os.urandom(4096 - 72)  # the second page: a b-tree page
+    else:
+        data = data[: len(data) // 2]
+    f.write_bytes(bytes(data))
+    with pytest.raises(IndexProblem, match="corrupt metadata store"):
+        SimilarityIndex.open(out)
+
+
+def test_not_an_index_and_missing_index_are_one_line(tmp_path, capsys):
+    assert main(["index", "info", str(tmp_path / "nope")]) == 2
+    assert "no such index folder" in capsys.readouterr().err
+    assert main(["similar", "x.jpg", "--index", str(tmp_path)]) == 2
+    assert "metadata store not found" in capsys.readouterr().err
