@@ -60,19 +60,24 @@ def run(args: argparse.Namespace) -> int:
     if not clf.trained:
         print(f"warning: {model} holds untrained (freshly initialised) weights: the labels are meaningless "
               "until the model is trained or trained weights are imported", file=sys.stderr)
+    from tqdm import tqdm
+
     failures = 0
     results = []
+    # A bar with rate and ETA on a terminal only (disable=None), for long folders.
+    bar = tqdm(total=len(photos), unit="photo", file=sys.stderr, disable=None if len(photos) > args.batch else True)
     for r in clf.classify(photos, top=args.top):
+        bar.update(1)
         if not r.ok:
             failures += 1
-            print(f"alexnet-kit: error: {r.error}", file=sys.stderr)
+            bar.write(f"alexnet-kit: error: {r.error}", file=sys.stderr)
         if args.json:
             results.append(r.to_dict())
         elif r.ok:
-            print(r.name)
-            for l in r.labels:
-                print(f"  {100 * l.probability:6.2f}%  {l.name}")
+            lines = [r.name] + [f"  {100 * l.probability:6.2f}%  {l.name}" for l in r.labels]
+            bar.write("\n".join(lines), file=sys.stdout)
             sys.stdout.flush()
+    bar.close()
     if args.json:
         doc = {"model": str(model), "trained": clf.trained, "crops": args.crops, "engine": clf.engine.description, "results": results}
         print(json.dumps(doc, indent=2))
