@@ -61,6 +61,8 @@ class PackedDataset:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         info_path = self.root / "dataset.json"
+        if not info_path.is_file() and (self.root / "plan.json").is_file():
+            raise FileProblem(self.root, "preparation did not finish; run the same `alexnet-kit prepare` again to resume it")
         if not info_path.is_file():
             raise FileProblem(self.root, "not a prepared dataset (no dataset.json); run `alexnet-kit prepare SRC DST` first")
         try:
