@@ -46,7 +46,7 @@ class Fig1Size:
 
 SIZES = {
     # seconds: the tests
-    "tiny": Fig1Size(per_class=20, seeds=2, max_epochs=3, lrs={"relu": [0.05], "tanh": [0.05]}, width=(8, 8, 16), batch=50),
+    "tiny": Fig1Size(per_class=10, seeds=2, max_epochs=3, lrs={"relu": [0.05], "tanh": [0.05]}, width=(8, 8, 16), batch=50),
     # ~15-20 min on 2 shared CPU cores: half the shared training photos, half the width.
     # The likeliest winner is swept first so that the others stop early.
     "default": Fig1Size(per_class=500, seeds=3, max_epochs=60, lrs={"relu": [0.05, 0.02, 0.1], "tanh": [0.05, 0.02, 0.1]}, width=(16, 16, 32)),
@@ -146,7 +146,9 @@ def run(out: str | Path = "results/fig1", size: str = "default", seeds: int | No
         device: str = "auto", log=print) -> dict:
     from .common import pick_device
 
-    cfg = SIZES[size]
+    import dataclasses
+
+    cfg = dataclasses.replace(SIZES[size])
     if seeds:
         cfg.seeds = seeds
     if max_epochs:

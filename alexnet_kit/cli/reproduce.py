@@ -1,0 +1,65 @@
+"""``alexnet-kit reproduce fig1|ablations|fig3|fig4``: the paper's claims, with our numbers.
+
+Each experiment writes ``NAME.json`` (results, seeds, spread, machine) and
+``NAME.png`` under ``--out``. ``--size tiny`` runs in seconds (the tests),
+``default`` fits 2 CPU cores, ``full`` is for a GPU. See docs/experiments.md.
+"""
+from __future__ import annotations
+
+import argparse
+
+EXPERIMENTS = {
+    "fig1": "Figure 1: ReLU vs tanh, epochs to 25%% training error on CIFAR-10 (§3.1)",
+    "ablations": "LRN, overlapping pooling, dropout, PCA colour noise, ten-crop: each taken away (Caltech-101)",
+    "fig3": "Figure 3: the first-layer kernels of a trained model, one block per tower",
+    "fig4": "Figure 4: top-5 predictions and the nearest training photos by fc7 distance",
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reproduce", help="re-run one of the paper's experiments (results JSON + PNG)",
+                       description="Re-run one of the paper's experiments at a chosen size; writes NAME.json and NAME.png.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="experiments:\n" + "\n".join(f"  {k:10s} {v}" for k, v in EXPERIMENTS.items()).replace("%%", "%"))
+    p.add_argument("experiment", choices=sorted(EXPERIMENTS), help="which experiment")
+    p.add_argument("--out", default="experiments/results", help="folder for NAME.json and NAME.png (default: %(default)s)")
+    p.add_argument("--size", choices=("tiny", "default", "full"), default="default",
+                   help="tiny: seconds (tests); default: 2 CPU cores; full: a GPU (default: %(default)s)")
+    p.add_argument("--seeds", type=int, help="number of seeds (fig1, ablations; default: the size's)")
+    p.add_argument("--epochs", type=int, help="fig1: epoch cap; ablations: epochs per run (default: the size's)")
+    p.add_argument("--variants", help="ablations: comma-separated subset of full,no_lrn,no_overlap,no_dropout,no_pca")
+    p.add_argument("--model", help="fig3/fig4: checkpoint (default: newest under runs/, else the ablations' full model)")
+    p.add_argument("--queries", type=int, default=5, help="fig4: test photos (default: %(default)s)")
+    p.add_argument("--neighbours", type=int, default=6, help="fig4: nearest training photos per test photo (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (fig1, ablations; default: %(default)s)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import AlexKitError
+
+    for name in ("seeds", "epochs", "queries", "neighbours"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise AlexKitError(f"--{name} must be at least 1, got {v}")
+    if args.experiment == "fig1":
+        from alexnet_kit.train.experiments import fig1
+
+        fig1.run(args.out, args.size, seeds=args.seeds, max_epochs=args.epochs, device=args.device)
+    elif args.experiment == "ablations":
+        from alexnet_kit.train.experiments import ablations
+
+        variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
+        bad = [v for v in variants or [] if v not in ablations.VARIANTS]
+        if bad:
+            raise AlexKitError(f"unknown variant(s) {', '.join(bad)}; choose from {', '.join(ablations.VARIANTS)}")
+        ablations.run(args.out, args.size, seeds=args.seeds, epochs=args.epochs, variants=variants, device=args.device)
+    elif args.experiment == "fig3":
+        from alexnet_kit.train.experiments import fig3
+
+        fig3.run(args.out, args.model, args.size)
+    else:
+        from alexnet_kit.train.experiments import fig4
+
+        fig4.run(args.out, args.model, args.size, queries=args.queries, neighbours=args.neighbours)
+    return 0

@@ -1,0 +1,249 @@
+"""The experiment machinery (issue 7) at a tiny size: results JSON and PNG plots
+are written and well-formed, and the numbers in them follow from the runs.
+The experiments themselves (default size) are not tests: see docs/experiments.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import shared
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """Decoded-photo caches in a temporary folder, not the user's home."""
+    mp = pytest.MonkeyPatch()
+    d = tmp_path_factory.mktemp("cache")
+    mp.setenv("ALEXNET_KIT_CACHE", str(d))
+    yield d
+    mp.undo()
+
+
+def read_png(path):
+    with Image.open(path) as im:
+        im.load()
+        assert im.format == "PNG"
+        assert im.width > 200 and im.height > 100
+        return im
+
+
+def read_json(path):
+    d = json.loads(path.read_text())
+    assert d["experiment"] == path.stem
+    assert d["machine"]["torch"] == torch.__version__
+    return d
+
+
+# ---- Figure 1 --------------------------------------------------------------------
+
+
+def test_four_layer_net_has_four_weight_layers_and_the_chosen_activation():
+    from alexnet_kit.train.experiments.fig1 import FourLayerNet
+
+    for act, cls in (("relu", torch.nn.ReLU), ("tanh", torch.nn.Tanh)):
+        net = FourLayerNet(act)
+        weighted = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        assert len(weighted) == 4
+        assert sum(isinstance(m, cls) for m in net.modules()) == 3
+        assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_sweep_prefers_reaching_the_target_sooner_then_lower_error():
+    from alexnet_kit.train.experiments.fig1 import _better
+
+    r = lambda e, err: {"epochs_to_target": e, "train_error": [err]}  # noqa: E731
+    assert _better(r(3, 0.2), r(5, 0.1))
+    assert not _better(r(None, 0.3), r(9, 0.24))
+    assert _better(r(None, 0.3), r(None, 0.4))
+    assert _better(r(4, 0.2), r(4, 0.24))
+
+
+@pytest.mark.slow
+def test_fig1_tiny_writes_results_and_plot(tmp_path, cache):
+    shared("cifar10", "train")
+    from alexnet_kit.train.experiments import fig1
+
+    fig1.run(tmp_path, "tiny", seeds=2, max_epochs=2, log=lambda *a: None)
+    d = read_json(tmp_path / "fig1_relu_tanh.json")
+    read_png(tmp_path / "fig1_relu_tanh.png")
+    assert d["train_photos"] == 100 and d["target_train_error"] == 0.25
+    for act in ("relu", "tanh"):
+        a = d[act]
+        assert a["lr"] in fig1.SIZES["tiny"].lrs[act]
+        assert [r["seed"] for r in a["runs"]] == [0, 1] and all(r["lr"] == a["lr"] for r in a["runs"])
+        for r in a["runs"]:
+            assert 1 <= len(r["train_error"]) <= 2
+            assert all(0 <= e <= 1 for e in r["train_error"])
+            assert r["epochs_to_target"] in (None, len(r["train_error"]))
+            assert 0 <= r["test_error"] <= 1
+        assert a["epochs_to_target"] == [r["epochs_to_target"] for r in a["runs"]]
+    assert len(d["speedup_per_seed"]) == 2
+    assert SIZES_UNCHANGED()
+
+
+def SIZES_UNCHANGED():
+    from alexnet_kit.train.experiments import fig1
+
+    return fig1.SIZES["tiny"].seeds == 2 and fig1.SIZES["tiny"].max_epochs == 3  # run() overrides must not leak
+
+
+# ---- Ablations -------------------------------------------------------------------
+
+
+def test_each_variant_changes_exactly_its_one_choice():
+    from alexnet_kit.model import AlexNetConfig
+    from alexnet_kit.train.experiments.ablations import variant_config
+
+    base = AlexNetConfig(num_classes=10, conv_channels=(8, 16, 16, 16, 16), fc_features=32, input_size=64)
+    expect = {"full": {}, "no_pca": {}, "no_lrn": {"lrn": False}, "no_overlap": {"overlapping_pool": False}, "no_dropout": {"dropout": 0.0}}
+    for v, change in expect.items():
+        a, b = base.to_dict(), variant_config(base, v).to_dict()
+        assert {k: b[k] for k in a if a[k] != b[k]} == change
+
+
+def test_augment_pca_noise_is_one_rgb_offset_per_image_and_the_rest_is_identical():
+    from alexnet_kit.train.experiments.ablations import Augment
+    from alexnet_kit.train.experiments.caltech import rgb_statistics
+
+    rng = np.random.default_rng(0)
+    photos = rng.integers(0, 256, (6, 40, 40, 3), dtype=np.uint8)
+    mean, std, vals, vecs = rgb_statistics(photos)
+    assert np.allclose(vecs.T @ vecs, np.eye(3), atol=1e-5) and (np.diff(vals) <= 0).all()
+    plain = Augment(mean, std, vals, vecs, 32, pca=False)(photos, torch.Generator().manual_seed(1))
+    noisy = Augment(mean, std, vals, vecs, 32, pca=True)(photos, torch.Generator().manual_seed(1))
+    assert plain.shape == (6, 3, 32, 32)
+    diff = (noisy - plain) * torch.from_numpy(std)[:, None, None]
+    per_image = diff.flatten(2)
+    assert torch.allclose(per_image, per_image[:, :, :1].expand_as(per_image), atol=1e-4)  # constant per image and channel
+    assert diff.abs().max() > 0.01 and diff.abs().max() < 30  # a few grey levels, not hundreds
+
+
+@pytest.fixture(scope="module")
+def ablation_run(tmp_path_factory, cache):
+    shared("caltech101")
+    from alexnet_kit.train.experiments import ablations
+
+    out = tmp_path_factory.mktemp("ablations")
+    ablations.run(out, "tiny", seeds=2, epochs=1, variants=["full", "no_lrn"], log=lambda *a: None)
+    return out
+
+
+@pytest.mark.slow
+def test_ablations_tiny_results_follow_from_the_runs(ablation_run):
+    d = read_json(ablation_run / "ablations.json")
+    read_png(ablation_run / "ablations.png")
+    assert not (ablation_run / "ablations.partial.json").exists()
+    assert len(d["classes"]) == 3 and d["split"]["val"] > 0 and d["split"]["train"] > d["split"]["val"]
+    assert {(r["variant"], r["seed"]) for r in d["runs"]} == {("full", 0), ("full", 1), ("no_lrn", 0), ("no_lrn", 1)}
+    for r in d["runs"]:
+        for proto in ("centre", "ten_crop"):
+            assert 0 <= r[proto]["top1"] <= 100 and r[proto]["top5"] == 0  # 3 classes: top-5 always hits
+        assert len(r["history"]) == 1
+        assert r["config"]["lrn"] == (r["variant"] != "no_lrn")
+    by = {(r["variant"], r["seed"]): r for r in d["runs"]}
+    gaps = [by["no_lrn", s]["ten_crop"]["top1"] - by["full", s]["ten_crop"]["top1"] for s in (0, 1)]
+    assert d["gain_of_paper_choice"]["no_lrn"]["top1"][0] == pytest.approx(np.mean(gaps))
+    assert d["gain_of_paper_choice"]["no_lrn"]["top1"][1] == pytest.approx(np.std(gaps, ddof=1))
+    cen = [by["full", s]["centre"]["top1"] - by["full", s]["ten_crop"]["top1"] for s in (0, 1)]
+    assert d["gain_of_paper_choice"]["centre_crop"]["top1"][0] == pytest.approx(np.mean(cen))
+    assert d["variants"]["full"]["ten_crop_top1"][0] == pytest.approx(np.mean([by["full", s]["ten_crop"]["top1"] for s in (0, 1)]))
+    assert d["paper"]["no_lrn"]["top1"] == 1.4
+
+
+@pytest.mark.slow
+def test_ablations_save_a_loadable_model_that_lists_its_training_photos(ablation_run):
+    from alexnet_kit.checkpoint import load_model
+
+    net, meta = load_model(ablation_run / "caltech_full_seed0.safetensors")
+    assert meta.trained and meta.config.num_classes == 3 and meta.config.input_size == 64
+    assert meta.preprocess.resize == 72 and meta.preprocess.mean.shape == (3, 72, 72)
+    assert all(f.endswith(".jpg") for f in meta.provenance["train_files"])
+
+
+# ---- Figures 3 and 4 -------------------------------------------------------------
+
+
+def test_colourfulness_is_zero_for_grey_kernels_and_high_for_one_colour():
+    from alexnet_kit.train.experiments.fig3 import colourfulness
+
+    rng = np.random.default_rng(0)
+    grey = np.repeat(rng.standard_normal((4, 1, 11, 11)), 3, axis=1)
+    red = np.zeros((4, 3, 11, 11))
+    red[:, 0] = rng.standard_normal((4, 11, 11))
+    assert np.allclose(colourfulness(grey), 0, atol=1e-9)
+    assert (colourfulness(red) > 0.6).all() and (colourfulness(red) <= 1).all()
+
+
+@pytest.mark.slow
+def test_fig3_draws_every_kernel_of_the_model(ablation_run):
+    from alexnet_kit.train.experiments import fig3
+
+    fig3.run(ablation_run, ablation_run / "caltech_full_seed0.safetensors", log=lambda *a: None)
+    d = read_json(ablation_run / "fig3_kernels.json")
+    read_png(ablation_run / "fig3_kernels.png")
+    assert d["kernels"] == 8 and d["kernel_shape"] == [3, 11, 11] and d["towers"] == 2
+    assert [t["kernels"] for t in d["tower_colourfulness"]] == [4, 4]
+    assert len(d["kernel_colourfulness"]) == 8 and all(0 <= c <= 1 for c in d["kernel_colourfulness"])
+    assert "train_files" not in d["provenance"]
+
+
+def test_nearest_is_euclidean_and_sorted():
+    from alexnet_kit.train.experiments.fig4 import nearest
+
+    rng = np.random.default_rng(0)
+    q, g = rng.standard_normal((3, 16)).astype(np.float32), rng.standard_normal((20, 16)).astype(np.float32)
+    idx, dist = nearest(q, g, 4)
+    brute = np.linalg.norm(q[:, None] - g[None], axis=2)
+    assert (idx == np.argsort(brute, axis=1)[:, :4]).all()
+    assert np.allclose(dist, np.sort(brute, axis=1)[:, :4], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_fig4_top5_and_neighbours_from_the_models_training_photos(ablation_run):
+    from alexnet_kit.checkpoint import load_model
+    from alexnet_kit.train.experiments import fig4
+
+    fig4.run(ablation_run, ablation_run / "caltech_full_seed0.safetensors", size="tiny", queries=3, neighbours=4, log=lambda *a: None)
+    d = read_json(ablation_run / "fig4_neighbours.json")
+    read_png(ablation_run / "fig4_neighbours.png")
+    _, meta = load_model(ablation_run / "caltech_full_seed0.safetensors")
+    train = set(meta.provenance["train_files"])
+    assert d["gallery"]["photos"] == len(train)
+    assert len(d["queries"]) == 3 and len({q["truth"] for q in d["queries"]}) == 3
+    for q in d["queries"]:
+        assert q["query"] not in train  # a held-out photo
+        p = [t["p"] for t in q["top5"]]
+        assert len(p) == 3 and p == sorted(p, reverse=True) and sum(p) == pytest.approx(1, abs=1e-4)
+        dist = [n["distance"] for n in q["neighbours"]]
+        assert len(dist) == 4 and dist == sorted(dist) and all(n["file"] in train for n in q["neighbours"])
+    assert d["feature_dim"] == 32
+
+
+# ---- CLI -------------------------------------------------------------------------
+
+
+def test_cli_reproduce_fig3_on_a_checkpoint(tmp_path, tiny_checkpoint):
+    from alexnet_kit.cli import main
+
+    assert main(["reproduce", "fig3", "--model", str(tiny_checkpoint), "--out", str(tmp_path)]) == 0
+    d = read_json(tmp_path / "fig3_kernels.json")
+    assert d["kernels"] == 16 and d["trained"] is False
+    read_png(tmp_path / "fig3_kernels.png")
+
+
+def test_cli_reproduce_user_errors_are_one_line(tmp_path, capsys):
+    from alexnet_kit.cli import main
+
+    assert main(["reproduce", "fig3", "--model", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "missing.safetensors" in err and "\n" not in err
+    assert main(["reproduce", "ablations", "--variants", "full,no_magic", "--out", str(tmp_path)]) == 2
+    assert "no_magic" in capsys.readouterr().err
+    assert main(["reproduce", "fig1", "--seeds", "0", "--out", str(tmp_path)]) == 2
+    assert not list(tmp_path.iterdir())
