@@ -1,0 +1,84 @@
+"""The two-tower step equals the grouped step; DDP with two gloo processes equals one process."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from alexnet_kit.checkpoint import load_checkpoint
+from alexnet_kit.model import AlexNet, AlexNetConfig
+from alexnet_kit.towers import TowerAlexNet
+from alexnet_kit.train.optim import PaperSGD
+from alexnet_kit.train.parallel import grouped_state, grouped_velocity, load_grouped_velocity
+from alexnet_kit.train.prepare import prepare
+from alexnet_kit.train.trainer import train_step
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--model.conv_channels", "16,32,48,48,32", "--model.fc_features", "64"]
+
+
+def tiny_packed(dst: Path, per_class: int = 6) -> Path:
+    src = dst.parent / (dst.name + "-src")
+    for c in ("Leopards", "watch", "airplanes"):
+        (src / c).mkdir(parents=True, exist_ok=True)
+        for p in sorted((ROOT / "examples" / "quickstart-data" / c).glob("*.jpg"))[:per_class]:
+            shutil.copy(p, src / c / p.name)
+    prepare(src, dst, val_fraction=1 / 3, workers=2, progress=False)
+    return dst
+
+
+def test_two_tower_step_equals_grouped_step():
+    cfg = AlexNetConfig(num_classes=10, conv_channels=(16, 32, 48, 48, 32), fc_features=64, dropout=0.0)
+    torch.manual_seed(0)
+    grouped = AlexNet(cfg)
+    towers = TowerAlexNet.from_grouped(grouped, ["cpu", "cpu"])
+    opt_g = PaperSGD(grouped.parameters(), lr=0.01)
+    opt_t = PaperSGD(towers.parameters(), lr=0.01)
+    for step in range(3):
+        x = torch.randn(6, 3, 224, 224, generator=torch.Generator().manual_seed(step)) * 50
+        y = torch.arange(6) % 10
+        lg, _ = train_step(grouped, opt_g, x, y)
+        lt, _ = train_step(towers, opt_t, x, y)
+        assert abs(float(lg) - float(lt)) < 1e-4
+    for k, v in grouped.state_dict().items():
+        torch.testing.assert_close(grouped_state(towers)[k], v, atol=2e-5, rtol=1e-4)
+    vg, vt = grouped_velocity(grouped, opt_g), grouped_velocity(towers, opt_t)
+    assert vg.keys() == vt.keys() and all(v.abs().sum() > 0 for v in vg.values())
+    for k in vg:
+        torch.testing.assert_close(vt[k], vg[k], atol=2e-6, rtol=1e-4)
+    # velocities move between forms: resume a two-tower run on one device and back
+    again = TowerAlexNet.from_grouped(grouped, ["cpu", "cpu"])
+    opt_again = PaperSGD(again.parameters(), lr=0.01)
+    load_grouped_velocity(again, opt_again, vg)
+    for k, v in grouped_velocity(again, opt_again).items():
+        assert torch.equal(v, vg[k])
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
+    data = tiny_packed(tmp_path / "packed")
+    common = ["train", "--recipe", "quickstart", "--data", str(data), "--epochs", "2", "--batch-size", "4",
+              "--workers", "0", "--threads", "1", "--model.dropout", "0", "--quiet", *TINY]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, "-m", "alexnet_kit", *common, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    two = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "alexnet_kit", *common,
+                          "--parallel", "data", "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, meta_a = load_checkpoint(tmp_path / "one" / "last.safetensors")
+    b, meta_b = load_checkpoint(tmp_path / "two" / "last.safetensors")
+    assert meta_b.provenance["world_size"] == 2 and meta_a.provenance["steps"] == meta_b.provenance["steps"] == 6  # 12 photos, batch 4, 2 epochs
+    moved = 0.0
+    init = AlexNet(meta_a.config)  # weights really changed, and changed the same way
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-4)
+        moved = max(moved, float((a[k] - init.state_dict()[k]).abs().max()))
+    assert moved > 1e-3
