@@ -223,9 +223,7 @@ class Trainer:
                         self.save_state()
                     if self._stop:
                         bar.close()
-                        if self.dist.main:
-                            print(f"saved {ckpt.latest_state(self.ckpt_dir)}; continue with the same command and --resume", file=sys.stderr)
-                        return "interrupted"
+                        return self._interrupted()
                     if limit and not last:
                         bar.close()
                         return "max_steps"
@@ -233,13 +231,18 @@ class Trainer:
                 del loader
                 self._end_epoch(local_batch)
                 if self._stop:
-                    return "interrupted"
+                    return self._interrupted()
                 if r.max_steps and self.global_step >= r.max_steps:
                     return "max_steps"
             return "done"
         finally:
             if old is not None:
                 signal.signal(signal.SIGINT, old)
+
+    def _interrupted(self) -> str:
+        if self.dist.main:
+            print(f"saved {ckpt.latest_state(self.ckpt_dir)}; continue with the same command and --resume", file=sys.stderr)
+        return "interrupted"
 
     def _finish(self, x, d):
         if self.gpu_finisher is not None:
