@@ -130,18 +130,35 @@ class DemoService:
         """Figure 3 for this model, or None where the engine exposes no weights."""
         with self._lock:
             if not self._kernels_done:
-                w = first_layer_weight(self.classifier.engine)
+                w = first_layer_weight(self.classifier.engine, self.model_path)
                 self._kernels = None if w is None else kernel_grid(w, self.meta.config.towers)
                 self._kernels_done = True
         return self._kernels
 
 
-def first_layer_weight(engine):
-    """conv1's (96, 3, 11, 11) weight from an engine that runs a torch model, else None."""
+def first_layer_weight(engine, path: str | os.PathLike | None = None):
+    """conv1's (K, 3, 11, 11) weight, or None where the model file does not expose it.
+
+    A checkpoint's torch model has it; an fp32 ONNX artifact keeps it as the
+    initialiser ``conv1.weight``; an int8 one holds only quantised weights,
+    and other artifacts are opaque, so the page says "not available".
+    """
     model = getattr(engine, "model", None)
-    conv1 = getattr(model, "conv1", None)
-    w = getattr(conv1, "weight", None)
-    return None if w is None else w.detach().cpu()
+    w = getattr(getattr(model, "conv1", None), "weight", None)
+    if w is not None and hasattr(w, "detach"):
+        return w.detach().cpu()
+    if path is not None and Path(path).suffix.lower() == ".onnx":
+        try:
+            import onnx
+            from onnx import numpy_helper
+
+            graph = onnx.load(str(path), load_external_data=False).graph
+        except Exception:  # no onnx package, or an unreadable file: the engine already loaded it, so just skip
+            return None
+        for init in graph.initializer:
+            if init.name.endswith("conv1.weight") and len(init.dims) == 4 and init.dims[1] == 3:
+                return numpy_helper.to_array(init).astype(np.float32)
+    return None
 
 
 # -- the similarity index ----------------------------------------------------

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -58,3 +60,34 @@ def test_demo_missing_index_and_bad_limits(tiny_checkpoint, tmp_path):
     assert r.returncode == 2 and "index not found" in r.stderr
     r = run_cli("demo", "--model", str(tiny_checkpoint), "--max-upload-mb", "0")
     assert r.returncode == 2 and "--max-upload-mb" in r.stderr
+
+
+@pytest.mark.slow
+def test_demo_serves_on_localhost(tiny_checkpoint):
+    """The real command: starts, answers on 127.0.0.1, says the model is untrained, stops on SIGTERM."""
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "alexnet_kit", "demo", "--model", str(tiny_checkpoint), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    try:
+        deadline = time.monotonic() + 90
+        config = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                config = httpx.get(f"http://127.0.0.1:{port}/config", timeout=2)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        assert config is not None and config.status_code == 200, proc.stdout.read() if proc.poll() is not None else "no answer"
+        assert "Untrained model" in config.text
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert "untrained" in out

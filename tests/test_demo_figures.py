@@ -78,3 +78,22 @@ def test_crops_strip_shows_five_above_their_mirrors():
     assert strip.shape == (2 * 56 + 4, 5 * 56 + 4 * 4, 3)
     top_left, mirrored = strip[:56, :56], strip[60:, :56]
     np.testing.assert_array_equal(mirrored, top_left[:, ::-1])
+
+
+def test_kernels_of_an_onnx_artifact_come_from_its_initialiser(tmp_path):
+    """An exported fp32 ONNX file keeps conv1's weight; the demo draws Figure 3 from it."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from alexnet_kit.apps.service import first_layer_weight
+
+    w = np.random.default_rng(0).standard_normal((16, 3, 11, 11)).astype(np.float32)
+    conv = helper.make_node("Conv", ["x", "model.conv1.weight"], ["y"], strides=[4, 4])
+    graph = helper.make_graph([conv], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 224, 224])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "model.conv1.weight")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    got = first_layer_weight(object(), path)
+    np.testing.assert_array_equal(got, w)
+    assert first_layer_weight(object(), tmp_path / "m.ts") is None  # opaque formats: "not available"
