@@ -104,3 +104,16 @@ def test_recipes_load_and_match_the_paper():
     assert cfg.input_size == 224 and cfg.towers == 2 and quick.data == "examples/quickstart-data"
     # every model field can be overridden from the command line
     assert set(_MODEL_FIELDS) == {f for f in AlexNetConfig().to_dict() if f != "num_classes"}
+
+
+def test_cpu_fast_path_equals_the_batched_device_path():
+    rng = np.random.default_rng(3)
+    photos = rng.integers(0, 256, (16, 256, 256, 3), dtype=np.uint8)
+    mean = rng.uniform(0, 255, (3, 256, 256)).astype(np.float32)
+    vecs = np.linalg.qr(rng.standard_normal((3, 3)))[0]
+    fin = Finisher(mean, np.array([500.0, 50.0, 5.0]), vecs, 224, std=(60.0, 61.0, 62.0))
+    d = draw(16, 256, 224, np.random.default_rng(5))
+    assert d.flips.any() and not d.flips.all()
+    fast = fin.from_photos([p for p in photos], d)
+    batched = fin(crop_flip(photos, d, 224), d)
+    torch.testing.assert_close(fast, batched, atol=1e-4, rtol=1e-5)

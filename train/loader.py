@@ -56,8 +56,12 @@ class EpochBatches(Dataset):
         order = np.argsort(idx, kind="stable")
         idx = idx[order]
         d.tops, d.lefts, d.flips, d.alphas = d.tops[order], d.lefts[order], d.flips[order], d.alphas[order]
-        patches = crop_flip(self.split.take(idx), d, self.crop)
         labels = torch.from_numpy(self.split.labels[idx])
+        if self.finisher is not None and self.finisher.device.type == "cpu":
+            rows = self.split.rows[idx]
+            photos = [self.split.images[r] for r in rows]  # memmap views: no copy until the crop
+            return self.finisher.from_photos(photos, d), labels, d
+        patches = crop_flip(self.split.take(idx), d, self.crop)
         if self.finisher is not None:
             return self.finisher(patches, d), labels, d
         return patches, labels, d
