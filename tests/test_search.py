@@ -68,6 +68,8 @@ def test_query_takes_bytes_and_pil_images_and_top_larger_than_index(ten_crop_ind
     img = Image.open(collection / "cat.png")
     by_pil = ten_crop_index.query(img, top=3)
     by_bytes = ten_crop_index.query((collection / "cat.png").read_bytes(), top=3)
+    by_array = ten_crop_index.query(np.asarray(img.convert("RGB")), top=3)
+    assert [h.path for h in by_array] == [h.path for h in by_pil]
     # not a path in the index: nothing is left out, so the photo itself is among the first three
     assert {h.path for h in by_pil} == {h.path for h in by_bytes}
     assert str(collection / "cat.png") in {h.path for h in by_pil}
@@ -119,3 +121,14 @@ def test_euclidean_index_scores_are_negative_distances(kaiming_tiny, collection,
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     np.testing.assert_allclose([h.score for h in hits], [-h.distance for h in hits])
     assert hits[1].distance > 1e-2  # raw features: distances are not on the unit sphere
+
+
+def test_queries_from_several_threads(ten_crop_index, collection):
+    """The demo answers from worker threads: one index object must serve them all."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    photos = sorted(collection.glob("*.JPEG"))[:4] + [collection / "cat.png"]
+    want = [[h.path for h in ten_crop_index.query(p, top=3)] for p in photos]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda p: [h.path for h in ten_crop_index.query(p, top=3)], photos * 2))
+    assert got == want * 2

@@ -57,7 +57,7 @@ class SimilarityIndex:
         self.model_path = Path(model) if model else Path(store.get("model_path"))
         self.device = device
         self._extractor: FeatureExtractor | None = None
-        self._lock = threading.Lock()  # the demo serves queries from several threads
+        self._lock = threading.RLock()  # the demo serves queries from several threads
 
     # -- opening and building --------------------------------------------
 
@@ -158,8 +158,12 @@ class SimilarityIndex:
             self._extractor = fx
         return self._extractor
 
-    def vector(self, image: ImageSource) -> tuple[np.ndarray, int | None]:
+    def vector(self, image: ImageSource | np.ndarray) -> tuple[np.ndarray, int | None]:
         """(feature vector, the photo's id when it is in the index itself)."""
+        if isinstance(image, np.ndarray):  # e.g. what a Gradio Image component hands over
+            from PIL import Image
+
+            image = Image.fromarray(np.ascontiguousarray(image))
         if isinstance(image, (str, os.PathLike)):
             path = Path(image).expanduser()
             row = self.store.row(str(path.resolve())) if path.exists() else None
@@ -172,13 +176,14 @@ class SimilarityIndex:
                 return self.extractor.extract_one(image), row.id
         return self.extractor.extract_one(image), None
 
-    def query(self, image: ImageSource, top: int = 8, exclude_self: bool = True) -> list[Hit]:
-        """The ``top`` nearest photos to ``image`` (a path, bytes or PIL image), best first.
+    def query(self, image: ImageSource | np.ndarray, top: int = 8, exclude_self: bool = True) -> list[Hit]:
+        """The ``top`` nearest photos to ``image`` (a path, bytes, PIL image or uint8 HxWx3 array), best first.
 
         Raises :class:`~alexnet_kit.errors.ImageError` if the photo cannot be read.
         """
-        vec, own = self.vector(image)
-        return self.query_vector(vec, top, exclude=[own] if (exclude_self and own is not None) else [])
+        with self._lock:
+            vec, own = self.vector(image)
+            return self.query_vector(vec, top, exclude=[own] if (exclude_self and own is not None) else [])
 
     def query_vector(self, vector: np.ndarray, top: int = 8, exclude: Iterable[int] = ()) -> list[Hit]:
         if top < 1:
@@ -192,8 +197,8 @@ class SimilarityIndex:
         k = min(top + len(exclude), max(1, len(self)))
         with self._lock:
             d2, ids = self.index.search(q, k)
-        pairs = [(int(i), float(d)) for i, d in zip(ids[0], d2[0]) if i >= 0 and int(i) not in exclude][:top]
-        paths = self.store.paths(i for i, _ in pairs)
+            pairs = [(int(i), float(d)) for i, d in zip(ids[0], d2[0]) if i >= 0 and int(i) not in exclude][:top]
+            paths = self.store.paths(i for i, _ in pairs)
         hits = []
         for i, d in pairs:
             dist = float(np.sqrt(max(d, 0.0)))
@@ -204,8 +209,9 @@ class SimilarityIndex:
     # -- description -----------------------------------------------------
 
     def info(self) -> dict:
-        s = self.store.settings()
-        ok, bad = self.store.count()
+        with self._lock:
+            s = self.store.settings()
+            ok, bad = self.store.count()
         rec = s.get("index") or {}
         return {
             "path": str(self.root),
@@ -230,4 +236,5 @@ class SimilarityIndex:
         }
 
     def unreadable(self, limit: int = 20) -> list[tuple[str, str]]:
-        return self.store.errors(limit)
+        with self._lock:
+            return self.store.errors(limit)

@@ -87,7 +87,7 @@ class Store:
     def create(cls, path: str | os.PathLike, settings: dict[str, object]) -> "Store":
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, isolation_level=None)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.executescript(SCHEMA)
         store = cls(path, conn)
         with store.transaction():
@@ -101,7 +101,8 @@ class Store:
         if not path.is_file():
             raise IndexProblem(path, "metadata store not found (not an alexnet-kit index, or an incomplete one)")
         try:
-            conn = sqlite3.connect(path, isolation_level=None)
+            # callers serialise access themselves (the demo queries from worker threads)
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             if verify:
                 problems = [r[0] for r in conn.execute("PRAGMA quick_check")]
                 if problems != ["ok"]:
