@@ -196,6 +196,8 @@ def prepare(src: str | os.PathLike, dst: str | os.PathLike, size: int = 256, val
             "classes": classes, "layout": layout,
             "splits": {s: {"files": p.files, "labels": p.labels} for s, p in plans.items()},
         }))
+    if (dst / "dataset.json").is_file() and (dst / "report.json").is_file() and not force:
+        return json.loads((dst / "report.json").read_text())  # already complete with these settings
     counts = {s: len(p.files) for s, p in plans.items()}
     status = {s: np.load(dst / s / "status.npy") for s in plans}
     errors_path = dst / "errors.jsonl"

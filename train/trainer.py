@@ -129,6 +129,12 @@ class Trainer:
         self.log = MetricsLog(self.out, enabled=self.dist.main)
         if self.resume_from:
             self._resume(self.resume_from)
+        elif self.dist.main and ckpt.list_states(self.ckpt_dir):
+            # a fresh run in a used folder: the old states would outrank ours in keep-last-K
+            old = ckpt.list_states(self.ckpt_dir) + [p for p in [self.ckpt_dir / "best.pt"] if p.exists()]
+            for p in old:
+                p.unlink()
+            print(f"starting afresh in {self.out}: removed {len(old)} training state(s) of an earlier run (--resume continues one instead)", file=sys.stderr)
 
     def _new_acc(self) -> dict:
         return {"loss_sum": 0.0, "n": 0, "wrong1": 0, "wrong5": 0, "seconds": 0.0, "images": 0}

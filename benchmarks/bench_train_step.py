@@ -1,0 +1,142 @@
+"""Training-step images/s: our step vs a plain PyTorch loop on the same model, same run.
+
+    .venv/bin/python benchmarks/bench_train_step.py                        # quickstart network, CPU
+    .venv/bin/python benchmarks/bench_train_step.py --model paper --batch 32
+    .venv/bin/python benchmarks/bench_train_step.py --data runs/caltech10/packed   # + end to end from packed data
+    python benchmarks/bench_train_step.py --device cuda --model paper --batch 128 [--data PACKED] [--compile]
+
+* ours: alexnet_kit.train.trainer.train_step (the paper's update rule as one
+  foreach pass, gradients set to None), plus on CUDA bf16 autocast and
+  channels_last, as the trainer runs it
+* baseline: the plain loop: model(x), cross-entropy, optimizer.zero_grad(),
+  backward, torch.optim.SGD(momentum 0.9, weight decay 5e-4).step(), fp32, NCHW
+
+Synthetic input measures the step alone; --data adds our loader (packed
+memmap, §4.1 augmentation in worker processes on CPU, on the GPU on CUDA)
+in front of our step, end to end. Prints the machine, medians of
+--repeats timed runs (interleaved) and the ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_data_pipeline import machine  # noqa: E402
+
+from alexnet_kit.model import AlexNet, AlexNetConfig  # noqa: E402
+from alexnet_kit.train.optim import PaperSGD  # noqa: E402
+from alexnet_kit.train.trainer import train_step  # noqa: E402
+
+MODELS = {
+    "quickstart": dict(conv_channels=(32, 64, 96, 96, 64), fc_features=512),
+    "caltech10": dict(conv_channels=(32, 64, 96, 96, 64), fc_features=1024),
+    "paper": dict(),
+}
+
+
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_steps(step, x, y, steps: int, warmup: int, dev) -> float:
+    for _ in range(warmup):
+        step(x, y)
+    sync(dev)
+    t = time.perf_counter()
+    for _ in range(steps):
+        step(x, y)
+    sync(dev)
+    return steps * len(y) / (time.perf_counter() - t)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=sorted(MODELS), default="quickstart")
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--compile", action="store_true", help="torch.compile our model")
+    ap.add_argument("--data", help="a prepared folder: also time our loader + step end to end")
+    ap.add_argument("--workers", type=int, default=1)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    print(f"machine: {machine()}, torch threads {torch.get_num_threads()}" + (f", GPU {torch.cuda.get_device_name(dev)}" if cuda else ""))
+    cfg = AlexNetConfig(num_classes=args.classes, **MODELS[args.model])
+    torch.manual_seed(0)
+    base = AlexNet(cfg).to(dev)
+    ours = AlexNet(cfg).to(dev)
+    ours.load_state_dict(base.state_dict())
+    amp = torch.bfloat16 if cuda else None
+    if cuda:
+        ours = ours.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    fwd = torch.compile(ours) if args.compile else ours
+    opt_ours = PaperSGD(ours.parameters(), lr=1e-4)
+    opt_base = torch.optim.SGD(base.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
+    x = torch.randn(args.batch, 3, cfg.input_size, cfg.input_size, device=dev) * 50
+    y = torch.randint(0, args.classes, (args.batch,), device=dev)
+    x_cl = x.contiguous(memory_format=torch.channels_last) if cuda else x
+
+    def step_ours(x_, y_):
+        train_step(fwd, opt_ours, x_, y_, amp)
+
+    def step_base(x_, y_):
+        opt_base.zero_grad()
+        loss = F.cross_entropy(base(x_), y_)
+        loss.backward()
+        opt_base.step()
+
+    print(f"model {args.model} ({sum(p.numel() for p in base.parameters()):,} parameters), batch {args.batch}, device {dev}"
+          + (", ours: bf16 autocast + channels_last" if cuda else "") + (" + torch.compile" if args.compile else ""))
+    res = {"ours": [], "base": []}
+    for r in range(args.repeats):
+        res["ours"].append(time_steps(step_ours, x_cl, y, args.steps, 2 if r == 0 else 1, dev))
+        res["base"].append(time_steps(step_base, x, y, args.steps, 2 if r == 0 else 1, dev))
+    mo, mb = statistics.median(res["ours"]), statistics.median(res["base"])
+    print(f"ours, train_step + PaperSGD : {mo:8.1f} images/s  (runs: {', '.join(f'{v:.1f}' for v in res['ours'])})")
+    print(f"baseline, plain loop + SGD  : {mb:8.1f} images/s  (runs: {', '.join(f'{v:.1f}' for v in res['base'])})")
+    print(f"ours / plain = {mo / mb:.2f}x (target >= 1.0x)")
+    if args.data:
+        from alexnet_kit.train.augment import Finisher
+        from alexnet_kit.train.loader import EpochBatches, make_loader
+        from alexnet_kit.train.packed import PackedDataset
+
+        ds = PackedDataset(args.data)
+        fin = Finisher(ds.mean, ds.eigvals, ds.eigvecs, cfg.input_size, dev if cuda else "cpu")
+        eb = EpochBatches(ds.split("train"), args.batch, 0, 0, cfg.input_size, True, None if cuda else fin)
+        n_batches = min(len(eb), args.steps * args.repeats + 2)
+        loader = make_loader(eb, 0, args.workers, pin=cuda)
+        it = iter(loader)
+        t, n = None, 0
+        for b in range(n_batches):
+            xb, yb, d = next(it)
+            xb = fin(xb, d, channels_last=True) if cuda else xb
+            train_step(fwd, opt_ours, xb.to(dev), yb.to(dev), amp)
+            if b == 1:  # after warm-up
+                sync(dev)
+                t = time.perf_counter()
+            elif b > 1:
+                n += len(yb)
+        sync(dev)
+        e2e = n / (time.perf_counter() - t)
+        print(f"ours end to end from {args.data} ({args.workers} loader worker(s)): {e2e:8.1f} images/s "
+              f"({e2e / mo:.2f} of the synthetic step rate)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
