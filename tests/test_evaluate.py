@@ -65,6 +65,7 @@ def test_ensemble_averages_softmaxes(tmp_path, photos):
     assert len(res.models) == 2
 
 
+@pytest.mark.slow
 def test_unreadable_photos_are_skipped_and_unknown_classes_refused(tmp_path, photos):
     m = model_file(tmp_path / "a.safetensors", 0)
     bad = tmp_path / "bad"

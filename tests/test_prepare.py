@@ -84,6 +84,7 @@ def test_imagenet_layout_uses_val_folder(tmp_path):
     assert rep["packed"] == {"train": 6, "val": 2}
 
 
+@pytest.mark.slow
 def test_interrupted_preparation_resumes_to_the_same_result(tmp_path):
     src = photo_folder(tmp_path / "src", per_class=4)
     prepare(src, tmp_path / "a", val_fraction=0.25, workers=2, progress=False)
@@ -106,6 +107,7 @@ def test_interrupted_preparation_resumes_to_the_same_result(tmp_path):
         prepare(src, tmp_path / "b", val_fraction=0.5, workers=1, progress=False)
 
 
+@pytest.mark.slow
 def test_cli_prepare_one_line_errors(tmp_path):
     cli = [sys.executable, "-m", "alexnet_kit", "prepare"]
     r = subprocess.run(cli + [str(tmp_path / "absent"), str(tmp_path / "out")], capture_output=True, text=True)

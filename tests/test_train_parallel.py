@@ -82,3 +82,29 @@ def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
         torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-4)
         moved = max(moved, float((a[k] - init.state_dict()[k]).abs().max()))
     assert moved > 1e-3
+
+
+@pytest.mark.slow
+def test_two_tower_training_resumes_on_one_device(tmp_path):
+    """--parallel model for an epoch, then --parallel none: the same as two epochs on one device."""
+    from alexnet_kit.train.packed import PackedDataset
+    from alexnet_kit.train.recipe import load_recipe
+    from alexnet_kit.train.trainer import Trainer
+
+    data = PackedDataset(tiny_packed(tmp_path / "packed"))
+
+    def run(out, parallel, epochs, resume=None):
+        r = load_recipe("quickstart")
+        r.out, r.parallel, r.epochs, r.batch_size, r.workers = str(tmp_path / out), parallel, epochs, 4, 0
+        r.model = dict(r.model, conv_channels=(16, 32, 48, 48, 32), fc_features=64, dropout=0.0)
+        t = Trainer(r, data, resume=resume, progress=False)
+        t.setup()
+        assert t.train() == "done"
+        t.cleanup()
+        return load_checkpoint(tmp_path / out / "last.safetensors")[0]
+
+    run("mixed", "model", 1)
+    mixed = run("mixed", "none", 2, resume="latest")
+    plain = run("plain", "none", 2)
+    for k in plain:
+        torch.testing.assert_close(mixed[k], plain[k], atol=5e-5, rtol=1e-4)
