@@ -71,6 +71,53 @@ class Recipe:
         return d
 
 
+HELP = {
+    "name": "a name for the run (recorded in the model's provenance)",
+    "prepared": "where to pack a photo folder given as --data (default OUT/packed)",
+    "val_fraction": "photo folder without val/: fraction of each class held out",
+    "split_seed": "seed of that split",
+    "epochs": "epochs in total (the paper: about 90)",
+    "batch_size": "global batch (the paper: 128); split over DDP ranks",
+    "lr": "initial learning rate (the paper: 0.01)",
+    "momentum": "the paper: 0.9",
+    "weight_decay": "the paper: 0.0005 (inside the velocity, §5)",
+    "lr_factor": "lr multiplier on a plateau (the paper: 0.1)",
+    "lr_patience": "epochs without validation gain before lr drops",
+    "lr_max_drops": "at most this many drops (the paper: 3)",
+    "lr_threshold": "smaller validation-error gains do not count",
+    "pca_std": "sigma of the §4.1 PCA colour noise (the paper: 0.1; 0 = off)",
+    "input_std": "true: divide centred pixels by the per-channel std (not in the paper)",
+    "seed": "seed of initialisation, data order, augmentation and dropout",
+    "device": "auto | cpu | cuda | cuda:N",
+    "parallel": "none | model (two towers, §3.2) | data (DDP under torchrun)",
+    "model_devices": "--parallel model: e.g. cuda:0,cuda:1 (default: two GPUs, else the device twice)",
+    "workers": "augmentation worker processes (0: in the training process)",
+    "threads": "torch threads (0: torch's default)",
+    "amp": "auto (bf16 on CUDA) | bf16 | off",
+    "channels_last": "auto (on CUDA) | on | off",
+    "compile": "torch.compile the network",
+    "deterministic": "deterministic kernels (bitwise resume on CPU)",
+    "checkpoint_every": "also save a training state every N steps (0: epoch ends only)",
+    "keep_last": "training states kept (plus best.pt)",
+    "eval_batch_size": "validation batch (0: --batch-size)",
+    "max_steps": "stop after N steps in all (0: no limit)",
+    "stall_window": "steps of loss near ln(classes) before the stall warning",
+}
+CHOICES = {"parallel": ("none", "model", "data"), "amp": ("auto", "bf16", "off"), "channels_last": ("auto", "on", "off")}
+
+
+def validate(r: Recipe) -> Recipe:
+    for key, allowed in CHOICES.items():
+        if getattr(r, key) not in allowed:
+            raise AlexKitError(f"{key.replace('_', '-')} must be one of {', '.join(allowed)}, not {getattr(r, key)!r}")
+    for key in ("epochs", "batch_size"):
+        if getattr(r, key) < 1:
+            raise AlexKitError(f"{key.replace('_', '-')} must be at least 1")
+    if r.lr <= 0:
+        raise AlexKitError("lr must be positive")
+    return r
+
+
 def available() -> list[str]:
     return sorted(p.stem for p in RECIPES.glob("*.toml"))
 
@@ -121,8 +168,7 @@ def add_override_options(parser) -> None:
             continue
         default = f.default
         g.add_argument(f"--{f.name.replace('_', '-')}", dest=f"r_{f.name}", metavar=_kind(default).__name__.upper(), default=None,
-                       help=f"(recipe key {f.name})" if f.name not in ("data", "out") else
-                       ("prepared folder or photo folder" if f.name == "data" else "run folder: checkpoints, logs, model.safetensors"))
+                       help=HELP.get(f.name) or ("prepared folder or photo folder" if f.name == "data" else "run folder: checkpoints, logs, model.safetensors"))
     for name, f in _MODEL_FIELDS.items():
         kind = _kind(AlexNetConfig().__getattribute__(name))
         g.add_argument(f"--model.{name}", dest=f"m_{name}", metavar="INTS" if kind is tuple else kind.__name__.upper(), default=None)
@@ -145,7 +191,7 @@ def apply_overrides(recipe: Recipe, args) -> Recipe:
             except ValueError as e:
                 raise AlexKitError(f"--model.{name}: {e}") from None
     recipe.model = model
-    return recipe
+    return validate(recipe)
 
 
 def resolve_data(path: str) -> Path:
