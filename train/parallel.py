@@ -43,7 +43,7 @@ def init_distributed(device_kind: str) -> DistInfo:
     import torch.distributed as dist
 
     if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
-        raise AlexKitError("--parallel data runs under torchrun, e.g. `torchrun --standalone --nproc_per_node 2 -m alexnet_kit.cli train ...`")
+        raise AlexKitError("--parallel data runs under torchrun, e.g. `torchrun --standalone --nproc_per_node 2 -m alexnet_kit train ...`")
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))

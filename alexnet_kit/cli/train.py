@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "can be overridden below. --data may be a prepared folder or a photo folder (packed first into "
         "OUT/packed). The result is OUT/model.safetensors (best validation epoch), ready for "
         "`alexnet-kit classify --model`. Ctrl-C saves a checkpoint; --resume continues exactly.",
-        epilog="Data parallel: torchrun --standalone --nproc_per_node N -m alexnet_kit.cli train --parallel data ...",
+        epilog="Data parallel: torchrun --standalone --nproc_per_node N -m alexnet_kit train --parallel data ...",
     )
     p.add_argument("--recipe", default="quickstart", help="a shipped recipe name (paper, quickstart, caltech10) or a .toml path (default: quickstart)")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="STATE",
