@@ -11,9 +11,9 @@ once, each uploading one of the example photos. Reports errors, latency
 p50/p95/max per request (submit to result, upload included) and
 throughput.
 
-Baseline, in the same run: the same photos through the same
-:class:`DemoService` in this process, one after another, no HTTP and no
-queue. Its latency is the model's own cost, so server p50 / baseline p50
+Baseline, in the same run and taking turns with the server run by run:
+the same photos through the same :class:`DemoService` in this process,
+one after another, no HTTP and no queue. Its latency is the model's own cost, so server p50 / baseline p50
 shows what queueing behind the other requests and the web layer add, and
 the throughput ratio shows what the server keeps of the model's speed.
 Each figure is the median over ``--runs`` runs.
@@ -92,7 +92,9 @@ def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180
 def load_run(url: str, endpoint: str, photos: list[Path], requests: int, concurrency: int) -> dict:
     from gradio_client import Client, handle_file
 
-    clients = [Client(url, verbose=False) for _ in range(concurrency)]  # one per worker, like separate users
+    # one client per worker, like separate users; the gallery's pictures are
+    # not downloaded, so latency is the server's answer, not the client's disk
+    clients = [Client(url, verbose=False, download_files=False) for _ in range(concurrency)]
     jobs = [photos[i % len(photos)] for i in range(requests)]
     errors: list[str] = []
 
@@ -149,30 +151,40 @@ def main() -> int:
     if model is None:
         model = tmp / "paper.safetensors"
         subprocess.run([sys.executable, "-m", "alexnet_kit", "init", str(model)], check=True, cwd=ROOT)
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at start (other processes share the CPU)")
     print(f"model: {model}; index: {args.index or 'none'}; {len(photos)} photos from {args.photos}")
-    print(f"load: {args.requests} requests, {args.concurrency} concurrent, {args.runs} runs (medians)")
+    print(f"load: {args.requests} requests, {args.concurrency} concurrent, {args.runs} runs (medians)", flush=True)
 
     endpoints = ["/classify"] + (["/similar"] if args.index else [])
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     log = tmp / "server.log"
     proc = start_server(model, args.index, port, log)
+    service = DemoService.load(model, args.index)
+    served: dict[str, list[dict]] = {e: [] for e in endpoints}
+    direct: dict[str, list[dict]] = {e: [] for e in endpoints}
     try:
         wait_ready(url, proc, log)
-        load_run(url, endpoints[0], photos, args.concurrency, args.concurrency)  # warm-up
-        served = {e: [load_run(url, e, photos, args.requests, args.concurrency) for _ in range(args.runs)] for e in endpoints}
+        for e in endpoints:  # warm-up both paths
+            load_run(url, e, photos, args.concurrency, args.concurrency)
+            baseline_run(service, e, photos, len(photos))
+        # Server and baseline take turns, run by run, so that drifting load
+        # from other processes on the machine hits both alike; the idle one
+        # (server or this process) uses no CPU meanwhile.
+        for i in range(args.runs):
+            for e in endpoints:
+                served[e].append(load_run(url, e, photos, args.requests, args.concurrency))
+                direct[e].append(baseline_run(service, e, photos, args.requests))
+                s, d = served[e][-1], direct[e][-1]
+                print(f"  run {i + 1}/{args.runs} {e}: server p50 {s['p50']:.3f} s {s['rps']:.2f} req/s; "
+                      f"baseline p50 {d['p50']:.3f} s {d['rps']:.2f} req/s; load average {os.getloadavg()[0]:.1f}", flush=True)
     finally:
         proc.terminate()
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
-
-    # Baseline after the server is gone, so the two never share the cores.
-    service = DemoService.load(model, args.index)
-    baseline_run(service, endpoints[0], photos, len(photos))  # warm-up
-    direct = {e: [baseline_run(service, e, photos, args.requests) for _ in range(args.runs)] for e in endpoints}
+        service.close()
 
     failed = 0
     print()

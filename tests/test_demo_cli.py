@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -9,11 +10,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "alexnet_kit", *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
 
 
 def test_classify_does_not_import_gradio(tiny_checkpoint):
@@ -30,41 +26,65 @@ def test_classify_does_not_import_gradio(tiny_checkpoint):
     assert "IMPORTED []" in r.stdout
 
 
-def test_demo_help_lists_the_options():
-    r = run_cli("demo", "--help")
-    assert r.returncode == 0
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    """The real entry point, in-process: (exit status, stdout, stderr)."""
+    from alexnet_kit.cli import main
+
+    try:
+        rc = main(list(args))
+    except SystemExit as e:  # argparse: --help, usage errors
+        rc = e.code
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_demo_help_lists_the_options(capsys):
+    rc, out, _ = cli(capsys, "demo", "--help")
+    assert rc == 0
     for opt in ("--model", "--index", "--host", "--port", "--max-upload-mb"):
-        assert opt in r.stdout
-    assert "--share" not in r.stdout
-    assert "127.0.0.1" in r.stdout
+        assert opt in out
+    assert "--share" not in out
+    assert "127.0.0.1" in out
 
 
-def test_demo_missing_model_is_one_line(tmp_path):
-    r = run_cli("demo", "--model", str(tmp_path / "nope.safetensors"))
-    assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == [f"alexnet-kit: error: {tmp_path / 'nope.safetensors'}: model file not found"]
-    assert "Traceback" not in r.stderr
+def test_demo_missing_model_is_one_line(capsys, tmp_path):
+    rc, _, err = cli(capsys, "demo", "--model", str(tmp_path / "nope.safetensors"))
+    assert rc == 2
+    assert err.strip().splitlines() == [f"alexnet-kit: error: {tmp_path / 'nope.safetensors'}: model file not found"]
 
 
-def test_demo_wrong_model_file_is_one_line(tmp_path):
+def test_demo_wrong_model_file_is_one_line(capsys, tmp_path):
     bad = tmp_path / "notes.safetensors"
     bad.write_text("not a checkpoint")
-    r = run_cli("demo", "--model", str(bad))
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"alexnet-kit: error: {bad}:"), r.stderr
+    rc, _, err = cli(capsys, "demo", "--model", str(bad))
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"alexnet-kit: error: {bad}:"), err
 
 
-def test_demo_missing_index_and_bad_limits(tiny_checkpoint, tmp_path):
-    r = run_cli("demo", "--model", str(tiny_checkpoint), "--index", str(tmp_path / "no.index"))
-    assert r.returncode == 2 and "index not found" in r.stderr
-    r = run_cli("demo", "--model", str(tiny_checkpoint), "--max-upload-mb", "0")
-    assert r.returncode == 2 and "--max-upload-mb" in r.stderr
+def test_demo_missing_index_and_bad_limits(capsys, tiny_checkpoint, tmp_path):
+    rc, _, err = cli(capsys, "demo", "--model", str(tiny_checkpoint), "--index", str(tmp_path / "no.index"))
+    assert rc == 2 and "index not found" in err
+    rc, _, err = cli(capsys, "demo", "--model", str(tiny_checkpoint), "--max-upload-mb", "0")
+    assert rc == 2 and "--max-upload-mb" in err
+
+
+def test_demo_index_of_another_model_is_one_line(capsys, tiny_checkpoint, tmp_path, tiny_config):
+    from alexnet_kit.search import SimilarityIndex
+    from conftest import EXAMPLES, make_checkpoint
+
+    other = make_checkpoint(tmp_path / "other.safetensors", tiny_config, seed=3)
+    SimilarityIndex.build([EXAMPLES / "cat.jpg", EXAMPLES / "rocket.jpg"], tmp_path / "i.index", model=other).close()
+    rc, _, err = cli(capsys, "demo", "--model", str(tiny_checkpoint), "--index", str(tmp_path / "i.index"))
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "features are not comparable" in lines[0], err
 
 
 @pytest.mark.slow
 def test_demo_serves_on_localhost(tiny_checkpoint):
-    """The real command: starts, answers on 127.0.0.1, says the model is untrained, stops on SIGTERM."""
+    """The real command: starts, answers on 127.0.0.1, says the model is untrained, stops cleanly on Ctrl-C."""
+    import select
     import socket
     import time
 
@@ -74,20 +94,22 @@ def test_demo_serves_on_localhost(tiny_checkpoint):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "alexnet_kit", "demo", "--model", str(tiny_checkpoint), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
                             env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
     try:
-        deadline = time.monotonic() + 90
-        config = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                config = httpx.get(f"http://127.0.0.1:{port}/config", timeout=2)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        assert config is not None and config.status_code == 200, proc.stdout.read() if proc.poll() is not None else "no answer"
-        assert "Untrained model" in config.text
+        # wait for the command to say it is serving (it prints after the server is up)
+        deadline, seen = time.monotonic() + 120, ""
+        while "serving" not in seen and time.monotonic() < deadline and proc.poll() is None:
+            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+            if ready:  # raw reads: a buffered readline could sit on the line we wait for
+                seen += os.read(proc.stdout.fileno(), 65536).decode()
+        assert f"serving http://127.0.0.1:{port}/" in seen, seen
+        config = httpx.get(f"http://127.0.0.1:{port}/config", timeout=10)
+        assert config.status_code == 200 and "Untrained model" in config.text
     finally:
-        proc.terminate()
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop
         out, _ = proc.communicate(timeout=30)
+    out = seen + out.decode()
     assert "untrained" in out
+    assert "stopped" in out and "Traceback" not in out
+    assert proc.returncode == 0

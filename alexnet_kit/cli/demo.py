@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import sys
+    import time
     from pathlib import Path
 
     from ..errors import AlexKitError
@@ -60,7 +61,19 @@ def run(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: binding {args.host}: anyone who can reach this machine can use the demo (no login)", file=sys.stderr)
     try:
-        launch(service, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, examples=examples, block=True)
+        app = launch(service, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, examples=examples,
+                     block=False, quiet=True)
     except OSError as e:  # the port is taken, or the address is not ours
+        service.close()
         raise AlexKitError(f"cannot serve on {args.host}:{args.port} ({e})") from None
+    index = f", index {args.index} ({service.index_size()} photos)" if args.index else ", no index"
+    print(f"alexnet-kit demo: serving {app.local_url} (model {model}{index}); Ctrl-C to stop", flush=True)
+    try:
+        while app.is_running:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        print("alexnet-kit demo: stopped", file=sys.stderr)
+    finally:
+        app.close()
+        service.close()
     return 0
