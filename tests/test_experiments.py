@@ -69,7 +69,7 @@ def test_fig1_tiny_writes_results_and_plot(tmp_path, cache):
     shared("cifar10", "train")
     from alexnet_kit.train.experiments import fig1
 
-    fig1.run(tmp_path, "tiny", seeds=2, max_epochs=2, log=lambda *a: None)
+    fig1.run(tmp_path, "tiny", seeds=2, max_epochs=2, jobs=1, log=lambda *a: None)
     d = read_json(tmp_path / "fig1_relu_tanh.json")
     read_png(tmp_path / "fig1_relu_tanh.png")
     assert d["train_photos"] == 100 and d["target_train_error"] == 0.25
@@ -138,7 +138,7 @@ def ablation_run(tmp_path_factory, cache):
 def test_ablations_tiny_results_follow_from_the_runs(ablation_run):
     d = read_json(ablation_run / "ablations.json")
     read_png(ablation_run / "ablations.png")
-    assert not (ablation_run / "ablations.partial.json").exists()
+    assert not list(ablation_run.glob("*partial*"))  # progress files go once the results are complete
     assert len(d["classes"]) == 3 and d["split"]["val"] > 0 and d["split"]["train"] > d["split"]["val"]
     assert {(r["variant"], r["seed"]) for r in d["runs"]} == {("full", 0), ("full", 1), ("no_lrn", 0), ("no_lrn", 1)}
     for r in d["runs"]:
@@ -247,3 +247,23 @@ def test_cli_reproduce_user_errors_are_one_line(tmp_path, capsys):
     assert "no_magic" in capsys.readouterr().err
     assert main(["reproduce", "fig1", "--seeds", "0", "--out", str(tmp_path)]) == 2
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_an_interrupted_ablation_keeps_its_finished_runs(tmp_path, cache):
+    shared("caltech101")
+    from alexnet_kit.train.experiments import ablations
+    from alexnet_kit.train.experiments.caltech import caltech_split, rgb_statistics
+
+    cfg = dataclasses.replace(ablations.SIZES["tiny"], epochs=1, classes=2, per_class=6)
+    split = caltech_split(cfg.classes, cfg.photo, per_class=cfg.per_class)
+    stats = rgb_statistics(split.train)
+    first = ablations.seed_study(0, ["no_dropout"], split, stats, cfg, "cpu", tmp_path, log=lambda *a: None)
+    assert (tmp_path / "ablations.partial.seed0.json").exists()
+    said = []
+    again = ablations.seed_study(0, ["no_dropout"], split, stats, cfg, "cpu", tmp_path, log=said.append)
+    assert json.loads(json.dumps(again)) == json.loads(json.dumps(first)) and "kept from an interrupted run" in said[0]
+    other = dataclasses.replace(cfg, lr=0.02)  # other settings: nothing is kept
+    said.clear()
+    ablations.seed_study(0, ["no_dropout"], split, stats, other, "cpu", tmp_path, log=said.append)
+    assert not any("kept" in s for s in said)

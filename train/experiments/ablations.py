@@ -18,6 +18,7 @@ standard deviation across seeds.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -61,8 +62,8 @@ class AblationSize:
 
 SIZES = {
     "tiny": AblationSize(classes=3, per_class=12, photo=72, crop=64, channels=(8, 16, 16, 16, 16), fc=32, epochs=2, seeds=2, batch=16),
-    # ~30-40 min on 2 shared CPU cores: half-resolution photos, a quarter of the channels
-    "default": AblationSize(classes=10, per_class=None, photo=128, crop=112, channels=(24, 64, 96, 96, 64), fc=512, epochs=16, seeds=2),
+    # ~20-30 min on 2 shared CPU cores (one process per seed): half-resolution photos, a sixth of the channels
+    "default": AblationSize(classes=10, per_class=None, photo=128, crop=112, channels=(16, 32, 48, 48, 32), fc=256, epochs=12, seeds=2),
     # the paper's resolution and a wider net (a GPU)
     "full": AblationSize(classes=20, per_class=None, photo=256, crop=224, channels=(48, 128, 192, 192, 128), fc=2048, epochs=40, seeds=3),
 }
@@ -123,7 +124,7 @@ def evaluate(model: AlexNet, photos: np.ndarray, labels: np.ndarray, prep: Prepr
     return {"top1": 100.0 * wrong1 / len(photos), "top5": 100.0 * wrong5 / len(photos)}
 
 
-def train_variant(variant: str, seed: int, split, stats, cfg: AblationSize, device, log=print) -> tuple[dict, AlexNet]:
+def train_variant(variant: str, seed: int, split, stats, cfg: AblationSize, device, log=print, progress: bool = True) -> tuple[dict, AlexNet]:
     mean, std, eigvals, eigvecs = stats
     base = AlexNetConfig(num_classes=len(split.classes), conv_channels=cfg.channels, fc_features=cfg.fc,
                          input_size=cfg.crop, init="kaiming")
@@ -138,7 +139,10 @@ def train_variant(variant: str, seed: int, split, stats, cfg: AblationSize, devi
     history = []
     n = len(split.train)
     t0 = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
+    from tqdm import tqdm
+
+    bar = tqdm(range(1, cfg.epochs + 1), desc=f"{variant} seed {seed}", unit="epoch", leave=False, disable=not progress)
+    for epoch in bar:
         # the same schedule for everyone instead of §5's plateau rule: /10 for the last quarter
         lr = cfg.lr if epoch <= math.ceil(cfg.epochs * 0.75) else cfg.lr / 10
         order = torch.randperm(n, generator=gen).numpy()
@@ -160,6 +164,7 @@ def train_variant(variant: str, seed: int, split, stats, cfg: AblationSize, devi
         val = evaluate(model, split.val, split.val_labels, prep, 1, device)
         history.append({"epoch": epoch, "lr": lr, "train_loss": loss_sum / n, "train_top1": 100.0 * wrong / n,
                         "val_top1": val["top1"], "val_top5": val["top5"]})
+        bar.set_postfix(train=f"{history[-1]['train_top1']:.1f}%", val=f"{val['top1']:.1f}%")
         if not math.isfinite(loss_sum):
             log(f"  {variant} seed {seed}: diverged at epoch {epoch}")
             break
@@ -197,8 +202,40 @@ def summarise(runs: list[dict]) -> dict:
     return {"variants": rows, "gain_of_paper_choice": gains}
 
 
+def seed_study(seed: int, variants: list[str], split, stats, cfg: AblationSize, device: str, model_dir: Path | None,
+               threads: int | None = None, log=print) -> list[dict]:
+    """Every variant from one seed; the full network of seed 0 is saved for Figures 3 and 4."""
+    if threads:
+        torch.set_num_threads(threads)
+    done = {}
+    progress = Path(model_dir) / f"{NAME}.partial.seed{seed}.json" if model_dir is not None else None
+    if progress is not None and progress.exists():
+        # resume: runs of an interrupted invocation with the same settings are kept
+        try:
+            saved = json.loads(progress.read_text())
+            if saved.get("config") == json.loads(json.dumps(dataclasses.asdict(cfg))) and saved.get("classes") == split.classes:
+                done = {r["variant"]: r for r in saved["runs"]}
+        except (OSError, ValueError, KeyError):
+            done = {}
+    model_path = Path(model_dir) / "caltech_full_seed0.safetensors" if model_dir is not None else None
+    runs = []
+    for v in variants:
+        if v in done and not (v == "full" and seed == 0 and model_path is not None and not model_path.exists()):
+            log(f"  {v:10s} seed {seed}: kept from an interrupted run ({progress.name})")
+            runs.append(done[v])
+            continue
+        r, model = train_variant(v, seed, split, stats, cfg, torch.device(device), log)
+        runs.append(r)
+        if v == "full" and seed == 0 and model_path is not None:
+            save_small_model(model, split, stats, cfg, model_path)
+        if progress is not None:
+            write_results(progress.parent, progress.stem, {"config": dataclasses.asdict(cfg), "classes": split.classes,
+                                                           "runs": list({**done, **{x["variant"]: x for x in runs}}.values())})
+    return runs
+
+
 def run(out: str | Path = "experiments/results", size: str = "default", seeds: int | None = None, epochs: int | None = None,
-        variants: list[str] | None = None, device: str = "auto", save_model: bool = True, log=print) -> dict:
+        variants: list[str] | None = None, device: str = "auto", jobs: int = 2, log=print) -> dict:
     cfg = dataclasses.replace(SIZES[size])
     if seeds:
         cfg.seeds = seeds
@@ -213,14 +250,21 @@ def run(out: str | Path = "experiments/results", size: str = "default", seeds: i
     log(f"Ablations: {len(split.classes)} Caltech-101 classes, {len(split.train)} train / {len(split.val)} held-out photos "
         f"({split.skipped} skipped), {cfg.seeds} seeds x {cfg.epochs} epochs, {len(variants)} variants, device {dev}")
     runs = []
-    partial = out / f"{NAME}.partial.json"
-    for seed in range(cfg.seeds):
-        for v in variants:
-            r, model = train_variant(v, seed, split, stats, cfg, dev, log)
-            runs.append(r)
-            if v == "full" and seed == 0 and save_model:
-                save_small_model(model, split, stats, cfg, out / "caltech_full_seed0.safetensors")
-            write_results(out, partial.stem, {"runs": runs})  # progress survives an interruption
+    jobs = min(jobs, cfg.seeds) if dev.type == "cpu" else 1
+    if jobs > 1:
+        # one process per seed, one thread each (less synchronisation waste on a shared CPU)
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            futs = [pool.submit(seed_study, seed, variants, split, stats, cfg, str(dev), out, 1)
+                    for seed in range(cfg.seeds)]
+            for f in as_completed(futs):
+                runs += f.result()
+    else:
+        for seed in range(cfg.seeds):
+            runs += seed_study(seed, variants, split, stats, cfg, str(dev), out, None, log)
+    runs.sort(key=lambda r: (r["seed"], variants.index(r["variant"])))
     results = {
         "size": size, "config": dataclasses.asdict(cfg), "classes": split.classes,
         "split": {"train": len(split.train), "val": len(split.val), "val_fraction": 0.2, "seed": 0, "skipped": split.skipped},
@@ -228,7 +272,8 @@ def run(out: str | Path = "experiments/results", size: str = "default", seeds: i
     }
     plot(results, out / f"{NAME}.png")
     write_results(out, NAME, results)
-    partial.with_suffix(".json").unlink(missing_ok=True)
+    for seed in range(cfg.seeds):
+        (out / f"{NAME}.partial.seed{seed}.json").unlink(missing_ok=True)
     log(f"wrote {out / (NAME + '.json')} and {out / (NAME + '.png')} in {results['seconds']:.0f}s")
     return results
 

@@ -6,12 +6,13 @@ Euclidean separation, we can say that the higher levels of the neural network
 consider them to be similar." Predictions average the softmax over ten crops
 (§4.1); features come from the centre crop.
 
-Queries are held-out photos of our Caltech-101 split; the gallery is the
-model's own training photos when its checkpoint lists them (the ablations'
-model does), else the training side of that split.
+Queries are held-out photos, one per class; the gallery is the model's own
+training photos when its checkpoint says what they were (see
+:func:`photo_sets`), else the training side of our Caltech-101 split.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch
 from alexnet_kit.preprocess import average_crops
 
 from .caltech import caltech_split
-from .common import class_folders, load_photos, savefig, shared_data, write_results
+from .common import ROOT, load_photos, savefig, write_results
 from .models import find_model
 
 NAME = "fig4_neighbours"
@@ -54,6 +55,35 @@ def nearest(queries: np.ndarray, gallery: np.ndarray, k: int) -> tuple[np.ndarra
     return order, np.take_along_axis(d, order, 1)
 
 
+def photo_sets(meta, size: str) -> tuple[list[str], list[str], str]:
+    """(gallery = training photos, queries = held-out photos, where they came from) for a model.
+
+    The model's own split when its checkpoint says what it was (our ablation
+    model lists its training photos; ``alexnet-kit train`` records its packed
+    data set, whose plan.json lists both splits); else our Caltech-101 split.
+    """
+    prov = meta.provenance or {}
+    split = None
+    if prov.get("train_files"):
+        classes = [c for c in meta.classes]
+        split = caltech_split(len(classes), meta.preprocess.resize, per_class=12 if size == "tiny" else None)
+        if sorted(split.classes) == sorted(classes):
+            train = list(prov["train_files"])
+            held = [f for f in split.val_files if f not in set(train)]
+            return train, held, "the model's own training photos (listed in its checkpoint); queries from the held-out side"
+    ds = Path(str(prov.get("dataset", "")))
+    plan = (ds if ds.is_absolute() or (ds / "plan.json").is_file() else ROOT / ds) / "plan.json"
+    if prov.get("dataset") and plan.is_file():
+        try:
+            d = json.loads(plan.read_text())
+            return (list(d["splits"]["train"]["files"]), list(d["splits"]["val"]["files"]),
+                    f"the model's own training split ({plan}); queries from its validation side")
+        except (OSError, ValueError, KeyError):
+            pass
+    split = caltech_split(10 if size != "tiny" else 3, meta.preprocess.resize, per_class=12 if size == "tiny" else None)
+    return split.train_files, split.val_files, "the training side of our Caltech-101 split (seed 0, 20% held out)"
+
+
 def run(out: str | Path = "experiments/results", model: str | Path | None = None, size: str = "default",
         queries: int = 5, neighbours: int = 6, gallery_limit: int | None = None, log=print) -> dict:
     import matplotlib
@@ -68,30 +98,22 @@ def run(out: str | Path = "experiments/results", model: str | Path | None = None
     torch.manual_seed(0)
     prep, res = meta.preprocess, meta.preprocess.resize
     classes = list(meta.classes)
-    caltech = {f.name for f in class_folders(shared_data("caltech101"))}
-    n_classes = sum(c in caltech for c in classes) if set(classes) <= caltech else 10
-    split = caltech_split(max(n_classes, 3) if size != "tiny" else 3, res, per_class=12 if size == "tiny" else None)
-    train_files = meta.provenance.get("train_files")
-    if train_files:
-        files = [Path(f) for f in train_files]
-        gal, ok = load_photos(files, res, what="gallery")
-        gal, gal_files = gal[ok], [str(f) for f, k in zip(files, ok) if k]
-        gallery_source = "the model's own training photos (listed in its checkpoint)"
-    else:
-        gal, gal_files = split.train, split.train_files
-        gallery_source = "the training side of our Caltech-101 split"
-    if gallery_limit and len(gal) > gallery_limit:
-        pick = np.random.default_rng(0).choice(len(gal), gallery_limit, replace=False)
-        gal, gal_files = gal[np.sort(pick)], [gal_files[i] for i in np.sort(pick)]
+    gallery_files, query_files, gallery_source = photo_sets(meta, size)
+    if gallery_limit and len(gallery_files) > gallery_limit:
+        pick = np.sort(np.random.default_rng(0).choice(len(gallery_files), gallery_limit, replace=False))
+        gallery_files = [gallery_files[i] for i in pick]
     # one held-out photo from each of the first `queries` classes (deterministic)
-    q_idx = []
-    for c in range(len(split.classes)):
-        hits = np.flatnonzero(split.val_labels == c)
-        if len(hits):
-            q_idx.append(int(hits[0]))
-        if len(q_idx) == queries:
+    chosen, seen = [], set()
+    for f in sorted(query_files, key=lambda f: (Path(f).parent.name, Path(f).name)):
+        if Path(f).parent.name not in seen:
+            seen.add(Path(f).parent.name)
+            chosen.append(f)
+        if len(chosen) == queries:
             break
-    qs = split.val[q_idx]
+    gal, ok = load_photos([Path(f) for f in gallery_files], res, what="gallery")
+    gal, gal_files = gal[ok], [f for f, k in zip(gallery_files, ok) if k]
+    qs, ok = load_photos([Path(f) for f in chosen], res, what="queries")
+    qs, q_files = qs[ok], [f for f, k in zip(chosen, ok) if k]
     q_feat, top_idx, top_p = fc7_and_top5(net, prep, qs)
     g_feat = gallery_features(net, prep, gal)
     nn_idx, nn_d = nearest(q_feat, g_feat, min(neighbours, len(gal)))
@@ -102,7 +124,7 @@ def run(out: str | Path = "experiments/results", model: str | Path | None = None
                              gridspec_kw={"width_ratios": [1, 1.5] + [1] * nn_idx.shape[1]})
     entries = []
     for r in range(rows):
-        truth = split.classes[split.val_labels[q_idx[r]]]
+        truth = Path(q_files[r]).parent.name
         axes[r, 0].imshow(qs[r])
         axes[r, 0].set_title(f"test: {truth}", fontsize=7)
         ax = axes[r, 1]
@@ -119,7 +141,7 @@ def run(out: str | Path = "experiments/results", model: str | Path | None = None
             axes[r, 2 + c].set_title(f"{Path(gal_files[g]).parent.name[:12]} d={nn_d[r, c]:.1f}", fontsize=6)
         for a in axes[r, [0] + list(range(2, cols))]:
             a.set_axis_off()
-        entries.append({"query": split.val_files[q_idx[r]], "truth": truth,
+        entries.append({"query": q_files[r], "truth": truth,
                         "top5": [{"class": n, "p": float(p)} for n, p in zip(names, top_p[r])],
                         "neighbours": [{"file": gal_files[g], "class": Path(gal_files[g]).parent.name, "distance": float(d)}
                                        for g, d in zip(nn_idx[r], nn_d[r])]})
