@@ -119,6 +119,18 @@ def test_files_outside_the_index_folders_are_refused(server, route, target):
         assert "root:" not in r.text and "[project]" not in r.text
 
 
+@pytest.mark.parametrize("target", ["/etc/passwd", str(EXAMPLES / "cat.jpg")])
+def test_forged_upload_path_is_refused(server, target):
+    """The events decode uploads themselves (preprocess=False): a payload naming a server file
+    that was never uploaded must be refused before it reaches them."""
+    base = server.local_url + "gradio_api/call/classify"
+    r = httpx.post(base, json={"data": [{"path": target, "meta": {"_type": "gradio.FileData"}}]})
+    assert r.status_code == 200, r.text
+    events = httpx.get(f"{base}/{r.json()['event_id']}", timeout=60).text
+    assert "event: error" in events and "event: complete" not in events
+    assert "confidences" not in events and "root:" not in events
+
+
 def test_page_says_the_model_is_untrained_and_no_index(server):
     config = httpx.get(server.local_url + "config").text
     assert "Untrained model" in config
