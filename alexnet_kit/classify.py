@@ -10,7 +10,9 @@ inputs (never one crop at a time); decoding runs ahead in threads.
 """
 from __future__ import annotations
 
+import collections
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -84,13 +86,29 @@ class Classifier:
     def classify(self, sources: Iterable[ImageSource], top: int = 5) -> Iterator[Result]:
         """One :class:`Result` per source, in order; unreadable photos carry ``error``."""
         size = self.meta.preprocess.resize
-        for entries, photos in iter_batches(sources, self.batch_photos, size, self.workers):
-            probs = iter(self.probabilities(photos))
-            for e in entries:
-                if e.error is not None:
-                    yield Result(e.source, e.name, error=str(e.error))
-                else:
-                    yield Result(e.source, e.name, self.top_labels(next(probs), top))
+        batches = iter_batches(sources, self.batch_photos, size, self.workers)
+        # Crops of batch i+1 are cut in a helper thread while the model runs
+        # on batch i (decoding is already threaded further ahead), so the
+        # model never waits for preprocessing.
+        with ThreadPoolExecutor(1, thread_name_prefix="alexnet-kit-crops") as pool:
+            pending: collections.deque[Future] = collections.deque()
+            for item in batches:
+                pending.append(pool.submit(self._inputs, *item))
+                if len(pending) > 1:
+                    yield from self._results(*pending.popleft().result(), top)
+            while pending:
+                yield from self._results(*pending.popleft().result(), top)
+
+    def _inputs(self, entries: list, photos: np.ndarray):
+        return entries, (self.meta.preprocess.crops(photos, self.crops) if len(photos) else None)
+
+    def _results(self, entries: list, x, top: int) -> Iterator[Result]:
+        probs = iter(average_crops(self.engine.logits(x), self.crops).numpy() if x is not None else ())
+        for e in entries:
+            if e.error is not None:
+                yield Result(e.source, e.name, error=str(e.error))
+            else:
+                yield Result(e.source, e.name, self.top_labels(next(probs), top))
 
     def classify_one(self, source: ImageSource, top: int = 5) -> Result:
         """Classify one photo; raises :class:`ImageError` if it cannot be read."""
