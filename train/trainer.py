@@ -144,7 +144,7 @@ class Trainer:
         if path is None:
             raise AlexKitError(f"--resume: no checkpoint in {self.ckpt_dir} (nothing to resume; drop --resume to start)")
         st = ckpt.load_state(path)
-        if st["config"] != self.config.to_dict() and AlexNetConfigDiff(st["config"], self.config.to_dict()):
+        if _configs_differ(st["config"], self.config.to_dict()):
             raise AlexKitError(f"{path}: trained a different architecture than this recipe asks for")
         load_grouped_state(self.net, st["model"])
         load_grouped_velocity(self.net, self.optimizer, st["velocity"])
@@ -360,7 +360,7 @@ class Trainer:
                 dist.destroy_process_group()
 
 
-def AlexNetConfigDiff(a: dict, b: dict) -> bool:
+def _configs_differ(a: dict, b: dict) -> bool:
     """True when two config dicts describe different networks (lists vs tuples aside)."""
     norm = lambda d: {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in d.items()}  # noqa: E731
     return norm(a) != norm(b)
