@@ -267,3 +267,14 @@ def test_an_interrupted_ablation_keeps_its_finished_runs(tmp_path, cache):
     said.clear()
     ablations.seed_study(0, ["no_dropout"], split, stats, other, "cpu", tmp_path, log=said.append)
     assert not any("kept" in s for s in said)
+
+
+@pytest.mark.slow
+def test_report_prints_the_ablation_table_from_the_json(ablation_run, capsys):
+    from alexnet_kit.train.experiments import report
+
+    assert report.main([str(ablation_run)]) == 0
+    text = capsys.readouterr().out
+    d = json.loads((ablation_run / "ablations.json").read_text())
+    m, s = d["gain_of_paper_choice"]["no_lrn"]["top1"]
+    assert "### ablations" in text and f"| no_lrn | " in text and f"{m:.1f} ± {s:.1f}" in text

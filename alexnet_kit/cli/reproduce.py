@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="tiny: seconds (tests); default: 2 CPU cores; full: a GPU (default: %(default)s)")
     p.add_argument("--seeds", type=int, help="number of seeds (fig1, ablations; default: the size's)")
     p.add_argument("--epochs", type=int, help="fig1: epoch cap; ablations: epochs per run (default: the size's)")
+    p.add_argument("--lrs", help="fig1: comma-separated learning rates to sweep for both activations (default: the size's)")
+    p.add_argument("--init", choices=("default", "he"), default="default",
+                   help="fig1: PyTorch's default init for both (default), or each activation's He gain (writes fig1_relu_tanh_init-he.*)")
     p.add_argument("--variants", help="ablations: comma-separated subset of full,no_lrn,no_overlap,no_dropout,no_pca")
     p.add_argument("--model", help="fig3/fig4: checkpoint (default: newest under runs/, else the ablations' full model)")
     p.add_argument("--queries", type=int, default=5, help="fig4: test photos (default: %(default)s)")
@@ -45,7 +48,13 @@ def run(args: argparse.Namespace) -> int:
     if args.experiment == "fig1":
         from alexnet_kit.train.experiments import fig1
 
-        fig1.run(args.out, args.size, seeds=args.seeds, max_epochs=args.epochs, device=args.device)
+        try:
+            lrs = [float(v) for v in args.lrs.split(",")] if args.lrs else None
+        except ValueError:
+            raise AlexKitError(f"--lrs must be comma-separated numbers, got {args.lrs!r}") from None
+        if lrs and any(not 0 < v < 10 for v in lrs):
+            raise AlexKitError(f"--lrs must be positive and below 10, got {args.lrs!r}")
+        fig1.run(args.out, args.size, seeds=args.seeds, max_epochs=args.epochs, device=args.device, lrs=lrs, init=args.init)
     elif args.experiment == "ablations":
         from alexnet_kit.train.experiments import ablations
 
