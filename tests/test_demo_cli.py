@@ -113,3 +113,16 @@ def test_demo_serves_on_localhost(tiny_checkpoint):
     assert "untrained" in out
     assert "stopped" in out and "Traceback" not in out
     assert proc.returncode == 0
+
+
+def test_demo_port_in_use_is_one_line(capsys, tiny_checkpoint):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        rc, _, err = cli(capsys, "demo", "--model", str(tiny_checkpoint), "--port", str(port))
+    assert rc == 2
+    assert f"alexnet-kit: error: cannot serve on 127.0.0.1:{port}" in err
+    assert "Traceback" not in err
