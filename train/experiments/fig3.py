@@ -56,7 +56,9 @@ def run(out: str | Path = "experiments/results", model: str | Path | None = None
                  f"{'trained' if meta.trained else 'UNTRAINED'}; {stats}", fontsize=8)
     savefig(fig, out / f"{NAME}.png")
     plt.close(fig)
-    results = {"model": str(path), "trained": meta.trained, "provenance": {k: v for k, v in meta.provenance.items() if k != "train_files"},
+    from alexnet_kit.checkpoint import weights_fingerprint
+
+    results = {"model": str(path), "fingerprint": weights_fingerprint(path), "trained": meta.trained, "provenance": {k: v for k, v in meta.provenance.items() if k != "train_files"},
                "kernels": int(w.shape[0]), "kernel_shape": list(w.shape[1:]), "towers": towers,
                "tower_colourfulness": tower_stats, "kernel_colourfulness": col.tolist(),
                "paper": {"claim": "96 kernels 11x11x3; tower 0 (GPU 1) largely colour-agnostic, tower 1 (GPU 2) largely colour-specific (§6.1)"}}

@@ -151,7 +151,9 @@ def run(out: str | Path = "experiments/results", model: str | Path | None = None
     savefig(fig, out / f"{NAME}.png")
     plt.close(fig)
     same = [np.mean([n["class"] == e["truth"] for n in e["neighbours"]]) for e in entries]
-    results = {"model": str(path), "trained": meta.trained, "gallery": {"source": gallery_source, "photos": len(gal)},
+    from alexnet_kit.checkpoint import weights_fingerprint
+
+    results = {"model": str(path), "fingerprint": weights_fingerprint(path), "trained": meta.trained, "gallery": {"source": gallery_source, "photos": len(gal)},
                "feature_dim": int(q_feat.shape[1]), "queries": entries,
                "top1_correct": int(sum(e["top5"][0]["class"] == e["truth"] for e in entries)),
                "neighbour_same_class_fraction": float(np.mean(same)),

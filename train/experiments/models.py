@@ -11,16 +11,20 @@ ABLATION_MODEL = ROOT / "experiments" / "results" / "caltech_full_seed0.safetens
 
 
 def find_model(model: str | Path | None) -> Path:
-    """``model`` if given; else the newest ``*.safetensors`` under runs/; else the ablations' full model."""
+    """``model`` if given; else the newest ``model.safetensors`` (then any ``*.safetensors``) under runs/;
+    else the ablations' full model."""
     if model:
         p = Path(model)
         if not p.is_file():
             raise AlexKitError(f"{p}: no such checkpoint")
         return p
-    found = sorted((ROOT / "runs").rglob("*.safetensors"), key=lambda p: p.stat().st_mtime) if (ROOT / "runs").is_dir() else []
-    found = [p for p in found if not p.name.startswith(".")]
-    if found:
-        return found[-1]
+    runs = ROOT / "runs"
+    if runs.is_dir():
+        # alexnet-kit train writes the best weights to model.safetensors (last.safetensors is the latest)
+        for pattern in ("model.safetensors", "*.safetensors"):
+            found = sorted((p for p in runs.rglob(pattern) if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime)
+            if found:
+                return found[-1]
     if ABLATION_MODEL.is_file():
         return ABLATION_MODEL
     raise AlexKitError("no trained checkpoint found: pass --model, train one (alexnet-kit train), "
