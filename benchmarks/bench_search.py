@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import os
 import platform
 import resource
@@ -91,19 +92,27 @@ def real_features(model: Path, shared: Path, cache: Path, crops: int) -> np.ndar
 class Generator:
     """Deterministic chunks of SMOTE-plus-structured-noise vectors around the real ones."""
 
-    def __init__(self, real: np.ndarray, noise: float, seed: int = 0):
+    def __init__(self, real: np.ndarray, noise: float, seed: int = 0, cache: Path | None = None):
         self.real = real
         self.seed = seed
         n = len(real)
-        g = real @ real.T
-        np.fill_diagonal(g, -np.inf)
-        self.nbrs = np.argpartition(-g, 10, axis=1)[:, :10]  # 10 nearest real neighbours (cosine)
-        mean = real.mean(0)
-        centred = real - mean
-        # principal directions of the real features, by SVD of the centred data
-        _, s, vt = np.linalg.svd(centred, full_matrices=False)
-        r = min(512, len(s))
-        self.noise_basis = (s[:r, None] / np.sqrt(n - 1) * vt[:r]).astype(np.float32) * noise
+        cached = cache if cache and cache.exists() else None
+        if cached:
+            z = np.load(cached)
+            self.nbrs, s, vt = z["nbrs"], z["s"], z["vt"]
+        else:
+            g = real @ real.T
+            np.fill_diagonal(g, -np.inf)
+            self.nbrs = np.argpartition(-g, 10, axis=1)[:, :10]  # 10 nearest real neighbours (cosine)
+            del g
+            # principal directions of the real features: eigenvectors of their covariance
+            centred = real - real.mean(0)
+            evals, evecs = np.linalg.eigh(centred.T @ centred / (n - 1))
+            s, vt = np.sqrt(np.maximum(evals[::-1], 0)), evecs[:, ::-1].T[:512].copy()
+            if cache:
+                np.savez(cache, nbrs=self.nbrs, s=s, vt=vt)
+        r = min(512, len(vt))
+        self.noise_basis = (s[:r, None] * vt[:r]).astype(np.float32) * noise
         self.explained = float((s[:256] ** 2).sum() / (s ** 2).sum())
 
     def chunk(self, index: int, size: int = CHUNK, stream: int = 0) -> np.ndarray:
@@ -162,7 +171,7 @@ def bench_ours(rows, n, index, spec, Q, truth, default_params, sweep):
         apply_search_params(index, params)
         ids, p50, p95 = timed_queries(lambda q: index.search(q, K)[1], Q)
         tag = " (default)" if params == default_params else ""
-        report(rows, f"ours {spec} {params}{tag}", n, ids, p50, p95, bpv)
+        report(rows, f"ours {spec} {params}{tag}", n, ids, p50, p95, bpv, truth)
     apply_search_params(index, default_params)
 
 
@@ -176,11 +185,12 @@ def main() -> int:
     ap.add_argument("--noise", type=float, default=0.25, help="scale of the structured noise (1 = the real features' spread)")
     ap.add_argument("--fit-gb", type=float, default=2.0, help="run numpy / FAISS Flat only where the vectors take at most this")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--pca-exact", action="store_true", help="also time exact search after a PCA to 256 (one more PCA to train)")
     args = ap.parse_args()
 
     import faiss
 
-    from alexnet_kit.search.factory import default_search_params, make_index, resolve_spec, train_size
+    from alexnet_kit.search.factory import default_search_params, make_index, resolve_spec, train_index, train_size
 
     faiss.omp_set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -190,7 +200,7 @@ def main() -> int:
     t0 = time.perf_counter()
     real = real_features(Path(args.model), Path(args.shared), Path(args.cache), crops=1)
     dim = real.shape[1]
-    gen = Generator(real, args.noise)
+    gen = Generator(real, args.noise, cache=Path(args.cache) / f"generator-{hashlib.sha256(real.tobytes()).hexdigest()[:16]}.npz")
     print(f"real fc7 vectors: {len(real)} x {dim} from {args.model}; top-256 PCs of the real set explain "
           f"{100 * gen.explained:.1f}% of its variance; noise scale {args.noise}")
     Q = gen.chunk(0, args.queries, stream=1)
@@ -209,7 +219,7 @@ def main() -> int:
     chunk_id = 0
     print(f"{'n':>11}  {'method':<34}")
     while done < big:
-        size = min(CHUNK, big - done)
+        size = min([CHUNK] + [n - done for n in sizes + [keep_n] if n > done])  # stop at every size
         X = gen.chunk(chunk_id, size)
         chunk_id += 1
         best_s, best_i = merge_topk(best_s, best_i, Q @ X.T, done)
@@ -231,7 +241,7 @@ def main() -> int:
                 t = time.perf_counter()
                 big_index = make_index(big_spec, dim)
                 sample = Xk[: train_size(big_spec, big)]
-                big_index.train(sample)
+                train_index(big_index, sample)
                 big_index.add_with_ids(Xk, np.arange(len(Xk), dtype=np.int64))
                 print(f"  (trained {big_spec} on {len(sample):,} vectors in {time.perf_counter() - t:.0f} s)", flush=True)
             kept = []
@@ -239,7 +249,9 @@ def main() -> int:
             gc.collect()
     if big_index is not None:
         default = default_search_params(big_spec)
-        sweep = sorted({default, *(f"nprobe={p}" for p in (16, 32, 64, 128))}, key=lambda s: int(s.split("=")[1]))
+        sweep = [default]
+        if "IVF" in big_spec:
+            sweep = sorted({default, *(f"nprobe={p}" for p in (16, 32, 64, 128))}, key=lambda s: int(s.split("=")[1]))
         bench_ours(rows, big, big_index, big_spec, Q, truths[big], default, sweep)
         print(f"  {big:>9,}  numpy / faiss-flat: not run, {big * dim * 4 / 2**30:.1f} GB of float32 vectors do not fit the memory budget")
     print(f"total {time.perf_counter() - t0:.0f} s; peak RSS {peak_rss_gb():.2f} GB")
@@ -253,7 +265,7 @@ def main() -> int:
 def bench_size(rows, n, X, Q, truth, dim, args):
     import faiss
 
-    from alexnet_kit.search.factory import default_search_params, make_index, resolve_spec, train_size
+    from alexnet_kit.search.factory import default_search_params, make_index, resolve_spec, train_index, train_size
 
     X = np.ascontiguousarray(X)
     def numpy_search(q):
@@ -262,28 +274,36 @@ def bench_size(rows, n, X, Q, truth, dim, args):
         return top[np.argsort(-s[top])][None]
 
     ids, p50, p95 = timed_queries(numpy_search, Q)
-    report(rows, "numpy brute force (X @ q)", n, ids, p50, p95, dim * 4)
+    report(rows, "numpy brute force (X @ q)", n, ids, p50, p95, dim * 4, truth)
     flat = faiss.IndexFlatL2(dim)
     flat.add(X)
     ids, p50, p95 = timed_queries(lambda q: flat.search(q, K)[1], Q)
-    report(rows, "faiss-flat IndexFlatL2", n, ids, p50, p95, dim * 4)
+    report(rows, "faiss-flat IndexFlatL2", n, ids, p50, p95, dim * 4, truth)
     numpy_p50 = rows[-2]["p50"]
     del flat
-    # what PCA to 256 alone keeps: exact search in the reduced space
+    if not args.pca_exact:
+        return _ours(rows, n, X, Q, truth, dim, numpy_p50)
+    # what the PCA alone keeps: exact search in the reduced space
     pca = faiss.PCAMatrix(dim, 256)
-    pca.train(X[: min(n, 50_000)])
+    pca.train(X[: min(n, 25_000)])
     Xr = pca.apply(X)
     fr = faiss.IndexFlatL2(256)
     fr.add(Xr)
     ids, p50, p95 = timed_queries(lambda q: fr.search(pca.apply(q), K)[1], Q)
-    report(rows, "pca-exact PCA256 + Flat", n, ids, p50, p95, 256 * 4)
+    report(rows, "pca-exact PCA256 + Flat", n, ids, p50, p95, 256 * 4, truth)
     del fr, Xr
-    for kind in ("auto", "ivf") if resolve_spec("auto", n, dim) == "Flat" else ("auto",):
+    _ours(rows, n, X, Q, truth, dim, numpy_p50)
+
+
+def _ours(rows, n, X, Q, truth, dim, numpy_p50):
+    from alexnet_kit.search.factory import default_search_params, make_index, resolve_spec, train_index, train_size
+
+    for kind in ("auto",):
         spec = resolve_spec(kind, n, dim)
         t = time.perf_counter()
         index = make_index(spec, dim)
         if not index.is_trained:
-            index.train(X[: train_size(spec, n)])
+            train_index(index, X[: train_size(spec, n)])
         index.add_with_ids(X, np.arange(n, dtype=np.int64))
         build = time.perf_counter() - t
         default = default_search_params(spec)

@@ -27,7 +27,7 @@ from ..images import is_image_path
 from . import files
 from .errors import IndexMismatch, IndexProblem
 from .factory import (apply_search_params, as_float32, default_search_params, gpu_count, index_bytes, make_index,
-                      resolve_spec, supports_remove, to_cpu, to_gpu, train_size)
+                      resolve_spec, supports_remove, to_cpu, to_gpu, train_index, train_size)
 from .store import Record, Store, file_checksum
 
 CHUNK = 256  # photos per committed transaction: at most this much work is lost on a crash
@@ -199,7 +199,7 @@ def rebuild(root: Path, store: Store, report: UpdateReport, progress: bool = Fal
         if len(sample) == 0:
             raise AlexKitError(f"{root}: no readable photos to train a {spec} index on")
         gpu_index, on_gpu = to_gpu(index) if gpu_count() else (index, False)
-        gpu_index.train(as_float32(sample))  # k-means is where a GPU pays off most
+        train_index(gpu_index, sample)  # k-means is where a GPU pays off most
         index = to_cpu(gpu_index) if on_gpu else gpu_index
     with tqdm(total=n, unit="vec", desc="FAISS index", disable=not progress, dynamic_ncols=True, file=sys.stderr) as bar:
         for ids, vecs in store.iter_vectors(dim):

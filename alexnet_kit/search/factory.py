@@ -4,9 +4,9 @@ Small collections get an exact index (``Flat``: every 4096-d vector kept,
 16 KiB per photo, brute force, recall 1). Past ``FLAT_MAX`` photos that
 stops fitting in memory and in time, so vectors are compressed as the paper
 suggests (§6.1, "compressing these vectors to short binary codes"): a PCA
-rotation to 256 dimensions (learned on a sample), an inverted file of
+rotation to 896 dimensions (learned on a sample), an inverted file of
 k-means cells (only ``nprobe`` cells are scanned per query) and 8-bit
-scalar quantisation of each component: 264 bytes per photo, id included.
+scalar quantisation of each component: 904 bytes per photo, id included.
 ``docs/search.md`` and ``docs/benchmarks.md`` give the measured recall.
 
 Every index uses the L2 metric: for L2-normalised vectors the L2 ranking is
@@ -22,8 +22,10 @@ import numpy as np
 
 #: at most this many photos get an exact (Flat) index when the type is "auto"
 FLAT_MAX = 20_000
-#: dimensions kept by the PCA of compressed indexes
-PCA_DIM = 256
+#: dimensions kept by the PCA of compressed indexes: the most that keeps a photo under
+#: 1 KB (896 bytes of codes + id); fewer lose recall (docs/benchmarks.md: PCA to 256 keeps
+#: 0.92 of the exact top 10 at 100k, 512 keeps 0.95, 768 0.97)
+PCA_DIM = 896
 ALIASES = ("auto", "flat", "ivf", "hnsw")
 
 
@@ -109,6 +111,37 @@ def train_size(spec: str, n: int) -> int:
     if "PCA" in spec or "OPQ" in spec or "PQ" in spec or "SQ" in spec:
         need = max(need, 20_000)
     return min(n, max(need, 0))
+
+
+#: a 4096x4096 covariance is well estimated from this many vectors; more only costs time
+PCA_TRAIN = 25_000
+
+
+def train_index(index, sample: np.ndarray) -> None:
+    """Train on ``sample``: the PCA (if any) on its first ``PCA_TRAIN`` rows, the rest on all of it."""
+    fs = faiss()
+    sample = as_float32(sample)
+    pre = fs.downcast_index(index.index) if isinstance(index, fs.IndexIDMap2) else index
+    if isinstance(pre, fs.IndexPreTransform) and pre.chain.size() == 1 and len(sample) > PCA_TRAIN:
+        vt = pre.chain.at(0)
+        vt.train(as_float32(sample[:PCA_TRAIN]))
+        _drop_full_eigenvectors(vt)
+        reduced = vt.apply(sample)
+        inner = fs.downcast_index(pre.index)
+        inner.train(reduced)
+        pre.is_trained = True
+        if pre is not index:
+            index.is_trained = True
+        return
+    index.train(sample)
+
+
+def _drop_full_eigenvectors(vt) -> None:
+    """A trained PCAMatrix keeps every d x d eigenvector (64 MiB at 4096-d); applying it needs only A and b."""
+    fs = faiss()
+    pca = fs.downcast_VectorTransform(vt)
+    if isinstance(pca, fs.PCAMatrix):
+        pca.PCAMat.clear()
 
 
 def apply_search_params(index, params: str) -> None:
