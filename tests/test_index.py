@@ -197,6 +197,12 @@ def test_corrupt_metadata_store_is_detected(folder, kaiming_tiny, tmp_path, dama
         SimilarityIndex.open(out)
 
 
+def test_unknown_index_type_is_refused_before_any_work(folder, kaiming_tiny, tmp_path, capsys):
+    out = tmp_path / "i.index"
+    assert main(["index", "build", str(folder), "--out", str(out), "--model", str(kaiming_tiny), "--index-type", "Bogus42"]) == 2
+    assert "not a FAISS index type" in capsys.readouterr().err and not out.exists()
+
+
 def test_not_an_index_and_missing_index_are_one_line(tmp_path, capsys):
     assert main(["index", "info", str(tmp_path / "nope")]) == 2
     assert "no such index folder" in capsys.readouterr().err

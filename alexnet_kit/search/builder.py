@@ -262,6 +262,7 @@ def build(photos: Iterable[str | os.PathLike], out: str | os.PathLike, model: st
         raise IndexProblem(root, "exists and is not an index folder")
     extractor = extractor or FeatureExtractor.load(model, device=device, crops=crops, metric=metric,
                                                    batch_photos=batch_photos, workers=workers)
+    make_index(resolve_spec(index_type, 10**6, extractor.dim), extractor.dim)  # a bad type fails now, not after hours
     spath = files.store_path(root)
     if spath.exists() and force:
         spath.unlink()
