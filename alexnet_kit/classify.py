@@ -90,17 +90,22 @@ class Classifier:
         # Crops of batch i+1 are cut in a helper thread while the model runs
         # on batch i (decoding is already threaded further ahead), so the
         # model never waits for preprocessing.
+        # Two input buffers, alternating: one being filled, one being read by
+        # the model (batch i's results are all yielded before batch i+2 is
+        # submitted, so a buffer is never overwritten while in use).
+        c = self.meta.preprocess.crop
+        buffers = [np.empty((self.batch_photos * self.crops, 3, c, c), np.float32) for _ in range(2)]
         with ThreadPoolExecutor(1, thread_name_prefix="alexnet-kit-crops") as pool:
             pending: collections.deque[Future] = collections.deque()
-            for item in batches:
-                pending.append(pool.submit(self._inputs, *item))
+            for i, item in enumerate(batches):
+                pending.append(pool.submit(self._inputs, *item, buffers[i % 2]))
                 if len(pending) > 1:
                     yield from self._results(*pending.popleft().result(), top)
             while pending:
                 yield from self._results(*pending.popleft().result(), top)
 
-    def _inputs(self, entries: list, photos: np.ndarray):
-        return entries, (self.meta.preprocess.crops(photos, self.crops) if len(photos) else None)
+    def _inputs(self, entries: list, photos: np.ndarray, out: np.ndarray):
+        return entries, (self.meta.preprocess.crops(photos, self.crops, out=out) if len(photos) else None)
 
     def _results(self, entries: list, x, top: int) -> Iterator[Result]:
         probs = iter(average_crops(self.engine.logits(x), self.crops).numpy() if x is not None else ())

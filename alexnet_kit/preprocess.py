@@ -64,11 +64,14 @@ class Preprocess:
             return [(0, 0), (0, far), (far, 0), (far, far), centre]
         raise ValueError(f"crops must be 1 or 10, got {crops}")
 
-    def crops(self, photos: np.ndarray | torch.Tensor, crops: int = 10) -> torch.Tensor:
+    def crops(self, photos: np.ndarray | torch.Tensor, crops: int = 10, out: np.ndarray | None = None) -> torch.Tensor:
         """(N*crops, 3, C, C) network input, photo-major: photo i's crops are rows i*crops ...
 
         For ten crops the order within a photo is: top-left, top-right,
         bottom-left, bottom-right, centre, then the same five mirrored (§4.1).
+        ``out``: an optional float32 buffer of at least N*crops*3*C*C values
+        to write into (a server reuses it instead of faulting in fresh pages
+        for every batch); the result is then a view of it.
         """
         c = self.crop
         offsets = self.crop_offsets(crops)
@@ -78,27 +81,30 @@ class Preprocess:
             if crops == 10:
                 views += [v.flip(3) for v in views]
             return torch.stack(views, 1).reshape(-1, 3, c, c)
-        # The same arithmetic in numpy, one pass per crop straight from the
-        # uint8 photo into the output: measured ~30x faster than the torch
-        # ops on a busy 2-core CPU (no thread-pool wake-ups, no temporaries),
-        # which keeps preprocessing far below the model's cost.
+        # The same arithmetic in numpy: normalise the whole photo once into
+        # planar float32 (as normalise() does), then each crop is a block
+        # copy. Measured several times faster than the torch ops on a busy
+        # 2-core CPU (no thread-pool wake-ups, no temporaries), which keeps
+        # preprocessing far below the model's cost.
         x = np.asarray(photos)
         if x.ndim == 3:
             x = x[None]
         k = len(offsets)
-        out = np.empty((len(x), 2 * k if crops == 10 else k, 3, c, c), np.float32)
+        per_photo = 2 * k if crops == 10 else k
         mean = self.mean if self.mean.ndim == 3 else self.mean[:, None, None]
-        std = np.asarray(self.std, np.float32)[:, None, None]
-        scaled = any(s != 1.0 for s in self.std)
+        planar = np.subtract(x.transpose(0, 3, 1, 2), mean, dtype=np.float32)
+        if any(s != 1.0 for s in self.std):
+            np.divide(planar, np.asarray(self.std, np.float32)[:, None, None], out=planar)
+        shape = (len(x), per_photo, 3, c, c)
+        if out is None:
+            buf = np.empty(shape, np.float32)
+        else:
+            buf = np.asarray(out).reshape(-1)[: int(np.prod(shape))].reshape(shape)
         for j, (t, l) in enumerate(offsets):
-            view = out[:, j]
-            m = mean[:, t : t + c, l : l + c] if mean.shape[1] > 1 else mean
-            np.subtract(x[:, t : t + c, l : l + c, :].transpose(0, 3, 1, 2), m, out=view, dtype=np.float32)
-            if scaled:
-                np.divide(view, std, out=view)
+            buf[:, j] = planar[:, :, t : t + c, l : l + c]
             if crops == 10:
-                out[:, j + k] = view[..., ::-1]
-        return torch.from_numpy(out.reshape(-1, 3, c, c))
+                buf[:, j + k] = planar[:, :, t : t + c, l + c - 1 : (l - 1 if l > 0 else None) : -1]
+        return torch.from_numpy(buf.reshape(-1, 3, c, c))
 
 
 def average_crops(logits: torch.Tensor, crops: int) -> torch.Tensor:

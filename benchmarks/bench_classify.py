@@ -56,16 +56,17 @@ def machine() -> str:
             f"onnxruntime {onnxruntime.__version__}, python {platform.python_version()}, load average {load:.1f}")
 
 
-def ensure_artifacts(checkpoint: Path, workdir: Path, calibration: list[Path]) -> dict[str, Path]:
+def ensure_artifacts(checkpoint: Path, workdir: Path, calibration: list[Path], kinds=("torchscript", "onnx", "int8")) -> dict[str, Path]:
     from alexnet_kit.export import export_checkpoint
 
     workdir.mkdir(parents=True, exist_ok=True)
-    stamp = f"{checkpoint.stat().st_size}-{int(checkpoint.stat().st_mtime)}"
+    stamp = f"{checkpoint.stem}-{checkpoint.stat().st_size}-{int(checkpoint.stat().st_mtime)}"
     paths = {
         "torchscript": workdir / f"model-{stamp}.ts",
         "onnx": workdir / f"model-{stamp}.onnx",
         "int8": workdir / f"model-{stamp}.int8.onnx",
     }
+    paths = {k: v for k, v in paths.items() if k in kinds}
     for kind, path in paths.items():
         if not path.exists():
             fmt = "onnx" if kind == "int8" else kind
@@ -99,6 +100,8 @@ def main() -> int:
     ap.add_argument("--agree", type=int, default=200, help="photos for the int8 vs fp32 agreement (default 200)")
     ap.add_argument("--batch", type=int, default=8, help="photos per forward pass (default 8 = 80 crops)")
     ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "alexnet-kit-bench")
+    ap.add_argument("--agree-checkpoint", type=Path, nargs="*", default=[],
+                    help="also measure int8 vs fp32 agreement for these (e.g. trained) checkpoints")
     ap.add_argument("--skip", nargs="*", default=[], help="paths to leave out, e.g. naive torchscript")
     args = ap.parse_args()
 
@@ -188,23 +191,34 @@ def main() -> int:
         print(f"  onnx fp32 / eager torch:                         {fp32 / med['eager torch']:.2f}x")
 
     if args.agree:
-        from alexnet_kit.export.verify import load_photos
-        from alexnet_kit.preprocess import average_crops
+        agreement(clfs["onnx fp32"].engine, clfs["onnx int8"].engine, meta, agree, "this model")
+        for extra in args.agree_checkpoint:
+            arts = ensure_artifacts(extra, args.workdir, calibration, kinds=("onnx", "int8"))
+            from alexnet_kit.engines import load_engine
 
-        photos = load_photos(agree, meta.preprocess.resize)
-        tops = {}
-        for name in ("onnx fp32", "onnx int8"):
-            engine = clfs[name].engine
-            probs = torch.cat([average_crops(engine.logits(meta.preprocess.crops(photos[i : i + 8], 10)), 10) for i in range(0, len(photos), 8)])
-            tops[name] = probs.topk(5, dim=1).indices
-        a, b = tops["onnx fp32"], tops["onnx int8"]
-        top1 = float((a[:, 0] == b[:, 0]).float().mean())
-        top5 = float(np.mean([len(set(x.tolist()) & set(y.tolist())) / 5 for x, y in zip(a, b)]))
-        distinct = len(set(a[:, 0].tolist()))
-        print(f"\nint8 vs fp32 on {len(photos)} other imagenet-samples photos (ten-crop): top-1 agreement {top1:.1%}, "
-              f"top-5 overlap {top5:.1%}; fp32 gives {distinct} distinct top-1 labels"
-              + ("" if meta.trained else "  [UNTRAINED model: agreement says little]"))
+            extra_meta = load_model(extra)[1]
+            agreement(load_engine(arts["onnx"]), load_engine(arts["int8"]), extra_meta, agree, str(extra))
     return 0
+
+
+def agreement(fp32, int8, meta, files: list[Path], label: str) -> None:
+    """Ten-crop top-1 / top-5 agreement of int8 with fp32 on real photos."""
+    from alexnet_kit.export.verify import load_photos
+    from alexnet_kit.preprocess import average_crops
+
+    photos = load_photos(files, meta.preprocess.resize)
+    tops = []
+    for engine in (fp32, int8):
+        probs = torch.cat([average_crops(engine.logits(meta.preprocess.crops(photos[i : i + 8], 10)), 10) for i in range(0, len(photos), 8)])
+        tops.append(probs.topk(min(5, probs.shape[1]), dim=1).indices)
+    a, b = tops
+    top1 = float((a[:, 0] == b[:, 0]).float().mean())
+    top5 = float(np.mean([len(set(x.tolist()) & set(y.tolist())) / a.shape[1] for x, y in zip(a, b)]))
+    distinct = len(set(a[:, 0].tolist()))
+    print(f"\nint8 vs fp32, {label} ({'trained' if meta.trained else 'UNTRAINED'}, {meta.config.num_classes} classes), "
+          f"{len(photos)} imagenet-samples photos not used for calibration, ten-crop: top-1 agreement {top1:.1%}, "
+          f"top-5 overlap {top5:.1%}; fp32 gives {distinct} distinct top-1 labels"
+          + ("" if meta.trained else "  [untrained: agreement says little]"), flush=True)
 
 
 def timed(fn) -> float:
