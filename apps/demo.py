@@ -151,7 +151,7 @@ def build_app(service: DemoService, examples: list[Path] | None = None) -> gr.Bl
                 label = gr.Label(num_top_classes=TOP, label=f"Top-{TOP} classes (ten-crop average)" + ("" if service.trained else " (untrained model)"), elem_id="top5")
         gr.Markdown("## Most similar photos in the index" + ("" if service.has_index else f"\n**{NO_INDEX}**"), elem_id="similar-heading")
         gallery = gr.Gallery(label=f"The {SIMILAR} nearest photos by fc7 features (§6.1): score and file", columns=SIMILAR,
-                             rows=1, height=200, elem_id="similar", object_fit="cover", visible=service.has_index)
+                             rows=1, height=170, elem_id="similar", object_fit="cover", visible=service.has_index)
         with gr.Accordion("Similar photos as data", open=False, visible=service.has_index):
             hits = gr.JSON(label="path and score of each similar photo", elem_id="similar-json")
         gr.Markdown("## What the network sees and learned")
