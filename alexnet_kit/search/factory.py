@@ -134,6 +134,9 @@ def train_index(index, sample: np.ndarray) -> None:
             index.is_trained = True
         return
     index.train(sample)
+    if isinstance(pre, fs.IndexPreTransform):
+        for i in range(pre.chain.size()):
+            _drop_full_eigenvectors(pre.chain.at(i))
 
 
 def _drop_full_eigenvectors(vt) -> None:
