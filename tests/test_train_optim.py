@@ -103,7 +103,9 @@ def test_recipes_load_and_match_the_paper():
     cfg = quick.model_config(5)
     assert cfg.input_size == 224 and cfg.towers == 2 and quick.data == "examples/quickstart-data"
     # every model field can be overridden from the command line
-    assert set(_MODEL_FIELDS) == {f for f in AlexNetConfig().to_dict() if f != "num_classes"}
+    defaults = {k: v for k, v in AlexNetConfig().to_dict().items() if k != "num_classes"}
+    assert set(_MODEL_FIELDS) == set(defaults)
+    assert all(isinstance(defaults[k], kind) for k, kind in _MODEL_FIELDS.items())
 
 
 def test_cpu_fast_path_equals_the_batched_device_path():

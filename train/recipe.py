@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alexnet_kit.errors import AlexKitError, FileProblem
-from alexnet_kit.model import AlexNetConfig
+
+# No torch at import time: `alexnet-kit --help` builds every subcommand's parser.
 
 RECIPES = Path(__file__).parent / "recipes"
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +58,9 @@ class Recipe:
     stall_window: int = 50  # steps of loss near ln(classes) before the stall warning
     model: dict = field(default_factory=dict)
 
-    def model_config(self, num_classes: int) -> AlexNetConfig:
+    def model_config(self, num_classes: int):
+        from alexnet_kit.model import AlexNetConfig
+
         fields = dict(self.model)
         fields["num_classes"] = num_classes
         try:
@@ -141,7 +144,14 @@ def load_recipe(name_or_path: str) -> Recipe:
 
 
 # -- command-line overrides -------------------------------------------------
-_MODEL_FIELDS = {f.name: f for f in dataclasses.fields(AlexNetConfig) if f.name != "num_classes"}
+# AlexNetConfig's fields (less num_classes, which the data decides) and their
+# types, spelled out so that building the parser needs no torch; a test
+# checks this table against the dataclass.
+_MODEL_FIELDS = {
+    "conv_channels": tuple, "fc_features": int, "towers": int, "input_size": int, "activation": str,
+    "lrn": bool, "lrn_convention": str, "lrn_size": int, "lrn_alpha": float, "lrn_beta": float,
+    "lrn_k": float, "overlapping_pool": bool, "dropout": float, "init": str,
+}
 
 
 def _parse(kind, text: str):
@@ -169,8 +179,7 @@ def add_override_options(parser) -> None:
         default = f.default
         g.add_argument(f"--{f.name.replace('_', '-')}", dest=f"r_{f.name}", metavar=_kind(default).__name__.upper(), default=None,
                        help=HELP.get(f.name) or ("prepared folder or photo folder" if f.name == "data" else "run folder: checkpoints, logs, model.safetensors"))
-    for name, f in _MODEL_FIELDS.items():
-        kind = _kind(AlexNetConfig().__getattribute__(name))
+    for name, kind in _MODEL_FIELDS.items():
         g.add_argument(f"--model.{name}", dest=f"m_{name}", metavar="INTS" if kind is tuple else kind.__name__.upper(), default=None)
 
 
@@ -183,11 +192,11 @@ def apply_overrides(recipe: Recipe, args) -> Recipe:
             except ValueError as e:
                 raise AlexKitError(f"--{f.name.replace('_', '-')}: {e}") from None
     model = dict(recipe.model)
-    for name in _MODEL_FIELDS:
+    for name, kind in _MODEL_FIELDS.items():
         v = getattr(args, f"m_{name}", None)
         if v is not None:
             try:
-                model[name] = _parse(_kind(getattr(AlexNetConfig(), name)), v)
+                model[name] = _parse(kind, v)
             except ValueError as e:
                 raise AlexKitError(f"--model.{name}: {e}") from None
     recipe.model = model
