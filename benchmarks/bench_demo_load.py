@@ -70,7 +70,18 @@ def start_server(model: Path, index: Path | None, port: int, log: Path) -> subpr
     if index:
         cmd += ["--index", str(index)]
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=ROOT, preexec_fn=die_with_parent)
+
+
+def die_with_parent() -> None:
+    """Linux: the server gets SIGTERM if this script is killed, so it never outlives the benchmark."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:

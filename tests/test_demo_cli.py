@@ -81,6 +81,16 @@ def test_demo_index_of_another_model_is_one_line(capsys, tiny_checkpoint, tmp_pa
     assert len(lines) == 1 and "features are not comparable" in lines[0], err
 
 
+def die_with_parent() -> None:
+    """Linux: the server gets SIGTERM if pytest itself is killed, so it never outlives the test run."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 @pytest.mark.slow
 def test_demo_serves_on_localhost(tiny_checkpoint):
     """The real command: starts, answers on 127.0.0.1, says the model is untrained, stops cleanly on Ctrl-C."""
@@ -95,7 +105,7 @@ def test_demo_serves_on_localhost(tiny_checkpoint):
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "alexnet_kit", "demo", "--model", str(tiny_checkpoint), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
-                            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+                            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}, preexec_fn=die_with_parent)
     try:
         # wait for the command to say it is serving (it prints after the server is up)
         deadline, seen = time.monotonic() + 120, ""
