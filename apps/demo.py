@@ -179,18 +179,22 @@ def launch(service: DemoService, host: str = "127.0.0.1", port: int | None = 786
     app = build_app(service, examples)
     # api_open=False: REST calls must go through the queue too.
     app.queue(max_size=queue_size, api_open=False)
-    app.launch(
-        server_name=host,
-        server_port=port,
-        share=False,
-        max_file_size=f"{max_upload_mb}mb",
-        allowed_paths=[str(p) for p in service.photo_folders()],
-        prevent_thread_lock=not block,
-        quiet=quiet,
-        show_error=False,
-        ssr_mode=False,
-        mcp_server=False,
-        css=CSS,
-        footer_links=["api"],
-    )
+    try:
+        app.launch(
+            server_name=host,
+            server_port=port,
+            share=False,
+            max_file_size=f"{max_upload_mb}mb",
+            allowed_paths=[str(p) for p in service.photo_folders()],
+            prevent_thread_lock=not block,
+            quiet=quiet,
+            show_error=False,
+            ssr_mode=False,
+            mcp_server=False,
+            css=CSS,
+            footer_links=["api"],
+        )
+    except BaseException:  # e.g. Ctrl-C during start-up: never leave a half-started server behind
+        app.close()
+        raise
     return app

@@ -93,7 +93,7 @@ def die_with_parent() -> None:
 
 @pytest.mark.slow
 def test_demo_serves_on_localhost(tiny_checkpoint):
-    """The real command: starts, answers on 127.0.0.1, says the model is untrained, stops cleanly on Ctrl-C."""
+    """The real command: starts, answers on 127.0.0.1, says the model is untrained, stops cleanly on SIGTERM."""
     import select
     import socket
     import time
@@ -117,8 +117,14 @@ def test_demo_serves_on_localhost(tiny_checkpoint):
         config = httpx.get(f"http://127.0.0.1:{port}/config", timeout=10)
         assert config.status_code == 200 and "Untrained model" in config.text
     finally:
-        proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop
-        out, _ = proc.communicate(timeout=30)
+        # SIGTERM, not SIGINT: a test run started in the background (`pytest &`)
+        # hands its children SIGINT ignored, and Python then never sees Ctrl-C.
+        proc.terminate()
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
     out = seen + out.decode()
     assert "untrained" in out
     assert "stopped" in out and "Traceback" not in out

@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import signal
     import sys
     import time
     from pathlib import Path
@@ -68,6 +69,11 @@ def run(args: argparse.Namespace) -> int:
         raise AlexKitError(f"cannot serve on {args.host}:{args.port} ({e})") from None
     index = f", index {args.index} ({service.index_size()} photos)" if args.index else ", no index"
     print(f"alexnet-kit demo: serving {app.local_url} (model {model}{index}); Ctrl-C to stop", flush=True)
+
+    def stop(signum, frame):  # SIGTERM (service managers, `kill`) stops as cleanly as Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         while app.is_running:
             time.sleep(0.2)
