@@ -175,6 +175,29 @@ def bench_ours(rows, n, index, spec, Q, truth, default_params, sweep):
     apply_search_params(index, default_params)
 
 
+def pca_sweep(gen: Generator, n: int = 100_000, queries: int = 200) -> None:
+    """Exact search after a PCA to d dims (plus 8- and 4-bit codes): what the PCA alone keeps."""
+    import faiss
+
+    X = np.concatenate([gen.chunk(i, CHUNK) for i in range(n // CHUNK)])
+    Q = gen.chunk(0, queries, stream=1)
+    truth = np.argsort(-(Q @ X.T), 1)[:, :K]
+    pca = faiss.PCAMatrix(X.shape[1], 1024)
+    pca.train(X[:20_000])
+    Xr, Qr = pca.apply(X), pca.apply(Q)
+    print(f"| PCA dims | recall@10, exact after PCA | + SQ8 | + SQ4 |  ({n:,} vectors, {queries} queries)")
+    print("| ---: | ---: | ---: | ---: |")
+    for d in (256, 384, 512, 768, 1024):
+        xs, qs = np.ascontiguousarray(Xr[:, :d]), np.ascontiguousarray(Qr[:, :d])
+        out = []
+        for index in (faiss.IndexFlatL2(d), faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit),
+                      faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_4bit)):
+            index.train(xs)
+            index.add(xs)
+            out.append(recall(index.search(qs, K)[1], truth))
+        print(f"| {d} | {out[0]:.3f} | {out[1]:.3f} | {out[2]:.3f} |", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="checkpoint whose fc7 features are the real data")
@@ -184,7 +207,8 @@ def main() -> int:
     ap.add_argument("--queries", type=int, default=500)
     ap.add_argument("--noise", type=float, default=0.25, help="scale of the structured noise (1 = the real features' spread)")
     ap.add_argument("--fit-gb", type=float, default=2.0, help="run numpy / FAISS Flat only where the vectors take at most this")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="FAISS threads for building (queries are timed one at a time)")
+    ap.add_argument("--pca-sweep", action="store_true", help="only: recall of exact search after PCA to 256..1024 dims, at 100k")
     ap.add_argument("--pca-exact", action="store_true", help="also time exact search after a PCA to 256 (one more PCA to train)")
     args = ap.parse_args()
 
@@ -203,6 +227,9 @@ def main() -> int:
     gen = Generator(real, args.noise, cache=Path(args.cache) / f"generator-{hashlib.sha256(real.tobytes()).hexdigest()[:16]}.npz")
     print(f"real fc7 vectors: {len(real)} x {dim} from {args.model}; top-256 PCs of the real set explain "
           f"{100 * gen.explained:.1f}% of its variance; noise scale {args.noise}")
+    if args.pca_sweep:
+        pca_sweep(gen)
+        return 0
     Q = gen.chunk(0, args.queries, stream=1)
 
     rows: list[dict] = []
