@@ -6,8 +6,8 @@
     python benchmarks/bench_train_step.py --device cuda --model paper --batch 128 [--data PACKED] [--compile]
 
 * ours: alexnet_kit.train.trainer.train_step (the paper's update rule as one
-  foreach pass, gradients set to None), plus on CUDA bf16 autocast and
-  channels_last, as the trainer runs it
+  foreach pass, gradients set to None), channels_last, plus on CUDA bf16
+  autocast, as the trainer runs it
 * baseline: the plain loop: model(x), cross-entropy, optimizer.zero_grad(),
   backward, torch.optim.SGD(momentum 0.9, weight decay 5e-4).step(), fp32, NCHW
 
@@ -81,15 +81,15 @@ def main() -> int:
     ours = AlexNet(cfg).to(dev)
     ours.load_state_dict(base.state_dict())
     amp = torch.bfloat16 if cuda else None
+    ours = ours.to(memory_format=torch.channels_last)  # the trainer's default on every device
     if cuda:
-        ours = ours.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     fwd = torch.compile(ours) if args.compile else ours
     opt_ours = PaperSGD(ours.parameters(), lr=1e-4)
     opt_base = torch.optim.SGD(base.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
     x = torch.randn(args.batch, 3, cfg.input_size, cfg.input_size, device=dev) * 50
     y = torch.randint(0, args.classes, (args.batch,), device=dev)
-    x_cl = x.contiguous(memory_format=torch.channels_last) if cuda else x
+    x_cl = x.contiguous(memory_format=torch.channels_last)
 
     def step_ours(x_, y_):
         train_step(fwd, opt_ours, x_, y_, amp)
@@ -101,7 +101,7 @@ def main() -> int:
         opt_base.step()
 
     print(f"model {args.model} ({sum(p.numel() for p in base.parameters()):,} parameters), batch {args.batch}, device {dev}"
-          + (", ours: bf16 autocast + channels_last" if cuda else "") + (" + torch.compile" if args.compile else ""))
+          + (", ours: bf16 autocast + channels_last" if cuda else ", ours: channels_last") + (" + torch.compile" if args.compile else ""))
     res = {"ours": [], "base": []}
     for r in range(args.repeats):
         res["ours"].append(time_steps(step_ours, x_cl, y, args.steps, 2 if r == 0 else 1, dev))
@@ -124,7 +124,7 @@ def main() -> int:
         t, n = None, 0
         for b in range(n_batches):
             xb, yb, d = next(it)
-            xb = fin(xb, d, channels_last=True) if cuda else xb
+            xb = fin(xb, d, channels_last=True) if cuda else xb.contiguous(memory_format=torch.channels_last)
             train_step(fwd, opt_ours, xb.to(dev), yb.to(dev), amp)
             if b == 1:  # after warm-up
                 sync(dev)

@@ -48,7 +48,7 @@ class Recipe:
     workers: int = 2  # augmentation processes
     threads: int = 0  # torch threads for the training step; 0 = torch's default
     amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
-    channels_last: str = "auto"  # auto (on CUDA) | on | off
+    channels_last: str = "auto"  # auto (= on: faster on CUDA and on the CPU) | on | off
     compile: bool = False
     deterministic: bool = False
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0: only at epoch ends)
@@ -97,7 +97,7 @@ HELP = {
     "workers": "augmentation worker processes (0: in the training process)",
     "threads": "torch threads (0: torch's default)",
     "amp": "auto (bf16 on CUDA) | bf16 | off",
-    "channels_last": "auto (on CUDA) | on | off",
+    "channels_last": "auto (= on; measured faster on CUDA and CPU) | on | off",
     "compile": "torch.compile the network",
     "deterministic": "deterministic kernels (bitwise resume on CPU)",
     "checkpoint_every": "also save a training state every N steps (0: epoch ends only)",
