@@ -27,6 +27,7 @@ quickstart: setup
 
 # (b) the whole test suite (CI runs this through .ci/run).
 test: setup
+	bash scripts/install-browser.sh   # Debian chromium for the real-browser demo test (no-op when present)
 	$(PY) -m pytest -q
 
 clean:
