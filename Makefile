@@ -8,7 +8,7 @@ KIT     = $(VENV)/bin/alexnet-kit
 STAMP   = $(VENV)/.installed
 RUN    ?= runs/quickstart
 
-.PHONY: setup quickstart test clean
+.PHONY: setup quickstart demo test clean
 
 setup: $(STAMP)
 
@@ -19,11 +19,33 @@ $(STAMP): pyproject.toml setup.py
 	$(PY) -m pip install --quiet -e ".[cpu,train,demo,dev]"
 	touch $(STAMP)
 
-# (a) the main job end to end on the data shipped in the repo.
+# (a) the main job end to end on the data shipped in the repo:
+#     train -> evaluate -> export (verified) -> index -> classify -> similar.
+#     Every step is skipped or resumed when its result is already there.
+QS_DATA  = examples/quickstart-data
+QS_PHOTO = $(QS_DATA)/watch/image_0003.jpg
+
 quickstart: setup
-	mkdir -p $(RUN)
-	test -f $(RUN)/model.safetensors || $(KIT) init $(RUN)/model.safetensors
-	$(KIT) classify --model $(RUN)/model.safetensors --top 5 examples/photos
+	@echo "== 1/6 train the quickstart recipe on $(QS_DATA) (resumes an interrupted run)"
+	@if [ -f $(RUN)/.trained ]; then echo "already trained: $(RUN)/model.safetensors"; \
+	elif ls $(RUN)/checkpoints/*.pt >/dev/null 2>&1; then $(KIT) train --recipe quickstart --out $(RUN) --resume && touch $(RUN)/.trained; \
+	else $(KIT) train --recipe quickstart --out $(RUN) && touch $(RUN)/.trained; fi
+	@echo "== 2/6 evaluate on the held-out photos, ten crops (§4.1)"
+	$(KIT) evaluate $(RUN)/model.safetensors --data $(RUN)/packed --crops 10
+	@echo "== 3/6 export to ONNX, verified against the PyTorch model before it is written"
+	@if [ -f $(RUN)/model.onnx ]; then echo "already exported: $(RUN)/model.onnx"; \
+	else $(KIT) export $(RUN)/model.safetensors --format onnx --out $(RUN)/model.onnx; fi
+	@echo "== 4/6 index the photos by their fc7 features (only new or changed ones when it exists)"
+	@if [ -d $(RUN)/photos.index ]; then $(KIT) index add $(RUN)/photos.index --quiet; \
+	else $(KIT) index build $(QS_DATA) --out $(RUN)/photos.index --model $(RUN)/model.onnx --quiet; fi
+	@echo "== 5/6 classify a held-out photo and the demo photos (ten crops, ONNX)"
+	$(KIT) classify --model $(RUN)/model.onnx --top 3 $(QS_PHOTO) examples/photos
+	@echo "== 6/6 the most similar photos"
+	$(KIT) similar $(QS_PHOTO) --index $(RUN)/photos.index --top 5
+	@echo "done: try 'make demo', or see README.md"
+
+demo: setup
+	$(KIT) demo --model $(RUN)/model.onnx --index $(RUN)/photos.index
 
 # (b) the whole test suite (CI runs this through .ci/run).
 test: setup

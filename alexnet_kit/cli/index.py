@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine",
                    help="cosine: L2-normalised features (default); euclidean: raw features, as the paper compares them")
     b.add_argument("--index-type", default="auto", metavar="TYPE",
-                   help="auto (Flat up to 20,000 photos, else PCA256+IVF+SQ8), flat, ivf, hnsw, or a FAISS factory string")
+                   help="auto (Flat up to 20,000 photos, else PCA to 896 dims + IVF + SQ8), flat, ivf, hnsw, or a FAISS factory string")
     b.add_argument("--force", action="store_true", help="replace an existing index in OUT")
     _common(b)
 
