@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -36,24 +35,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from machine import describe  # noqa: E402  (benchmarks/machine.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT.parent / "shared" / "data" / "imagenet-samples"
 
 
-def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import onnxruntime
-
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"onnxruntime {onnxruntime.__version__}, python {platform.python_version()}, load average {load:.1f}")
 
 
 def ensure_artifacts(checkpoint: Path, workdir: Path, calibration: list[Path], kinds=("torchscript", "onnx", "int8")) -> dict[str, Path]:
@@ -119,7 +106,7 @@ def main() -> int:
     calibration = order[args.photos : args.photos + 64]
     agree = order[args.photos + 64 : args.photos + 64 + args.agree]
 
-    print("machine:", machine())
+    print("machine:", describe("onnxruntime"))
     checkpoint = args.checkpoint
     if checkpoint is None:
         checkpoint = args.workdir / "paper-untrained.safetensors"

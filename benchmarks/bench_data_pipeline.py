@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -32,20 +31,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from machine import describe  # noqa: E402  (benchmarks/machine.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{cpu}, {os.cpu_count()} cores, load average {load:.1f}, torch {torch.__version__}, Pillow {Image.__version__}, Python {platform.python_version()}"
 
 
 def class_tree(src: Path, tmp: Path, limit: int) -> Path:
@@ -140,7 +130,7 @@ def main() -> int:
     from alexnet_kit.train.packed import PackedDataset
     from alexnet_kit.train.prepare import prepare
 
-    print(f"machine: {machine()}")
+    print(f"machine: {describe('PIL')}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         tree = class_tree(Path(args.src), tmp, args.limit)

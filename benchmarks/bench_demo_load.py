@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -32,26 +31,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from machine import describe  # noqa: E402  (benchmarks/machine.py)
+
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import gradio
-
-    return (f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"gradio {gradio.__version__}, Python {platform.python_version()}")
 
 
 def free_port() -> int:
@@ -162,7 +148,7 @@ def main() -> int:
     if model is None:
         model = tmp / "paper.safetensors"
         subprocess.run([sys.executable, "-m", "alexnet_kit", "init", str(model)], check=True, cwd=ROOT)
-    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at start (other processes share the CPU)")
+    print(f"machine: {describe('gradio')}; load average {os.getloadavg()[0]:.1f} at start (other processes share the CPU)")
     print(f"model: {model}; index: {args.index or 'none'}; {len(photos)} photos from {args.photos}")
     print(f"load: {args.requests} requests, {args.concurrency} concurrent, {args.runs} runs (medians)", flush=True)
 

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import describe  # noqa: E402  (benchmarks/machine.py)
 
 import numpy as np
 
@@ -98,7 +99,7 @@ def main() -> int:
     items = held_out(data, classes, args.val_fraction, args.seed)
     paths, labels = [p for p, _ in items], [c for _, c in items]
     label_of = dict(items)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print(f"machine: {describe('faiss')}")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; model {args.model} "
           f"({'trained' if meta.trained else 'UNTRAINED'}, {len(meta.classes)} classes)")
     print(f"held-out photos: {len(paths)} of {len(classes)} classes (validation split {args.val_fraction:g} per class, seed {args.seed})")

@@ -31,11 +31,12 @@ import argparse
 import gc
 import hashlib
 import os
-import platform
 import resource
 import sys
 import time
 from pathlib import Path
+
+from machine import describe  # noqa: E402  (benchmarks/machine.py)
 
 import numpy as np
 
@@ -43,20 +44,6 @@ CHUNK = 20_000
 K = 10
 
 
-def machine() -> str:
-    import faiss
-    import torch
-
-    cpu = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.python_version()}, torch {torch.__version__}, "
-            f"faiss {faiss.__version__} (omp threads {faiss.omp_get_max_threads()}), numpy {np.__version__}")
 
 
 def peak_rss_gb() -> float:
@@ -219,7 +206,7 @@ def main() -> int:
     faiss.omp_set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     sizes = sorted(int(s) for s in args.sizes.split(","))
-    print(f"machine: {machine()}")
+    print(f"machine: {describe('faiss', 'numpy')}")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average {os.getloadavg()[0]:.1f} (other agents share the CPU)")
     t0 = time.perf_counter()
     real = real_features(Path(args.model), Path(args.shared), Path(args.cache), crops=1)
@@ -291,8 +278,6 @@ def main() -> int:
 
 def bench_size(rows, n, X, Q, truth, dim, args):
     import faiss
-
-    from alexnet_kit.search.factory import default_search_params, make_index, resolve_spec, train_index, train_size
 
     X = np.ascontiguousarray(X)
     def numpy_search(q):

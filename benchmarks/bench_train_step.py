@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_data_pipeline import machine  # noqa: E402
+from machine import describe  # noqa: E402
 
 from alexnet_kit.model import AlexNet, AlexNetConfig  # noqa: E402
 from alexnet_kit.train.optim import PaperSGD  # noqa: E402
@@ -74,7 +74,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
-    print(f"machine: {machine()}, torch threads {torch.get_num_threads()}" + (f", GPU {torch.cuda.get_device_name(dev)}" if cuda else ""))
+    print(f"machine: {describe()}")
     cfg = AlexNetConfig(num_classes=args.classes, **MODELS[args.model])
     torch.manual_seed(0)
     base = AlexNet(cfg).to(dev)
