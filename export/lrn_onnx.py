@@ -16,7 +16,6 @@ Measured in benchmarks/bench_lrn_onnx.py; see docs/export.md for which won.
 """
 from __future__ import annotations
 
-import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 

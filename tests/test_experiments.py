@@ -277,4 +277,4 @@ def test_report_prints_the_ablation_table_from_the_json(ablation_run, capsys):
     text = capsys.readouterr().out
     d = json.loads((ablation_run / "ablations.json").read_text())
     m, s = d["gain_of_paper_choice"]["no_lrn"]["top1"]
-    assert "### ablations" in text and f"| no_lrn | " in text and f"{m:.1f} ± {s:.1f}" in text
+    assert "### ablations" in text and "| no_lrn | " in text and f"{m:.1f} ± {s:.1f}" in text

@@ -26,7 +26,7 @@ from ..features import FeatureExtractor, FeatureSettings
 from ..images import is_image_path
 from . import files
 from .errors import IndexMismatch, IndexProblem
-from .factory import (apply_search_params, as_float32, default_search_params, gpu_count, index_bytes, make_index,
+from .factory import (as_float32, default_search_params, gpu_count, index_bytes, make_index,
                       resolve_spec, supports_remove, to_cpu, to_gpu, train_index, train_size)
 from .store import Record, Store, file_checksum
 
