@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .errors import CheckpointError
+from .errors import CheckpointError, existing_file, first_line
 from .fsutil import atomic_path
 from .meta import ModelMeta
 from .model import AlexNet
@@ -62,12 +61,12 @@ def save_checkpoint(path: str | os.PathLike, model: AlexNet | dict[str, torch.Te
 
 def read_meta(path: str | os.PathLike) -> tuple[ModelMeta, dict[str, str]]:
     """Metadata only (fast: reads the header, not the weights)."""
-    path = _existing(path)
+    path = existing_file(path, CheckpointError, "a checkpoint")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(path, f"not an alexnet-kit checkpoint, or truncated ({_short(e)})") from None
+        raise CheckpointError(path, f"not an alexnet-kit checkpoint, or truncated ({first_line(e)})") from None
     if "alexnet_kit" not in header:
         raise CheckpointError(path, "a safetensors file, but not an alexnet-kit checkpoint (no alexnet_kit metadata)")
     meta_json = header["alexnet_kit"]
@@ -89,7 +88,7 @@ def load_checkpoint(path: str | os.PathLike, verify: bool = True) -> tuple[dict[
             for k in f.keys():
                 state[k] = f.get_tensor(k)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(path, f"truncated or corrupt weights ({_short(e)})") from None
+        raise CheckpointError(path, f"truncated or corrupt weights ({first_line(e)})") from None
     if verify and weights_digest(state) != header.get("weights_sha256"):
         raise CheckpointError(path, "weights digest mismatch: the file is corrupt or was modified after it was written")
     return state, meta
@@ -103,25 +102,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", veri
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:
-        raise CheckpointError(path, f"weights do not fit the architecture in its metadata ({_short(e)})") from None
+        raise CheckpointError(path, f"weights do not fit the architecture in its metadata ({first_line(e)})") from None
     return model.to(device).eval(), meta
 
 
 def weights_fingerprint(path: str | os.PathLike) -> str:
     """The model's identity, from the header (no weight loading)."""
     return read_meta(path)[1]["weights_sha256"]
-
-
-def _existing(path: str | os.PathLike) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise CheckpointError(p, "file not found")
-    if p.is_dir():
-        raise CheckpointError(p, "is a directory, not a checkpoint")
-    if p.stat().st_size == 0:
-        raise CheckpointError(p, "empty file (0 bytes)")
-    return p
-
-
-def _short(e: Exception) -> str:
-    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__

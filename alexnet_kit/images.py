@@ -16,7 +16,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ImageError, existing_file
 
 # Truncated files are errors, never silently grey-filled.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -51,14 +51,7 @@ def open_image(src: ImageSource, min_size: int | None = None) -> Image.Image:
     if isinstance(src, Image.Image):
         return to_rgb(src, name)
     if isinstance(src, (str, os.PathLike)):
-        path = Path(src)
-        if not path.exists():
-            raise ImageError(name, "file not found")
-        if path.is_dir():
-            raise ImageError(name, "is a directory, not an image")
-        if path.stat().st_size == 0:
-            raise ImageError(name, "empty file (0 bytes)")
-        fp: object = path
+        fp: object = existing_file(src, ImageError, "an image")
     else:
         if not src:
             raise ImageError(name, "empty file (0 bytes)")

@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..errors import CheckpointError
 from ..meta import ModelMeta
@@ -77,19 +76,3 @@ class Envelope:
         except ValueError as e:
             raise CheckpointError(path, str(e)) from None
         return cls(meta, d["fingerprint"], d.get("source_fingerprint", ""), d.get("precision", "fp32"), d.get("exported_with") or {})
-
-
-def existing_file(path: str | os.PathLike) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise CheckpointError(p, "file not found")
-    if p.is_dir():
-        raise CheckpointError(p, "is a directory, not a model file")
-    if p.stat().st_size == 0:
-        raise CheckpointError(p, "empty file (0 bytes)")
-    return p
-
-
-def short(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0][:200] if s else type(e).__name__

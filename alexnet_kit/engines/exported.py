@@ -9,8 +9,8 @@ import os
 
 import torch
 
-from ..errors import CheckpointError
-from .artifact import KEY, Envelope, existing_file, short
+from ..errors import CheckpointError, existing_file, first_line
+from .artifact import KEY, Envelope
 from .base import Engine
 
 EXTRA_FILE = f"{KEY}.json"
@@ -18,13 +18,13 @@ EXTRA_FILE = f"{KEY}.json"
 
 class ExportedProgramEngine(Engine):
     def __init__(self, path: str | os.PathLike, device: str = "cpu"):
-        path = existing_file(path)
+        path = existing_file(path, CheckpointError, "a model file")
         self.device = torch.device(device)
         extra = {EXTRA_FILE: ""}
         try:
             program = torch.export.load(str(path), extra_files=extra)
         except Exception as e:  # zip / unpickling / version errors
-            raise CheckpointError(path, f"not a loadable torch.export (.pt2) program, or truncated ({short(e)})") from None
+            raise CheckpointError(path, f"not a loadable torch.export (.pt2) program, or truncated ({first_line(e)})") from None
         env = Envelope.parse(path, extra[EXTRA_FILE], "torch.export program")
         if self.device.type != "cpu":
             from torch.export.passes import move_to_device_pass

@@ -13,8 +13,8 @@ import warnings
 import numpy as np
 import torch
 
-from ..errors import CheckpointError
-from .artifact import INPUT, KEY, OUTPUTS, Envelope, existing_file, short
+from ..errors import CheckpointError, existing_file, first_line
+from .artifact import INPUT, KEY, OUTPUTS, Envelope
 from .base import Engine
 
 
@@ -36,7 +36,7 @@ def session_options(threads: int | None = None):
 
 class OnnxEngine(Engine):
     def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None):
-        path = existing_file(path)
+        path = existing_file(path, CheckpointError, "a model file")
         try:
             import onnxruntime as ort
         except ImportError:
@@ -47,7 +47,7 @@ class OnnxEngine(Engine):
         try:
             self.session = ort.InferenceSession(str(path), session_options(threads), providers=providers)
         except Exception as e:  # onnxruntime raises its own pybind exception types
-            raise CheckpointError(path, f"not a loadable ONNX model, or truncated ({short(e)})") from None
+            raise CheckpointError(path, f"not a loadable ONNX model, or truncated ({first_line(e)})") from None
         env = Envelope.parse(path, self.session.get_modelmeta().custom_metadata_map.get(KEY), "ONNX model")
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]

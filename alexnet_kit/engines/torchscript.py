@@ -11,8 +11,8 @@ import warnings
 
 import torch
 
-from ..errors import CheckpointError
-from .artifact import KEY, Envelope, existing_file, short
+from ..errors import CheckpointError, existing_file, first_line
+from .artifact import KEY, Envelope
 from .base import Engine
 
 EXTRA_FILE = f"{KEY}.json"
@@ -20,7 +20,7 @@ EXTRA_FILE = f"{KEY}.json"
 
 class TorchScriptEngine(Engine):
     def __init__(self, path: str | os.PathLike, device: str = "cpu"):
-        path = existing_file(path)
+        path = existing_file(path, CheckpointError, "a model file")
         self.device = torch.device(device)
         extra = {EXTRA_FILE: ""}
         try:
@@ -28,7 +28,7 @@ class TorchScriptEngine(Engine):
                 warnings.simplefilter("ignore", DeprecationWarning)
                 self.module = torch.jit.load(str(path), map_location=self.device, _extra_files=extra)
         except Exception as e:  # RuntimeError / ValueError from the zip reader
-            raise CheckpointError(path, f"not a loadable TorchScript archive, or truncated ({short(e)})") from None
+            raise CheckpointError(path, f"not a loadable TorchScript archive, or truncated ({first_line(e)})") from None
         env = Envelope.parse(path, extra[EXTRA_FILE], "TorchScript archive")
         self.module.eval()
         self.meta, self.fingerprint, self.precision, self.envelope = env.meta, env.fingerprint, env.precision, env
