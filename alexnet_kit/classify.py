@@ -74,7 +74,10 @@ class Classifier:
         """uint8 (N, 256, 256, 3) photos -> (N, classes) crop-averaged softmax."""
         if len(photos) == 0:
             return np.empty((0, self.meta.config.num_classes), np.float32)
-        x = self.meta.preprocess.crops(photos, self.crops)
+        return self._crop_probabilities(self.meta.preprocess.crops(photos, self.crops))
+
+    def _crop_probabilities(self, x) -> np.ndarray:
+        """Cropped network input (N*crops, 3, C, C) -> (N, classes) averaged softmax (§4.1)."""
         return average_crops(self.engine.logits(x), self.crops).numpy()
 
     def top_labels(self, probs: np.ndarray, top: int) -> list[Label]:
@@ -108,7 +111,7 @@ class Classifier:
         return entries, (self.meta.preprocess.crops(photos, self.crops, out=out) if len(photos) else None)
 
     def _results(self, entries: list, x, top: int) -> Iterator[Result]:
-        probs = iter(average_crops(self.engine.logits(x), self.crops).numpy() if x is not None else ())
+        probs = iter(self._crop_probabilities(x) if x is not None else ())
         for e in entries:
             if e.error is not None:
                 yield Result(e.source, e.name, error=str(e.error))
