@@ -11,7 +11,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Iterable, Union
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -30,6 +30,18 @@ IMAGE_SUFFIXES = frozenset(
 
 def is_image_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def find_images(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """Folders become the image files inside them (recursively, sorted); other paths stay as given."""
+    out: list[str] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            out.extend(str(f) for f in sorted(path.rglob("*")) if f.is_file() and is_image_path(f))
+        else:
+            out.append(os.fspath(p))
+    return out
 
 
 def source_name(src: ImageSource) -> str:

@@ -25,7 +25,7 @@ import torch
 
 from alexnet_kit.engines.base import Engine
 from alexnet_kit.errors import AlexKitError, ImageError
-from alexnet_kit.images import is_image_path, load_square
+from alexnet_kit.images import find_images, is_image_path, load_square
 from alexnet_kit.model import AlexNet
 from alexnet_kit.preprocess import Preprocess, average_crops
 
@@ -142,7 +142,5 @@ def photos_for(paths: Sequence[str | os.PathLike] | None, size: int) -> np.ndarr
     if not paths:
         files = default_photos()
     else:
-        files = []
-        for p in map(Path, paths):
-            files += sorted(f for f in p.rglob("*") if f.is_file() and is_image_path(f)) if p.is_dir() else [p]
+        files = find_images(paths)
     return load_photos(files, size)

@@ -17,7 +17,7 @@ import torch
 
 from alexnet_kit.checkpoint import load_model
 from alexnet_kit.errors import AlexKitError, FileProblem
-from alexnet_kit.images import is_image_path
+from alexnet_kit.images import find_images
 
 
 @dataclass
@@ -61,7 +61,7 @@ def _photo_batches(data: Path, split: str, batch: int, resize: int):
     classes = sorted(d.name for d in data.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
         raise FileProblem(data, "no class subfolders (expected <class>/<photo> files)")
-    files = [(p, c) for c in classes for p in sorted((data / c).rglob("*")) if p.is_file() and is_image_path(p)]
+    files = [(p, c) for c in classes for p in find_images([data / c])]
     label_of = {str(p): c for p, c in files}
     skipped: list[str] = []
 

@@ -22,27 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def expand(paths: list[str]) -> list[str]:
-    """Folders become the image files inside them, sorted; files stay as given."""
-    from pathlib import Path
-
-    from ..images import is_image_path
-
-    out: list[str] = []
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            out.extend(str(f) for f in sorted(path.rglob("*")) if f.is_file() and is_image_path(f))
-        else:
-            out.append(p)
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
     from ..classify import Classifier
+    from ..images import find_images
     from ..errors import AlexKitError
     from ..paths import default_model_path
 
@@ -53,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.model and not Path(model).exists():
         raise AlexKitError(f"no model at {model}: pass --model PATH, or create one with 'alexnet-kit init' (untrained) or 'alexnet-kit train'")
-    photos = expand(args.photos)
+    photos = find_images(args.photos)
     if not photos:
         raise AlexKitError("no image files found in " + " ".join(args.photos))
     clf = Classifier.load(model, device=args.device, crops=args.crops, batch_photos=args.batch)

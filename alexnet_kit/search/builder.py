@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import AlexKitError
 from ..features import FeatureExtractor, FeatureSettings
-from ..images import is_image_path
+from ..images import find_images
 from . import files
 from .errors import IndexMismatch, IndexProblem
 from .factory import (as_float32, default_search_params, gpu_count, index_bytes, make_index,
@@ -63,16 +63,13 @@ class UpdateReport:
 
 def walk_photos(paths: Iterable[str | os.PathLike]) -> list[str]:
     """Image files under these folders (recursively) or given directly: absolute, sorted, unique."""
-    out: set[str] = set()
+    expanded = []
     for p in paths:
         path = Path(p).expanduser()
-        if path.is_dir():
-            out.update(str(f.resolve()) for f in path.rglob("*") if f.is_file() and is_image_path(f))
-        elif path.exists():
-            out.add(str(path.resolve()))
-        else:
+        if not path.exists():
             raise AlexKitError(f"{p}: no such file or folder")
-    return sorted(out)
+        expanded.append(path)
+    return sorted({str(Path(f).resolve()) for f in find_images(expanded)})
 
 
 def _settings_of(extractor: FeatureExtractor, model: str | os.PathLike) -> dict:
