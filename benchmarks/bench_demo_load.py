@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,17 +32,13 @@ from pathlib import Path
 
 from machine import describe  # noqa: E402  (benchmarks/machine.py)
 
+from alexnet_kit.apps.screenshot import free_port  # noqa: E402
+
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentiles(lat: list[float]) -> dict[str, float]:

@@ -1,7 +1,6 @@
 """The Gradio app in-process, driven over HTTP by gradio_client: /classify and its safety rails."""
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import httpx
@@ -13,16 +12,11 @@ pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from alexnet_kit.apps.demo import SIMILAR, TOP, launch  # noqa: E402
+from alexnet_kit.apps.screenshot import free_port  # noqa: E402
 from alexnet_kit.apps.service import NO_INDEX, DemoService  # noqa: E402
 from conftest import EXAMPLES  # noqa: E402
 
 MAX_UPLOAD_MB = 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ crash between the rename and the bookkeeping is told apart from damage.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from enum import Enum
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 from ..fsutil import atomic_path
 from .errors import IndexProblem
 from .factory import faiss, to_cpu
-from .store import Store
+from .store import Store, file_checksum
 
 STORE_NAME = "photos.sqlite"
 FAISS_NAME = "vectors.faiss"
@@ -41,14 +40,6 @@ def faiss_path(root: str | os.PathLike) -> Path:
     return Path(root) / FAISS_NAME
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def state(root: Path, store: Store, verify: bool = True) -> State:
     """Whether the FAISS file matches the store; raises :class:`IndexProblem` if it is damaged."""
     if store.get("state") != "complete":
@@ -60,7 +51,7 @@ def state(root: Path, store: Store, verify: bool = True) -> State:
     current = store.get("index") or {}
     pending = store.get("index_next") or {}
     if verify:
-        digest = sha256_file(path)
+        digest = file_checksum(path)
         if digest == current.get("sha256"):
             return State.OK if current.get("version") == content else State.STALE
         if digest == pending.get("sha256"):  # written and renamed, bookkeeping interrupted
@@ -89,7 +80,7 @@ def write_index(root: Path, store: Store, index, info: dict) -> dict:
     version = store.get("content_version")
     with atomic_path(path) as tmp:
         faiss().write_index(to_cpu(index), str(tmp))
-        record = {**info, "sha256": sha256_file(tmp), "bytes": tmp.stat().st_size, "version": version}
+        record = {**info, "sha256": file_checksum(tmp), "bytes": tmp.stat().st_size, "version": version}
         store.put(index_next=record)
     store.put(index=record, state="complete")
     return record
