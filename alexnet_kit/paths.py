@@ -12,3 +12,25 @@ def default_model_path() -> Path:
         return Path(env)
     data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return data_home / "alexnet-kit" / "model.safetensors"
+
+
+def resolve_model(arg: str | os.PathLike | None) -> Path:
+    """The model file a command should use, given what the user passed (or nothing).
+
+    Every command that takes a model goes through here, so a model can be
+    named the same way everywhere: a path, or nothing for the default.
+    Raises a one-line :class:`~alexnet_kit.errors.AlexKitError` when there is
+    no such model.
+    """
+    from .errors import AlexKitError
+
+    if arg is None or str(arg) == "":
+        path = default_model_path()
+        if not path.exists():
+            raise AlexKitError(f"no model at {path}: pass --model PATH, or create one with 'alexnet-kit init' (untrained) "
+                               "or 'alexnet-kit train'")
+        return path
+    path = Path(arg)
+    if not path.exists():
+        raise AlexKitError(f"{path}: model file not found")
+    return path

@@ -105,7 +105,7 @@ def test_cli_json_and_folders(tiny_checkpoint):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["classify", "--model", "{tmp}/nope.safetensors", "{photo}"], "nope.safetensors: file not found"),
+        (["classify", "--model", "{tmp}/nope.safetensors", "{photo}"], "nope.safetensors: model file not found"),
         (["classify", "--model", "{photo}", "{photo}"], "unknown model file type"),
         (["classify", "--model", "{tmp}/bad.safetensors", "{photo}"], "bad.safetensors: not an alexnet-kit checkpoint"),
         (["classify", "{photo}"], "no model at"),

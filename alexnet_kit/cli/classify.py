@@ -29,15 +29,11 @@ def run(args: argparse.Namespace) -> int:
     from ..classify import Classifier
     from ..images import find_images
     from ..errors import AlexKitError
-    from ..paths import default_model_path
+    from ..paths import resolve_model
 
     if args.top < 1:
         raise AlexKitError("--top must be at least 1")
-    model = args.model or default_model_path()
-    from pathlib import Path
-
-    if not args.model and not Path(model).exists():
-        raise AlexKitError(f"no model at {model}: pass --model PATH, or create one with 'alexnet-kit init' (untrained) or 'alexnet-kit train'")
+    model = resolve_model(args.model)
     photos = find_images(args.photos)
     if not photos:
         raise AlexKitError("no image files found in " + " ".join(args.photos))

@@ -31,12 +31,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import AlexKitError
     from ..images import is_image_path
-    from ..paths import default_model_path
+    from ..paths import resolve_model
 
-    model = Path(args.model) if args.model else default_model_path()
-    if not model.exists():
-        hint = "" if args.model else ": pass --model PATH, or create one with 'alexnet-kit init' (untrained) or 'alexnet-kit train'"
-        raise AlexKitError(f"{model}: model file not found{hint}")
+    model = resolve_model(args.model)
     if args.index and not Path(args.index).exists():
         raise AlexKitError(f"{args.index}: index not found")
     if not 0 < args.max_upload_mb <= 1024:

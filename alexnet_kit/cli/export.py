@@ -30,9 +30,10 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from ..export import export_checkpoint
+    from ..paths import resolve_model
 
     report = export_checkpoint(
-        args.checkpoint, args.format, args.out, int8=args.int8, int8_mode=args.int8_mode,
+        resolve_model(args.checkpoint), args.format, args.out, int8=args.int8, int8_mode=args.int8_mode,
         photos=args.photos, calibration=args.calibration, min_top1=args.min_top1,
     )
     if args.json:

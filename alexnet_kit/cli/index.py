@@ -72,18 +72,14 @@ def _report(report, verb: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ..errors import AlexKitError
     from ..search import builder
 
     cmd = args.index_command
     if cmd == "build":
-        from ..paths import default_model_path
+        from ..paths import resolve_model
 
-        model = Path(args.model) if args.model else default_model_path()
-        if not model.exists():
-            raise AlexKitError(f"no model at {model}: pass --model PATH, or create one with 'alexnet-kit init' or 'alexnet-kit train'")
+        model = resolve_model(args.model)
         try:
             report = builder.build(args.photos, args.out, model, crops=args.crops, metric=args.metric,
                                    index_type=args.index_type, device=args.device, force=args.force, chunk=args.chunk,

@@ -19,7 +19,9 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    engine = load_engine(args.model)
+    from ..paths import resolve_model
+
+    engine = load_engine(resolve_model(args.model))
     meta = engine.meta
     d = meta.to_dict()
     d["preprocess"].pop("mean_f32le_b64")
