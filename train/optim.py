@@ -29,7 +29,8 @@ class PaperSGD(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, m, wd = group["lr"], group["momentum"], group["weight_decay"]
+            # lr_mult: a group's share of the rate (fine-tuning: pretrained layers learn slower)
+            lr, m, wd = group["lr"] * group.get("lr_mult", 1.0), group["momentum"], group["weight_decay"]
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
