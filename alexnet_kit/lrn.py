@@ -73,6 +73,16 @@ class LocalResponseNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = F.conv2d(x * x, self.weight.to(x.dtype), groups=self.groups) + self.k
+        if x.dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(x.device.type):
+            # Under autocast `pow` (and rsqrt, exp, log) is on CUDA's fp32 list: it
+            # would return fp32 and promote the largest activations of the network
+            # (conv1/conv2 maps) to twice the bytes. sqrt, mul and div keep the
+            # step's dtype; any other beta takes pow with autocast off for one op.
+            if self.beta == 0.75:
+                s = d.sqrt()
+                return x / (s * s.sqrt())
+            with torch.autocast(x.device.type, enabled=False):
+                return x * d.pow(-self.beta)
         if self.sqrt_power and self.beta == 0.75:
             # d^-3/4 = 1 / (sqrt(d) * sqrt(sqrt(d))): two correctly rounded
             # square roots instead of a general power (exp and log per

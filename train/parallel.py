@@ -38,15 +38,30 @@ class DistInfo:
         return self.rank == 0
 
 
+def process_group_backend(device_kind: str) -> str:
+    """NCCL for the CUDA tensors, gloo for any CPU tensor (a stray CPU collective works instead of failing)."""
+    return "cpu:gloo,cuda:nccl" if device_kind == "cuda" else "gloo"
+
+
 def init_distributed(device_kind: str) -> DistInfo:
-    """Join the torchrun job (NCCL for CUDA, gloo for CPU)."""
+    """Join the torchrun job, each rank bound to its own GPU before NCCL starts."""
     import torch.distributed as dist
 
     if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
         raise AlexKitError("--parallel data runs under torchrun, e.g. `torchrun --standalone --nproc_per_node 2 -m alexnet_kit train ...`")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device_id = None
+    if device_kind == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise AlexKitError(f"local rank {local_rank} has no GPU: {torch.cuda.device_count()} visible (fewer --nproc_per_node)")
+        # Without this every rank opens a context on GPU 0 (the pin-memory thread,
+        # the first allocation) and NCCL has to guess each rank's device.
+        torch.cuda.set_device(local_rank)
+        device_id = torch.device("cuda", local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        kwargs = {"device_id": device_id} if device_id is not None else {}
+        dist.init_process_group(process_group_backend(device_kind), **kwargs)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
 def pick_device(name: str, dist: DistInfo | None = None) -> torch.device:
@@ -72,14 +87,19 @@ def tower_devices(spec: str, device: torch.device, towers: int) -> list[torch.de
     return devs
 
 
-def place(model: AlexNet, parallel: str, device: torch.device, model_devices: str = "", dist: DistInfo | None = None) -> nn.Module:
-    """The network in its running form, holding ``model``'s weights."""
+def place(model: AlexNet, parallel: str, device: torch.device, model_devices: str = "", dist: DistInfo | None = None,
+          channels_last: bool = False) -> nn.Module:
+    """The network in its running form, holding ``model``'s weights (in channels_last layout when asked)."""
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     if parallel == "none":
         return model.to(device)
     if parallel == "model":
         if model.config.towers < 2:
             raise AlexKitError("--parallel model needs the two-tower network (model.towers = 2)")
-        return TowerAlexNet.from_grouped(model, tower_devices(model_devices, device, model.config.towers))
+        towers = TowerAlexNet.from_grouped(model, tower_devices(model_devices, device, model.config.towers))
+        # from_grouped builds fresh (NCHW) towers: the grouped model's layout does not carry over
+        return towers.to(memory_format=torch.channels_last) if channels_last else towers
     if parallel == "data":
         from torch.nn.parallel import DistributedDataParallel as DDP
 
