@@ -135,6 +135,19 @@ def square_crop_resize(img: Image.Image, size: int = 256) -> np.ndarray:
     return np.array(out, dtype=np.uint8)  # a writable copy (torch warns on read-only arrays)
 
 
+def warp_resize(img: Image.Image, size: int = 256) -> np.ndarray:
+    """The whole photo squeezed to size x size (Caffe's ``convert_imageset``): uint8 HWC."""
+    return np.array(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
 def load_square(src: ImageSource, size: int = 256) -> np.ndarray:
-    """A photo as the paper's network sees it before cropping: uint8 (size, size, 3)."""
-    return square_crop_resize(open_image(src, min_size=size), size)
+    """A photo as the network sees it before cropping: uint8 (size, size, 3).
+
+    ``size`` is ``meta.preprocess.resize``; when it carries ``mode="warp"``
+    (see :class:`alexnet_kit.preprocess.SquareSize`) the photo is warped as
+    the model's source did, otherwise cropped to a square as in §2.
+    """
+    img = open_image(src, min_size=size)
+    if getattr(size, "mode", "crop") == "warp":
+        return warp_resize(img, size)
+    return square_crop_resize(img, size)

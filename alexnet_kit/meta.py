@@ -51,7 +51,8 @@ class ModelMeta:
             "classes": list(self.classes),
             "wnids": list(self.wnids) if self.wnids is not None else None,
             "preprocess": {
-                "resize": self.preprocess.resize,
+                "resize": int(self.preprocess.resize),
+                "resize_mode": self.preprocess.resize_mode,
                 "crop": self.preprocess.crop,
                 "std": list(self.preprocess.std),
                 "mean_shape": list(mean.shape),
@@ -77,7 +78,9 @@ class ModelMeta:
         try:
             p = d["preprocess"]
             mean = np.frombuffer(base64.b64decode(p["mean_f32le_b64"]), dtype="<f4").reshape(p["mean_shape"])
-            pre = Preprocess(resize=int(p["resize"]), crop=int(p["crop"]), mean=mean.astype(np.float32), std=tuple(p["std"]))
+            # resize_mode came with pretrained imports; older files all cropped (§2)
+            pre = Preprocess(resize=int(p["resize"]), crop=int(p["crop"]), mean=mean.astype(np.float32), std=tuple(p["std"]),
+                             resize_mode=p.get("resize_mode", "crop"))
             return cls(
                 config=AlexNetConfig.from_dict(d["config"]),
                 classes=list(d["classes"]),

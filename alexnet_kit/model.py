@@ -32,6 +32,7 @@ from .lrn import LocalResponseNorm
 
 INIT_SCHEMES = ("paper", "caffe", "kaiming")
 ACTIVATIONS = ("relu", "tanh")
+LRN_SCOPES = ("tower", "all")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,10 @@ class AlexNetConfig:
     lrn_beta: float = 0.75
     lrn_k: float = 2.0
     overlapping_pool: bool = True  # §3.4: z=3, s=2; False gives s=z=2
+    # The three fields below exist for imported weights; their defaults are the paper's.
+    conv1_padding: int = 2  # 224 -> 55x55 maps (§3.5); Caffe's 227 crops need none
+    lrn_scope: str = "tower"  # "tower": each GPU's own maps (§3.3); "all": across every map (Caffe)
+    ceil_pool: bool = False  # pooling output rounds up (Caffe); the ONNX zoo's 224 input needs it for 6x6
     dropout: float = 0.5  # §4.2
     init: str = "paper"  # §5; "caffe": bias 0.1 and std 0.005 in fc6/fc7; "kaiming"
 
@@ -60,6 +65,10 @@ class AlexNetConfig:
             raise ValueError(f"activation must be one of {ACTIVATIONS}")
         if self.init not in INIT_SCHEMES:
             raise ValueError(f"init must be one of {INIT_SCHEMES}")
+        if self.lrn_scope not in LRN_SCOPES:
+            raise ValueError(f"lrn_scope must be one of {LRN_SCOPES}")
+        if self.conv1_padding < 0:
+            raise ValueError("conv1_padding must be >= 0")
         for c in self.conv_channels:
             if c % self.towers:
                 raise ValueError(f"{c} channels do not split into {self.towers} towers")
@@ -80,21 +89,32 @@ class AlexNetConfig:
         """(kernel z, stride s) of the max-pooling layers, §3.4."""
         return (3, 2) if self.overlapping_pool else (2, 2)
 
+    @property
+    def lrn_groups(self) -> int:
+        """Groups of maps LRN normalises within: the towers, or 1 (every map, as Caffe does)."""
+        return self.towers if self.lrn_scope == "tower" else 1
+
+    def pooled(self, n: int) -> int:
+        """Output size of a max-pooling layer on n x n maps."""
+        z, s = self.pool
+        if self.ceil_pool:
+            return -(-(n - z) // s) + 1  # no padding, so every window starts inside the map
+        return (n - z) // s + 1
+
     def feature_shapes(self) -> dict[str, tuple[int, int, int]]:
         """(channels, height, width) after each stage, computed like the layers."""
-        z, s = self.pool
         c1, c2, c3, c4, c5 = self.conv_channels
-        n = (self.input_size + 2 * 2 - 11) // 4 + 1  # conv1 11x11/4, padding 2
+        n = (self.input_size + 2 * self.conv1_padding - 11) // 4 + 1  # conv1 11x11/4
         shapes = {"conv1": (c1, n, n)}
-        n = (n - z) // s + 1
+        n = self.pooled(n)
         shapes["pool1"] = (c1, n, n)
         shapes["conv2"] = (c2, n, n)
-        n = (n - z) // s + 1
+        n = self.pooled(n)
         shapes["pool2"] = (c2, n, n)
         shapes["conv3"] = (c3, n, n)
         shapes["conv4"] = (c4, n, n)
         shapes["conv5"] = (c5, n, n)
-        n = (n - z) // s + 1
+        n = self.pooled(n)
         shapes["pool5"] = (c5, n, n)
         return shapes
 
@@ -113,23 +133,24 @@ class AlexNet(nn.Module):
         g = cfg.towers
         act = (lambda: nn.ReLU(inplace=True)) if cfg.activation == "relu" else nn.Tanh
         norm = (
-            (lambda c: LocalResponseNorm(c, g, cfg.lrn_size, cfg.lrn_alpha, cfg.lrn_beta, cfg.lrn_k, cfg.lrn_convention))
+            (lambda c: LocalResponseNorm(c, cfg.lrn_groups, cfg.lrn_size, cfg.lrn_alpha, cfg.lrn_beta, cfg.lrn_k, cfg.lrn_convention))
             if cfg.lrn
             else (lambda c: nn.Identity())
         )
         z, s = cfg.pool
+        pool = lambda: nn.MaxPool2d(z, s, ceil_mode=cfg.ceil_pool)  # noqa: E731
         # §3.5: conv2, conv4, conv5 see only the maps on their own GPU (groups);
         # conv3 and the fully-connected layers see both GPUs.
-        self.conv1 = nn.Conv2d(3, c1, 11, stride=4, padding=2)
-        self.act1, self.norm1, self.pool1 = act(), norm(c1), nn.MaxPool2d(z, s)
+        self.conv1 = nn.Conv2d(3, c1, 11, stride=4, padding=cfg.conv1_padding)
+        self.act1, self.norm1, self.pool1 = act(), norm(c1), pool()
         self.conv2 = nn.Conv2d(c1, c2, 5, padding=2, groups=g)
-        self.act2, self.norm2, self.pool2 = act(), norm(c2), nn.MaxPool2d(z, s)
+        self.act2, self.norm2, self.pool2 = act(), norm(c2), pool()
         self.conv3 = nn.Conv2d(c2, c3, 3, padding=1)
         self.act3 = act()
         self.conv4 = nn.Conv2d(c3, c4, 3, padding=1, groups=g)
         self.act4 = act()
         self.conv5 = nn.Conv2d(c4, c5, 3, padding=1, groups=g)
-        self.act5, self.pool5 = act(), nn.MaxPool2d(z, s)
+        self.act5, self.pool5 = act(), pool()
         f = cfg.fc_features
         self.fc6 = nn.Linear(cfg.flat_features, f)
         self.act6, self.drop6 = act(), nn.Dropout(cfg.dropout)

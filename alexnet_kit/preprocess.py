@@ -16,6 +16,35 @@ import torch
 # no mean image of its own yet (an untrained one).
 IMAGENET_RGB_MEAN = (123.68, 116.779, 103.939)
 
+# How a photo becomes resize x resize before cropping:
+#   "crop": short side to `resize`, then the central square (§2);
+#   "warp": the whole photo squeezed to resize x resize, aspect ratio lost
+#           (Caffe's convert_imageset, which made bvlc_alexnet's training data).
+RESIZE_MODES = ("crop", "warp")
+
+
+class SquareSize(int):
+    """The square side ``Preprocess.resize``, an ``int`` that also knows its resize mode.
+
+    Every caller that decodes photos passes ``meta.preprocess.resize`` on to
+    :func:`alexnet_kit.images.load_square`; carrying the mode inside that
+    value lets a warped source (Caffe) be decoded its own way on every path
+    without changing their signatures. It compares, hashes and serialises
+    as the plain int.
+    """
+
+    mode: str
+
+    def __new__(cls, value: int, mode: str = "crop"):
+        if mode not in RESIZE_MODES:
+            raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
+        obj = super().__new__(cls, int(value))
+        obj.mode = mode
+        return obj
+
+    def __repr__(self) -> str:
+        return int.__repr__(self)
+
 
 @dataclass
 class Preprocess:
@@ -23,15 +52,20 @@ class Preprocess:
 
     ``mean`` is the per-pixel mean image (3, resize, resize) or a per-channel
     mean (3,), RGB, on the 0..255 scale; ``std`` divides after the mean is
-    subtracted (1 in the paper, which feeds raw centred pixels).
+    subtracted (1 in the paper, which feeds raw centred pixels). A source that
+    scales to 0..1 first (torchvision) is the same arithmetic with its mean
+    and std multiplied by 255. ``resize_mode``: see :data:`RESIZE_MODES`.
     """
 
     resize: int = 256
     crop: int = 224
     mean: np.ndarray = None  # type: ignore[assignment]
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    resize_mode: str = "crop"
 
     def __post_init__(self):
+        self.resize = SquareSize(self.resize, self.resize_mode)
+        self.std = tuple(float(s) for s in self.std)
         if self.mean is None:
             self.mean = np.asarray(IMAGENET_RGB_MEAN, dtype=np.float32)
         self.mean = np.asarray(self.mean, dtype=np.float32)

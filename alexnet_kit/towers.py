@@ -5,6 +5,12 @@ towers exchange activations only where the paper's GPUs communicate: the
 input of conv3, fc6, fc7 and fc8. conv1, conv2, conv4 and conv5 (and LRN,
 which normalises over a tower's own maps) stay on their own device.
 
+Caffe's reference model (``lrn_scope="all"``) normalises across every map,
+so at the tower boundary LRN needs the other tower's neighbouring maps: each
+tower receives a halo of ``lrn_size // 2`` maps from each neighbour (a small
+exchange the paper's network does not have) and normalises its own maps
+with them, which is exactly the single-device function.
+
 ``TowerAlexNet.from_grouped(model, devices)`` splits a grouped
 :class:`~alexnet_kit.model.AlexNet`; ``grouped_state_dict()`` joins the
 weights back, so checkpoints have one format whatever trained them. In eval
@@ -39,22 +45,25 @@ class Tower(nn.Module):
         c1, c2, c3, c4, c5 = (c // t for c in cfg.conv_channels)
         f = cfg.fc_features // t
         act = (lambda: nn.ReLU(inplace=True)) if cfg.activation == "relu" else nn.Tanh
+        # Across-map LRN normalises the tower's maps plus a halo from each neighbour.
+        halo = 2 * (cfg.lrn_size // 2) if cfg.lrn_scope == "all" else 0
         norm = (
-            (lambda c: LocalResponseNorm(c, 1, cfg.lrn_size, cfg.lrn_alpha, cfg.lrn_beta, cfg.lrn_k, cfg.lrn_convention))
+            (lambda c: LocalResponseNorm(c + halo, 1, cfg.lrn_size, cfg.lrn_alpha, cfg.lrn_beta, cfg.lrn_k, cfg.lrn_convention))
             if cfg.lrn
             else (lambda c: nn.Identity())
         )
         z, s = cfg.pool
-        self.conv1 = nn.Conv2d(3, c1, 11, stride=4, padding=2)
-        self.act1, self.norm1, self.pool1 = act(), norm(c1), nn.MaxPool2d(z, s)
+        pool = lambda: nn.MaxPool2d(z, s, ceil_mode=cfg.ceil_pool)  # noqa: E731
+        self.conv1 = nn.Conv2d(3, c1, 11, stride=4, padding=cfg.conv1_padding)
+        self.act1, self.norm1, self.pool1 = act(), norm(c1), pool()
         self.conv2 = nn.Conv2d(c1, c2, 5, padding=2)
-        self.act2, self.norm2, self.pool2 = act(), norm(c2), nn.MaxPool2d(z, s)
+        self.act2, self.norm2, self.pool2 = act(), norm(c2), pool()
         self.conv3 = nn.Conv2d(c2 * t, c3, 3, padding=1)
         self.act3 = act()
         self.conv4 = nn.Conv2d(c3, c4, 3, padding=1)
         self.act4 = act()
         self.conv5 = nn.Conv2d(c4, c5, 3, padding=1)
-        self.act5, self.pool5 = act(), nn.MaxPool2d(z, s)
+        self.act5, self.pool5 = act(), pool()
         self.fc6 = nn.Linear(cfg.flat_features, f)
         self.act6, self.drop6 = act(), nn.Dropout(cfg.dropout)
         self.fc7 = nn.Linear(f * t, f)
@@ -140,11 +149,28 @@ class TowerAlexNet(nn.Module):
         """Every tower receives every tower's activations (the GPUs' link)."""
         return [torch.cat([p.to(d, non_blocking=True) for p in parts], 1) for d in self.devices]
 
+    def _norm(self, layer: str, parts: list[torch.Tensor]) -> list[torch.Tensor]:
+        """LRN of each tower's maps: within the tower (§3.3), or across all maps (Caffe)."""
+        norms = [getattr(t, layer) for t in self.towers]
+        if not self.config.lrn or self.config.lrn_scope == "tower":
+            return [n(v) for n, v in zip(norms, parts)]
+        h = self.config.lrn_size // 2
+        out = []
+        for i, (n, v, d) in enumerate(zip(norms, parts, self.devices)):
+            # Zeros where there is no neighbour: the same zero padding a
+            # single-device LRN applies at the first and last map.
+            left = parts[i - 1][:, -h:].to(d, non_blocking=True) if i > 0 else v.new_zeros(v.shape[0], h, *v.shape[2:])
+            right = parts[i + 1][:, :h].to(d, non_blocking=True) if i + 1 < len(parts) else v.new_zeros(v.shape[0], h, *v.shape[2:])
+            out.append(n(torch.cat([left, v, right], 1))[:, h : h + v.shape[1]])
+        return out
+
     def fc7_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """fc7 activations, still split: one (N, 4096/towers) tensor per device."""
         h = [x.to(d, non_blocking=True) for d in self.devices]
-        h = [t.pool1(t.norm1(t.act1(t.conv1(v)))) for t, v in zip(self.towers, h)]
-        h = [t.pool2(t.norm2(t.act2(t.conv2(v)))) for t, v in zip(self.towers, h)]
+        h = self._norm("norm1", [t.act1(t.conv1(v)) for t, v in zip(self.towers, h)])
+        h = [t.pool1(v) for t, v in zip(self.towers, h)]
+        h = self._norm("norm2", [t.act2(t.conv2(v)) for t, v in zip(self.towers, h)])
+        h = [t.pool2(v) for t, v in zip(self.towers, h)]
         h = self._exchange(h)  # conv3 sees both towers' maps
         h = [t.act3(t.conv3(v)) for t, v in zip(self.towers, h)]
         h = [t.act4(t.conv4(v)) for t, v in zip(self.towers, h)]
