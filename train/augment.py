@@ -115,19 +115,33 @@ class Finisher:
                     o *= inv[ch]
         return torch.from_numpy(out)
 
-    def __call__(self, patches: torch.Tensor, d: Draw, channels_last: bool = False) -> torch.Tensor:
+    def __call__(self, photos: torch.Tensor, d: "Draw | torch.Tensor", channels_last: bool = False) -> torch.Tensor:
+        """uint8 (B, S, S, 3) whole photos (or (B, crop, crop, 3) patches already cut) ->
+        float (B, 3, crop, crop): crop, mirror, centre, colour noise and std in one batched
+        pass on this finisher's device. ``d``: a :class:`Draw` or :func:`pack_draw`'s tensor
+        (one pinned copy to the device instead of four pageable ones)."""
         c = self.crop
-        x = patches.to(self.device, non_blocking=True)
-        ar = torch.arange(c, device=self.device)
-        tops = torch.as_tensor(d.tops, device=self.device)
-        lefts = torch.as_tensor(d.lefts, device=self.device)
-        flips = torch.as_tensor(d.flips, device=self.device)
+        dev = self.device
+        x = photos.to(dev, non_blocking=True)
+        p = (pack_draw(d) if isinstance(d, Draw) else d).to(dev, non_blocking=True)
+        tops, lefts, flips, alphas = p[:, 0].long(), p[:, 1].long(), p[:, 2] > 0.5, p[:, 3:6]
+        ar = torch.arange(c, device=dev)
         rows = tops[:, None] + ar  # (B, c)
         cols = torch.where(flips[:, None], lefts[:, None] + (c - 1 - ar), lefts[:, None] + ar)
         mean = self.mean_hwc[rows[:, :, None], cols[:, None, :]]  # (B, c, c, 3), gathered like the patch
-        offset = torch.as_tensor(d.alphas, device=self.device) @ self.pl.T  # §4.1 PCA colour noise, (B, 3)
+        if x.shape[1] != c or x.shape[2] != c:  # whole photos: the crop and the flip are this gather
+            b = torch.arange(len(x), device=dev)[:, None, None]
+            x = x[b, rows[:, :, None], cols[:, None, :]]
+        offset = alphas @ self.pl.T  # §4.1 PCA colour noise, (B, 3)
         x = x.float().sub_(mean).add_(offset[:, None, None, :])
         if self.inv_std is not None:
             x = x.mul_(self.inv_std)
         x = x.permute(0, 3, 1, 2)  # NCHW view of NHWC memory: channels_last for free
         return x if channels_last else x.contiguous()
+
+
+def pack_draw(d: Draw) -> torch.Tensor:
+    """A draw as one float32 (B, 6) tensor: top, left, flip, a1, a2, a3 (offsets < 2^24: exact)."""
+    out = np.empty((len(d.tops), 6), np.float32)
+    out[:, 0], out[:, 1], out[:, 2], out[:, 3:] = d.tops, d.lefts, d.flips, d.alphas
+    return torch.from_numpy(out)

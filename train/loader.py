@@ -8,13 +8,14 @@ slice of the global batch) see exactly the same images and the same noise.
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 import signal
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .augment import Finisher, crop_flip, draw
+from .augment import Finisher, draw, pack_draw
 from .packed import Split
 
 
@@ -23,15 +24,19 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 class EpochBatches(Dataset):
-    """Item ``b`` = batch ``b`` of one epoch: (patches or finished input, labels, draw).
+    """Item ``b`` = batch ``b`` of one epoch: (input, labels, draw).
 
     ``part=(rank, world)`` keeps every world-th photo of each global batch
-    (DDP). ``finisher`` set: float input (CPU path); None: uint8 patches, to be
-    finished on the device (GPU path).
+    (DDP). ``finisher`` on the CPU: the finished float input (what a worker
+    process computes). ``finisher`` None (the GPU path): the whole uint8 photos
+    and the draw packed in one tensor (:func:`pack_draw`); the device crops,
+    flips, centres and colours them in one batched pass, so a worker only
+    gathers rows and the host makes no per-image strided copies.
     """
 
-    def __init__(self, split: Split, batch: int, seed: int, epoch: int, crop: int, train: bool,
-                 finisher: Finisher | None, pca_std: float = 0.1, part: tuple[int, int] = (0, 1), drop_last: bool | None = None):
+    def __init__(self, split: Split, *, batch: int, seed: int, epoch: int, crop: int, train: bool,
+                 finisher: Finisher | None = None, pca_std: float = 0.1, part: tuple[int, int] = (0, 1),
+                 drop_last: bool | None = None):
         self.split, self.batch, self.seed, self.epoch, self.crop = split, batch, seed, epoch, crop
         self.train, self.finisher, self.pca_std, self.part = train, finisher, pca_std, part
         n = len(split)
@@ -60,25 +65,33 @@ class EpochBatches(Dataset):
         if self.finisher is not None and self.finisher.device.type == "cpu":
             rows = self.split.rows[idx]
             photos = [self.split.images[r] for r in rows]  # memmap views: no copy until the crop
-            return self.finisher.from_photos(photos, d), labels, d
-        patches = crop_flip(self.split.take(idx), d, self.crop)
+            return self.finisher.from_photos(photos, d), labels, pack_draw(d)
+        photos = torch.from_numpy(self.split.take(idx))
         if self.finisher is not None:
-            return self.finisher(patches, d), labels, d
-        return patches, labels, d
+            return self.finisher(photos, d), labels, pack_draw(d)
+        return photos, labels, pack_draw(d)
 
 
 def _quiet_worker(_):
     # Ctrl-C is the main process's business: it saves a checkpoint and stops
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     torch.set_num_threads(1)
 
 
-def make_loader(ds: EpochBatches, start: int = 0, workers: int = 0, pin: bool = False) -> DataLoader:
-    """Batches ``start``, ``start+1``, ... in order (resume mid-epoch at ``start``)."""
+def worker_context():
+    """fork where the platform has it: workers share the parent's memmap and arrays instead
+    of unpickling them (spawn and forkserver, Python 3.14's Linux default, pickle the dataset)."""
+    return mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+
+
+def make_loader(ds: EpochBatches, start: int = 0, workers: int = 0, pin: bool = False, batches: range | None = None) -> DataLoader:
+    """Batches ``start``, ``start+1``, ... in order (resume mid-epoch at ``start``), or the given ``batches``."""
     return DataLoader(
-        ds, batch_size=None, sampler=range(start, len(ds)), num_workers=workers,
+        ds, batch_size=None, sampler=batches if batches is not None else range(start, len(ds)), num_workers=workers,
         pin_memory=pin, worker_init_fn=_quiet_worker if workers else None,
         prefetch_factor=4 if workers else None, collate_fn=_as_is,
+        multiprocessing_context=worker_context() if workers else None,
     )
 
 

@@ -22,7 +22,6 @@ ImageNet's 1.28 M training photos against ~110 GB as JPEG q90.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,14 +37,39 @@ def is_prepared(path: str | Path) -> bool:
     return (Path(path) / "dataset.json").is_file()
 
 
-@dataclass
 class Split:
-    """One split: every *readable* photo as a row of a (N, S, S, 3) uint8 memmap."""
+    """One split: every *readable* photo as a row of a (N, S, S, 3) uint8 memmap.
 
-    images: np.ndarray  # memmap, all rows, including unreadable ones
-    labels: np.ndarray  # int64, readable rows only
-    rows: np.ndarray  # int64 indices into ``images`` of the readable rows
-    files: list[str]  # readable rows only
+    Pickles as its folder, not its contents: a worker process started by spawn
+    or forkserver (Python 3.14's Linux default) reopens the memmap instead of
+    receiving a copy of it (252 GB for ImageNet's training split).
+    """
+
+    def __init__(self, folder: Path, size: int):
+        self.folder, self.size = Path(folder), int(size)
+        labels = np.load(self.folder / "labels.npy")
+        status = np.load(self.folder / "status.npy")
+        #: memmap, all rows, including unreadable ones
+        self.images = np.memmap(self.folder / "images.u8", dtype=np.uint8, mode="r", shape=(len(labels), size, size, 3))
+        #: int64 indices into ``images`` of the readable rows
+        self.rows = np.flatnonzero(status == OK).astype(np.int64)
+        #: int64 labels of the readable rows
+        self.labels = labels[self.rows].astype(np.int64)
+        self._files: list[str] | None = None
+
+    @property
+    def files(self) -> list[str]:
+        """Source path of each readable row (read on first use: ~100 MB for ImageNet)."""
+        if self._files is None:
+            every = (self.folder / "files.txt").read_text(encoding="utf-8").splitlines()
+            self._files = [every[r] for r in self.rows]
+        return self._files
+
+    def __getstate__(self) -> dict:
+        return {"folder": str(self.folder), "size": self.size}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(Path(state["folder"]), state["size"])
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -92,10 +116,4 @@ class PackedDataset:
 
 
 def open_split(folder: Path, size: int) -> Split:
-    labels = np.load(folder / "labels.npy")
-    status = np.load(folder / "status.npy")
-    files = (folder / "files.txt").read_text(encoding="utf-8").splitlines()
-    n = len(labels)
-    images = np.memmap(folder / "images.u8", dtype=np.uint8, mode="r", shape=(n, size, size, 3))
-    rows = np.flatnonzero(status == OK).astype(np.int64)
-    return Split(images, labels[rows].astype(np.int64), rows, [files[r] for r in rows])
+    return Split(folder, size)

@@ -47,11 +47,12 @@ class Recipe:
     model_devices: str = ""  # --parallel model: "cpu,cpu" or "cuda:0,cuda:1" (default: two GPUs, else cpu,cpu)
     workers: int = 2  # augmentation processes
     threads: int = 0  # torch threads for the training step; 0 = torch's default
-    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
+    amp: str = "auto"  # auto (bf16 on CUDA, fp16 + loss scaling on GPUs without bf16) | bf16 | fp16 | off
     channels_last: str = "auto"  # auto (= on: faster on CUDA and on the CPU) | on | off
     compile: bool = False
     deterministic: bool = False
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0: only at epoch ends)
+    checkpoint_minutes: float = 10.0  # minutes between mid-epoch checkpoints (0: off); written in the background
     keep_last: int = 3
     eval_batch_size: int = 0  # 0: same as batch_size
     max_steps: int = 0  # stop after this many steps in total (0: no limit)
@@ -96,17 +97,18 @@ HELP = {
     "model_devices": "--parallel model: e.g. cuda:0,cuda:1 (default: two GPUs, else the device twice)",
     "workers": "augmentation worker processes (0: in the training process)",
     "threads": "torch threads (0: torch's default)",
-    "amp": "auto (bf16 on CUDA) | bf16 | off",
+    "amp": "auto (bf16 on CUDA; fp16 + loss scaling on GPUs without bf16) | bf16 | fp16 | off",
     "channels_last": "auto (= on; measured faster on CUDA and CPU) | on | off",
     "compile": "torch.compile the network",
     "deterministic": "deterministic kernels (bitwise resume on CPU)",
-    "checkpoint_every": "also save a training state every N steps (0: epoch ends only)",
+    "checkpoint_every": "also save a training state every N steps (0: off)",
+    "checkpoint_minutes": "also save a training state every M minutes (0: off; default 10), written in the background",
     "keep_last": "training states kept (plus best.pt)",
-    "eval_batch_size": "validation batch (0: --batch-size)",
+    "eval_batch_size": "validation batch (0: twice --batch-size)",
     "max_steps": "stop after N steps in all (0: no limit)",
     "stall_window": "steps of loss near ln(classes) before the stall warning",
 }
-CHOICES = {"parallel": ("none", "model", "data"), "amp": ("auto", "bf16", "off"), "channels_last": ("auto", "on", "off")}
+CHOICES = {"parallel": ("none", "model", "data"), "amp": ("auto", "bf16", "fp16", "off"), "channels_last": ("auto", "on", "off")}
 
 
 def validate(r: Recipe) -> Recipe:
@@ -151,6 +153,7 @@ _MODEL_FIELDS = {
     "conv_channels": tuple, "fc_features": int, "towers": int, "input_size": int, "activation": str,
     "lrn": bool, "lrn_convention": str, "lrn_size": int, "lrn_alpha": float, "lrn_beta": float,
     "lrn_k": float, "overlapping_pool": bool, "dropout": float, "init": str,
+    "conv1_padding": int, "lrn_scope": str, "ceil_pool": bool,
 }
 
 

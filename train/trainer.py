@@ -1,7 +1,7 @@
 """The training loop: setup, epochs of steps, evaluation, checkpoints, the final model.
 
-Life cycle (as torchtune's recipes): :meth:`Trainer.setup` (data, model,
-optimizer, resume), :meth:`Trainer.train` (epochs; returns "done" or
+Life cycle (as torchtune's recipes): :meth:`Trainer.setup` (runtime, data,
+model, optimizer, resume), :meth:`Trainer.train` (epochs; returns "done" or
 "interrupted"), :meth:`Trainer.save_model` (``model.safetensors`` with
 :class:`~alexnet_kit.meta.ModelMeta`: classify uses it directly).
 
@@ -10,15 +10,23 @@ Exact resume: the data stream is a function of (seed, epoch, batch) (see
 step, and the training state is saved between steps, so a run killed at any
 moment and resumed from its last checkpoint computes the same steps as an
 uninterrupted one (bitwise on CPU with ``--deterministic true``).
+
+The host stays out of the step: loss and error counts accumulate on the
+device (:class:`Meter`) and are read every :data:`SYNC_EVERY` steps, labels
+and the augmentation draw travel as pinned tensors, and checkpoints are
+written from a background thread (:class:`~.checkpointing.BackgroundWriter`).
 """
 from __future__ import annotations
 
 import math
+import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,6 +36,7 @@ from alexnet_kit import __version__
 from alexnet_kit.checkpoint import save_checkpoint
 from alexnet_kit.errors import AlexKitError
 from alexnet_kit.meta import ModelMeta
+from alexnet_kit.model import AlexNet, AlexNetConfig
 from alexnet_kit.preprocess import Preprocess
 
 from . import checkpointing as ckpt
@@ -40,31 +49,72 @@ from .parallel import (DistInfo, build_grouped, grouped_state, grouped_velocity,
                        load_grouped_state, load_grouped_velocity, pick_device, place, unwrap)
 from .recipe import Recipe
 
+#: steps between host reads of the loss (progress bar, stall detector, divergence check)
+#: and, under DDP, between the collectives in which the ranks agree to stop
+SYNC_EVERY = 16
 
-def train_step(net, optimizer, x, y, amp_dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One SGD step on a batch; returns (loss, logits), both detached."""
+
+def train_step(net, optimizer, x, y, amp_dtype=None, scaler=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step on a batch; returns (loss, logits), both detached, still on the device."""
     optimizer.zero_grad(set_to_none=True)
     dev = input_device(net)
     with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         logits = net(x)
-    loss = F.cross_entropy(logits.float(), y.to(logits.device))
-    loss.backward()
-    optimizer.step()
+    loss = F.cross_entropy(logits.float(), y.to(logits.device, non_blocking=True))
+    if scaler is not None:  # fp16 on GPUs without bf16: scale the loss so small gradients do not flush to 0
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
     return loss.detach(), logits.detach()
 
 
-def topk_wrong(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
-    """(top-1 misses, top-5 misses) of a batch (top-k with k = min(5, classes))."""
-    y = y.to(logits.device)
+def topk_wrong(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(top-1 misses, top-5 misses) of a batch as device tensors (top-k with k = min(5, classes))."""
+    y = y.to(logits.device, non_blocking=True)
     k = min(5, logits.shape[1])
     top = logits.topk(k, 1).indices
     hit1 = top[:, 0] == y
     hitk = (top == y[:, None]).any(1)
-    return int((~hit1).sum()), int((~hitk).sum())
+    return (~hit1).sum(), (~hitk).sum()
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
     return (seed * 1_000_003 + rank * 7_919 + step) % (2**63 - 1)
+
+
+def resolve_amp(setting: str, device_type: str, bf16_supported: Callable[[], bool]) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None, whether a GradScaler is needed) for ``--amp``.
+
+    ``auto``: bf16 on a GPU that has it; fp16 with loss scaling on one that
+    does not (pre-Ampere: V100, T4, GTX), since bf16 there is emulated or
+    missing; fp32 on the CPU. ``bf16_supported`` is injected so the choice is
+    testable without the GPU (the trainer passes torch.cuda.is_bf16_supported).
+    """
+    if setting == "off":
+        return None, False
+    if setting == "fp16":
+        return torch.float16, device_type == "cuda"
+    if setting == "bf16":
+        if device_type == "cuda" and not bf16_supported():
+            raise AlexKitError("--amp bf16: this GPU has no bfloat16; use --amp fp16 (or auto)")
+        return torch.bfloat16, False
+    if device_type != "cuda":
+        return None, False
+    return (torch.bfloat16, False) if bf16_supported() else (torch.float16, True)
+
+
+def deterministic_setup() -> None:
+    """Deterministic kernels; cuBLAS needs a fixed workspace, read when its first handle is made."""
+    if "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            raise AlexKitError("--deterministic true on CUDA: set CUBLAS_WORKSPACE_CONFIG=:4096:8 in the environment "
+                               "(CUDA was already started, too late to set it here)")
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
 
 
 def git_commit() -> str | None:
@@ -75,60 +125,75 @@ def git_commit() -> str | None:
         return None
 
 
+def build_model(config: AlexNetConfig, seed: int) -> AlexNet:
+    """The grouped network with its initial weights (fine-tuning extends this: load a parent's)."""
+    return build_grouped(config, seed)
+
+
+def build_optimizer(net: torch.nn.Module, recipe: Recipe) -> PaperSGD:
+    """§5 update rule over every parameter of the running form."""
+    return PaperSGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+
+
+@dataclass
+class Meter:
+    """One epoch's training totals. The sums live on the device, so a step never waits for the host."""
+
+    loss_sum: torch.Tensor  # float64: the same sum a host float would give
+    wrong1: torch.Tensor  # int64
+    wrong5: torch.Tensor  # int64
+    n: int = 0  # photos seen by this rank
+    seconds: float = 0.0
+    images: int = 0  # photos of the global batches
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> "Meter":
+        return cls(torch.zeros((), dtype=torch.float64, device=device), torch.zeros((), dtype=torch.int64, device=device),
+                   torch.zeros((), dtype=torch.int64, device=device))
+
+    def add(self, loss: torch.Tensor, wrong1: torch.Tensor, wrong5: torch.Tensor, n: int) -> None:
+        self.loss_sum += loss.double() * n
+        self.wrong1 += wrong1
+        self.wrong5 += wrong5
+        self.n += n
+
+    def to_dict(self) -> dict:
+        """Host numbers (one sync), as checkpoints store them."""
+        return {"loss_sum": float(self.loss_sum), "n": self.n, "wrong1": int(self.wrong1), "wrong5": int(self.wrong5),
+                "seconds": self.seconds, "images": self.images}
+
+    @classmethod
+    def from_dict(cls, d: dict, device: torch.device) -> "Meter":
+        m = cls.zeros(device)
+        m.loss_sum += float(d["loss_sum"])
+        m.wrong1 += int(d["wrong1"])
+        m.wrong5 += int(d["wrong5"])
+        m.n, m.seconds, m.images = int(d["n"]), float(d["seconds"]), int(d["images"])
+        return m
+
+
 class Trainer:
     def __init__(self, recipe: Recipe, data: PackedDataset, resume: str | None = None, progress: bool = True):
         self.r, self.data, self.resume_from, self.progress = recipe, data, resume, progress
         self.out = Path(recipe.out)
         self.ckpt_dir = self.out / "checkpoints"
         self._stop = False
+        self._pending: list[tuple[int, torch.Tensor]] = []  # (step, loss) not yet read by the host
+        self._last_loss = float("nan")
+        self._stop_agreed = False
+        self.writer = ckpt.BackgroundWriter()
 
     # -- setup -------------------------------------------------------------
     def setup(self) -> None:
-        r = self.r
-        if r.threads > 0:
-            torch.set_num_threads(r.threads)
-        self.dist = DistInfo()
-        if r.parallel == "data":
-            kind = "cuda" if (r.device.startswith("cuda") or (r.device == "auto" and torch.cuda.is_available())) else "cpu"
-            self.dist = init_distributed(kind)
-        self.device = pick_device(r.device, self.dist)
-        if r.deterministic:
-            torch.use_deterministic_algorithms(True)
-            torch.backends.cudnn.benchmark = False
-        elif self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-        on_cuda = self.device.type == "cuda"
-        self.amp = torch.bfloat16 if (r.amp == "bf16" or (r.amp == "auto" and on_cuda)) else None
-        # channels_last: cuDNN's fast layout, and on the CPU oneDNN's (measured ~15% faster
-        # per step for the quickstart network, docs/benchmarks.md)
-        self.channels_last = r.channels_last in ("on", "auto")
-        self.train_split = self.data.split("train")
-        self.val_split = self.data.split("val")
-        if len(self.train_split) < r.batch_size:
-            raise AlexKitError(f"{self.data.root}: {len(self.train_split)} training photos, fewer than one batch of {r.batch_size} (use --batch-size)")
-        if r.batch_size % self.dist.world:
-            raise AlexKitError(f"batch size {r.batch_size} does not split over {self.dist.world} processes")
-        self.config = r.model_config(self.data.num_classes)
-        crop = self.config.input_size
-        cov = np.load(self.data.root / "pca.npz")["cov"]
-        self.std = tuple(float(v) for v in np.sqrt(np.diag(cov))) if r.input_std else None
-        # CPU: workers finish the batch; CUDA: workers only gather uint8 patches, the GPU finishes
-        self.gpu_finisher = Finisher(self.data.mean, self.data.eigvals, self.data.eigvecs, crop, self.device, self.std) if on_cuda else None
-        self.cpu_finisher = None if on_cuda else Finisher(self.data.mean, self.data.eigvals, self.data.eigvecs, crop, "cpu", self.std)
-        model = build_grouped(self.config, r.seed)
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.net = place(model, r.parallel, self.device, r.model_devices, self.dist)
-        self.optimizer = PaperSGD(self.net.parameters(), lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay)
-        self.schedule = PlateauSchedule(r.lr, r.lr_factor, r.lr_patience, r.lr_max_drops, r.lr_threshold)
-        self.stall = StallDetector(self.config.num_classes, r.stall_window)
-        self.step_fn = train_step
-        self.forward = torch.compile(self.net) if r.compile else self.net
-        self.epoch, self.batch, self.global_step = 0, 0, 0
-        self.history: list[dict] = []
-        self.best_val = float("inf")
-        self.acc = self._new_acc()
-        self.log = MetricsLog(self.out, enabled=self.dist.main)
+        self._setup_runtime()
+        self._setup_data()
+        self.config = self.r.model_config(self.data.num_classes)
+        self.std = self._input_std()
+        self._setup_finishers()
+        self.net = place(build_model(self.config, self.r.seed), self.r.parallel, self.device, self.r.model_devices, self.dist,
+                         channels_last=self.channels_last)
+        self.optimizer = build_optimizer(self.net, self.r)
+        self._setup_progress()
         if self.resume_from:
             self._resume(self.resume_from)
         elif self.dist.main and ckpt.list_states(self.ckpt_dir):
@@ -138,8 +203,61 @@ class Trainer:
                 p.unlink()
             print(f"starting afresh in {self.out}: removed {len(old)} training state(s) of an earlier run (--resume continues one instead)", file=sys.stderr)
 
-    def _new_acc(self) -> dict:
-        return {"loss_sum": 0.0, "n": 0, "wrong1": 0, "wrong5": 0, "seconds": 0.0, "images": 0}
+    def _setup_runtime(self) -> None:
+        r = self.r
+        if r.threads > 0:
+            torch.set_num_threads(r.threads)
+        if r.deterministic:
+            deterministic_setup()  # before anything starts CUDA
+        self.dist = DistInfo()
+        if r.parallel == "data":
+            kind = "cuda" if (r.device.startswith("cuda") or (r.device == "auto" and torch.cuda.is_available())) else "cpu"
+            self.dist = init_distributed(kind)
+        self.device = pick_device(r.device, self.dist)
+        on_cuda = self.device.type == "cuda"
+        if on_cuda and not r.deterministic:
+            torch.backends.cudnn.benchmark = True
+        self.amp, use_scaler = resolve_amp(r.amp, self.device.type, torch.cuda.is_bf16_supported if on_cuda else (lambda: False))
+        self.scaler = torch.amp.GradScaler(self.device.type) if use_scaler else None
+        # channels_last: cuDNN's fast layout, and on the CPU oneDNN's (measured ~15% faster
+        # per step for the quickstart network, docs/benchmarks.md)
+        self.channels_last = r.channels_last in ("on", "auto")
+
+    def _setup_data(self) -> None:
+        r = self.r
+        self.train_split = self.data.split("train")
+        self.val_split = self.data.split("val")
+        if len(self.train_split) < r.batch_size:
+            raise AlexKitError(f"{self.data.root}: {len(self.train_split)} training photos, fewer than one batch of {r.batch_size} (use --batch-size)")
+        if r.batch_size % self.dist.world:
+            raise AlexKitError(f"batch size {r.batch_size} does not split over {self.dist.world} processes")
+
+    def _input_std(self):
+        if not self.r.input_std:
+            return None
+        cov = np.load(self.data.root / "pca.npz")["cov"]
+        return tuple(float(v) for v in np.sqrt(np.diag(cov)))
+
+    def _setup_finishers(self) -> None:
+        # CPU: workers finish the batch; CUDA: workers only gather whole uint8 photos, the GPU
+        # crops, flips, centres and colours them in one batched pass
+        on_cuda = self.device.type == "cuda"
+        args = (self.data.mean, self.data.eigvals, self.data.eigvecs, self.config.input_size)
+        self.gpu_finisher = Finisher(*args, input_device(self.net) if hasattr(self, "net") else self.device, self.std) if on_cuda else None
+        self.cpu_finisher = None if on_cuda else Finisher(*args, "cpu", self.std)
+
+    def _setup_progress(self) -> None:
+        r = self.r
+        self.schedule = PlateauSchedule(r.lr, r.lr_factor, r.lr_patience, r.lr_max_drops, r.lr_threshold)
+        self.stall = StallDetector(self.config.num_classes, r.stall_window)
+        self.step_fn = train_step
+        self.forward = torch.compile(self.net) if r.compile else self.net
+        self.epoch, self.batch, self.global_step = 0, 0, 0
+        self.history: list[dict] = []
+        self.best_val = float("inf")
+        self.meter = Meter.zeros(self.device)
+        self.log = MetricsLog(self.out, enabled=self.dist.main)
+        self._last_save = time.monotonic()
 
     def _resume(self, which: str) -> None:
         path = ckpt.latest_state(self.ckpt_dir) if which == "latest" else Path(which)
@@ -154,44 +272,110 @@ class Trainer:
         self.optimizer.set_lr(self.schedule.lr)
         self.stall.load_state_dict(st["stall"])
         self.epoch, self.batch, self.global_step = int(st["epoch"]), int(st["batch"]), int(st["global_step"])
-        self.history, self.best_val, self.acc = list(st["history"]), float(st["best_val"]), dict(st["acc"])
+        self.history, self.best_val = list(st["history"]), float(st["best_val"])
+        self.meter = Meter.from_dict(st["acc"], self.device)
+        if self.scaler is not None and st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
         ckpt.set_rng_state(st["rng"])
         if self.dist.main:
             print(f"resumed from {path}: epoch {self.epoch + 1}, batch {self.batch}, step {self.global_step}", file=sys.stderr)
 
     def state(self) -> dict:
+        """The training state, snapshotted to host memory (safe to write while training goes on)."""
+        self._read_pending()
         return {
             "model": grouped_state(self.net), "velocity": grouped_velocity(self.net, self.optimizer),
             "schedule": self.schedule.state_dict(), "stall": self.stall.state_dict(),
             "epoch": self.epoch, "batch": self.batch, "global_step": self.global_step,
-            "history": self.history, "best_val": self.best_val, "acc": dict(self.acc),
+            "history": self.history, "best_val": self.best_val, "acc": self.meter.to_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "rng": ckpt.rng_state(), "recipe": self.r.to_dict(), "config": self.config.to_dict(),
             "classes": self.data.classes,
         }
 
-    def save_state(self) -> Path | None:
+    def save_state(self, wait: bool = False) -> None:
+        """Snapshot now, write in the background (``wait``: before returning)."""
+        self._last_save = time.monotonic()
         if not self.dist.main:
-            return None
-        return ckpt.save_state(self.ckpt_dir, self.state(), self.r.keep_last)
+            return
+        self.writer.submit(ckpt.save_state, self.ckpt_dir, self.state(), self.r.keep_last)
+        if wait:
+            self.writer.wait()
+
+    def _checkpoint_due(self) -> bool:
+        r = self.r
+        if r.checkpoint_every and self.global_step % r.checkpoint_every == 0:
+            return True
+        # §5's 2,000-step interval is ~17 s at the target speed: time-based saving keeps the
+        # GPUs busy whatever the speed. Only rank 0 writes, so only its clock matters.
+        return bool(r.checkpoint_minutes) and self.dist.main and time.monotonic() - self._last_save >= 60 * r.checkpoint_minutes
 
     # -- the loop ----------------------------------------------------------
-    def _on_sigint(self, signum, frame):
-        if self._stop:  # a second Ctrl-C: stop now
+    def _on_signal(self, signum, frame):
+        if self._stop and signum == signal.SIGINT:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
         self._stop = True
         if self.dist.main:
             print("\ninterrupt: finishing this step, saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
 
+    def _agreed_stop(self, force_sync: bool = False) -> bool:
+        """Whether every rank stops now. A rank that stopped alone would leave the others blocked
+        in the next all-reduce, so under DDP the flags meet in a collective every SYNC_EVERY steps
+        (every rank calls it at the same steps) and at epoch ends."""
+        if self.dist.world == 1:
+            return self._stop
+        if not force_sync and self.global_step % SYNC_EVERY:
+            return False
+        import torch.distributed as dist
+
+        t = torch.tensor([1.0 if self._stop else 0.0], device=self.device)  # on the device: NCCL has no CPU
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        agreed = bool(t.item())
+        self._stop = self._stop or agreed  # a signal that came during the collective waits for the next one
+        return agreed
+
+    def _read_pending(self) -> None:
+        """Read the losses of the last steps in one sync: progress, stall detector, divergence, log."""
+        if not self._pending:
+            return
+        steps = [s for s, _ in self._pending]
+        values = torch.stack([l.float() for _, l in self._pending]).tolist()
+        self._pending.clear()
+        for step, lv in zip(steps, values):
+            if not math.isfinite(lv):
+                raise AlexKitError(f"training diverged: loss {lv} at step {step} (lower --lr)")
+            warning = self.stall.update(lv)
+            if warning and self.dist.main:
+                from tqdm import tqdm
+
+                tqdm.write(f"WARNING {warning}", file=sys.stderr)
+            if step % 10 == 0:
+                self.log.step_scalar("step_loss", lv, step)
+        self._last_loss = values[-1]
+
+    def _step(self, x, y, d) -> None:
+        x, y = self._finish(x, y, d)
+        torch.manual_seed(step_seed(self.r.seed, self.dist.rank, self.global_step))  # dropout, resumable
+        loss, logits = self.step_fn(self.forward, self.optimizer, x, y, self.amp, scaler=self.scaler)
+        w1, w5 = topk_wrong(logits, y)
+        self.meter.add(loss, w1, w5, len(y))
+        self._pending.append((self.global_step + 1, loss))
+        self.batch += 1
+        self.global_step += 1
+
     def train(self) -> str:
         from tqdm import tqdm
 
         r = self.r
-        old = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
+        handlers = {}
+        if _main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):  # torchrun stops its workers with SIGTERM
+                handlers[sig] = signal.signal(sig, self._on_signal)
         local_batch = r.batch_size // self.dist.world
         try:
             while self.epoch < r.epochs:
-                ds = EpochBatches(self.train_split, r.batch_size, r.seed, self.epoch, self.config.input_size, True,
-                                  self.cpu_finisher, r.pca_std, (self.dist.rank, self.dist.world))
+                ds = EpochBatches(self.train_split, batch=r.batch_size, seed=r.seed, epoch=self.epoch, crop=self.config.input_size,
+                                  train=True, finisher=self.cpu_finisher, pca_std=r.pca_std, part=(self.dist.rank, self.dist.world))
                 loader = make_loader(ds, self.batch, r.workers, pin=self.device.type == "cuda")
                 self.optimizer.set_lr(self.schedule.lr)
                 self.net.train()
@@ -200,36 +384,21 @@ class Trainer:
                            dynamic_ncols=True, leave=False, file=sys.stderr)
                 t_last = time.perf_counter()
                 for x, y, d in loader:
-                    x = self._finish(x, d)
-                    torch.manual_seed(step_seed(r.seed, self.dist.rank, self.global_step))  # dropout, resumable
-                    loss, logits = self.step_fn(self.forward, self.optimizer, x, y, self.amp)
-                    w1, w5 = topk_wrong(logits, y)
-                    lv = float(loss)
-                    if not math.isfinite(lv):
-                        raise AlexKitError(f"training diverged: loss {lv} at step {self.global_step} (lower --lr)")
-                    a = self.acc
-                    a["loss_sum"] += lv * len(y)
-                    a["n"] += len(y)
-                    a["wrong1"] += w1
-                    a["wrong5"] += w5
+                    self._step(x, y, d)
                     now = time.perf_counter()
-                    a["seconds"] += now - t_last
-                    a["images"] += r.batch_size
+                    self.meter.seconds += now - t_last
+                    self.meter.images += r.batch_size
                     t_last = now
-                    self.batch += 1
-                    self.global_step += 1
                     bar.update(r.batch_size)
-                    bar.set_postfix(loss=f"{lv:.3f}", lr=f"{self.schedule.lr:.2g}", refresh=False)
-                    warning = self.stall.update(lv)
-                    if warning and self.dist.main:
-                        tqdm.write(f"WARNING {warning}", file=sys.stderr)
-                    if self.global_step % 10 == 0:
-                        self.log.step_scalar("step_loss", lv, self.global_step)
+                    if self.global_step % SYNC_EVERY == 0:
+                        self._read_pending()
+                        bar.set_postfix(loss=f"{self._last_loss:.3f}", lr=f"{self.schedule.lr:.2g}", refresh=False)
                     last = self.batch == len(ds)
+                    stop = False if last else self._agreed_stop()
                     limit = r.max_steps and self.global_step >= r.max_steps
-                    if not last and (self._stop or limit or (r.checkpoint_every and self.global_step % r.checkpoint_every == 0)):
-                        self.save_state()
-                    if self._stop:
+                    if not last and (stop or limit or self._checkpoint_due()):
+                        self.save_state(wait=bool(stop or limit))
+                    if stop:
                         bar.close()
                         return self._interrupted()
                     if limit and not last:
@@ -237,32 +406,37 @@ class Trainer:
                         return "max_steps"
                 bar.close()
                 del loader
+                self._read_pending()
                 self._end_epoch(local_batch)
-                if self._stop:
+                if self._stop_agreed:
                     return self._interrupted()
                 if r.max_steps and self.global_step >= r.max_steps:
                     return "max_steps"
             return "done"
         finally:
-            if old is not None:
-                signal.signal(signal.SIGINT, old)
+            self.writer.wait()
+            for sig, old in handlers.items():
+                signal.signal(sig, old)
 
     def _interrupted(self) -> str:
+        self.writer.wait()
         if self.dist.main:
             print(f"saved {ckpt.latest_state(self.ckpt_dir)}; continue with the same command and --resume", file=sys.stderr)
         return "interrupted"
 
-    def _finish(self, x, d):
+    def _finish(self, x, y, d):
+        """The batch on the input device: labels once, non_blocking (pinned by the loader)."""
+        dev = input_device(self.net)
+        y = y.to(dev, non_blocking=True)
         if self.gpu_finisher is not None:
-            x = self.gpu_finisher(x, d, self.channels_last)
-        else:
-            x = x.to(input_device(self.net))
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-        return x
+            return self.gpu_finisher(x, d, self.channels_last), y
+        x = x.to(dev, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
 
     def _end_epoch(self, local_batch: int) -> None:
-        a = self._reduce(self.acc)
+        a = self._reduce(self.meter)  # every rank, always: it also carries the stop flag
         row = {
             "epoch": self.epoch + 1, "step": self.global_step, "lr": self.schedule.lr,
             "train_loss": a["loss_sum"] / max(1, a["n"]), "train_top1_err": a["wrong1"] / max(1, a["n"]),
@@ -276,68 +450,86 @@ class Trainer:
         self.history.append(row)
         self.epoch += 1
         self.batch = 0
-        self.acc = self._new_acc()
+        self.meter = Meter.zeros(self.device)
         err = val[1] if val else row["train_top1_err"]
         improved = err < self.best_val
         if improved:
             self.best_val = err
         if self.schedule.step(err) and self.dist.main:
             print(f"validation error stopped improving: lr -> {self.schedule.lr:.3g} (drop {self.schedule.drops} of {self.r.lr_max_drops})", file=sys.stderr)
+        self._last_save = time.monotonic()
         if self.dist.main:
             self.log.rewrite(self.history)
             state = self.state()
-            ckpt.save_state(self.ckpt_dir, state, self.r.keep_last)
-            self.save_model(self.out / "last.safetensors")
-            if improved:
-                ckpt.save_best(self.ckpt_dir, state)
-                self.save_model(self.out / "model.safetensors")
+            meta = self.model_meta()
+            self.writer.submit(self._write_epoch, state, meta, improved)
             v = f"  val loss {val[0]:.3f} top-1 err {100 * val[1]:.1f}% top-5 err {100 * val[2]:.1f}%" if val else ""
             print(f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.3f} top-1 err {100 * row['train_top1_err']:.1f}%{v}"
                   f"  lr {row['lr']:.3g}  {row['images_per_s'] or 0:.0f} img/s", file=sys.stderr)
 
-    def _reduce(self, acc: dict) -> dict:
+    def _write_epoch(self, state: dict, meta: ModelMeta, improved: bool) -> None:
+        """Background thread: the state, last.safetensors, and on a new best hard links, not copies."""
+        path = ckpt.save_state(self.ckpt_dir, state, self.r.keep_last)
+        last = self.out / "last.safetensors"
+        save_checkpoint(last, state["model"], meta)
+        if improved:
+            ckpt.link_best(self.ckpt_dir, path)
+            _link_or_copy(last, self.out / "model.safetensors")
+
+    def _reduce(self, m: Meter) -> dict:
         if self.dist.world == 1:
-            return acc
+            self._stop_agreed = self._stop
+            return m.to_dict()
         import torch.distributed as dist
 
-        keys = ["loss_sum", "n", "wrong1", "wrong5", "seconds", "images"]
-        t = torch.tensor([float(acc[k]) for k in keys], dtype=torch.float64)
-        dist.all_reduce(t)
-        out = dict(zip(keys, t.tolist()))
-        out["images"] = acc["images"] * 1.0  # every rank counts the global batch already
-        return out
+        # on the training device (defect 1: an NCCL group has no CPU backend); float64 holds
+        # the counts exactly. The last entry is the stop flag (ranks agree at every epoch end).
+        t = torch.stack([m.loss_sum, m.wrong1.double(), m.wrong5.double()]
+                        + [torch.tensor(float(v), dtype=torch.float64, device=self.device) for v in (m.n, m.seconds, 1.0 if self._stop else 0.0)])
+        dist.all_reduce(t[:5])
+        dist.all_reduce(t[5:], op=dist.ReduceOp.MAX)
+        loss_sum, w1, w5, n, seconds, stop = t.tolist()
+        self._stop_agreed = stop > 0
+        self._stop = self._stop or self._stop_agreed
+        # every rank counts the global batch already
+        return {"loss_sum": loss_sum, "n": n, "wrong1": w1, "wrong5": w5, "seconds": seconds, "images": float(m.images)}
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float, float]:
-        """Centre-crop validation: (loss, top-1 error, top-5 error)."""
+        """Centre-crop validation through the loader (workers, pinned), each rank a share of the
+        batches, the sums all-reduced: every rank gets the error that drives the lr drops."""
         r = self.r
-        bs = r.eval_batch_size or r.batch_size
-        ds = EpochBatches(self.val_split, bs, r.seed, 0, self.config.input_size, False, self.cpu_finisher)
+        bs = r.eval_batch_size or 2 * r.batch_size  # no gradients: twice the batch fits
+        ds = EpochBatches(self.val_split, batch=bs, seed=r.seed, epoch=0, crop=self.config.input_size, train=False,
+                          finisher=self.cpu_finisher)
+        loader = make_loader(ds, workers=min(r.workers, len(ds)), pin=self.device.type == "cuda",
+                             batches=range(self.dist.rank, len(ds), self.dist.world))
         self.net.eval()
         base = unwrap(self.net)
-        loss_sum, n, w1, w5 = 0.0, 0, 0, 0
-        for b in range(self.dist.rank, len(ds), self.dist.world):
-            x, y, d = ds[b]
-            x = self._finish(x, d)
-            with torch.autocast(input_device(self.net).type, dtype=self.amp, enabled=self.amp is not None):
+        dev = input_device(self.net)
+        sums = torch.zeros(4, dtype=torch.float64, device=dev)  # loss, photos, top-1 and top-5 misses
+        for x, y, d in loader:
+            x, y = self._finish(x, y, d)
+            with torch.autocast(dev.type, dtype=self.amp, enabled=self.amp is not None):
                 logits = base(x)
             logits = logits.float()
-            loss_sum += float(F.cross_entropy(logits, y.to(logits.device), reduction="sum"))
-            a, b5 = topk_wrong(logits, y)
-            w1, w5, n = w1 + a, w5 + b5, n + len(y)
+            w1, w5 = topk_wrong(logits, y)
+            sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
+                                 torch.tensor(float(len(y)), dtype=torch.float64, device=dev), w1.double(), w5.double()])
+        del loader
         self.net.train()
         if self.dist.world > 1:
             import torch.distributed as dist
 
-            t = torch.tensor([loss_sum, n, w1, w5], dtype=torch.float64)
-            dist.all_reduce(t)
-            loss_sum, n, w1, w5 = t.tolist()
+            sums = sums.to(self.device)
+            dist.all_reduce(sums)
+        loss_sum, n, w1, w5 = sums.tolist()
         return loss_sum / max(1, n), w1 / max(1, n), w5 / max(1, n)
 
     # -- the product -------------------------------------------------------
-    def save_model(self, path: Path) -> str:
+    def model_meta(self) -> ModelMeta:
         last = self.history[-1] if self.history else {}
-        meta = ModelMeta(
+        return ModelMeta(
             self.config, list(self.data.classes), None,
             Preprocess(resize=self.data.size, crop=self.config.input_size, mean=self.data.mean, std=self.std or (1.0, 1.0, 1.0)),
             trained=True,
@@ -351,15 +543,32 @@ class Trainer:
                 "git_commit": git_commit(), "parallel": self.r.parallel, "world_size": self.dist.world,
             },
         )
-        return save_checkpoint(path, grouped_state(self.net), meta)
+
+    def save_model(self, path: Path) -> str:
+        return save_checkpoint(path, grouped_state(self.net), self.model_meta())
 
     def cleanup(self) -> None:
+        self.writer.close()
         self.log.close()
         if self.dist.world > 1:
             import torch.distributed as dist
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link to ``src`` (atomic); a copy where links are not possible."""
+    import shutil
+
+    from alexnet_kit.fsutil import atomic_path
+
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
 
 
 def _configs_differ(a: dict, b: dict) -> bool:
