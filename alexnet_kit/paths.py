@@ -18,7 +18,10 @@ def resolve_model(arg: str | os.PathLike | None) -> Path:
     """The model file a command should use, given what the user passed (or nothing).
 
     Every command that takes a model goes through here, so a model can be
-    named the same way everywhere: a path, or nothing for the default.
+    named the same way everywhere: a path, a pretrained name (``caffe``,
+    ``torchvision``, ``onnx-zoo``: downloaded and converted into the cache on
+    first use, the cached checkpoint afterwards; an existing file of that
+    name still wins), or nothing for the default.
     Raises a one-line :class:`~alexnet_kit.errors.AlexKitError` when there is
     no such model.
     """
@@ -31,6 +34,12 @@ def resolve_model(arg: str | os.PathLike | None) -> Path:
                                "or 'alexnet-kit train'")
         return path
     path = Path(arg)
-    if not path.exists():
-        raise AlexKitError(f"{path}: model file not found")
-    return path
+    if path.exists():
+        return path
+    from .pretrained import NAMES
+
+    if str(arg) in NAMES:
+        from .pretrained import ensure
+
+        return ensure(str(arg))
+    raise AlexKitError(f"{path}: model file not found (pretrained names: {', '.join(NAMES)})")

@@ -1,0 +1,50 @@
+"""``alexnet-kit pretrained caffe|torchvision|onnx-zoo``: published weights as a checkpoint."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..pretrained import NAMES
+
+    p = sub.add_parser(
+        "pretrained",
+        help="download or convert published AlexNet weights (Caffe, torchvision, ONNX zoo)",
+        description="Turn published ImageNet weights into an alexnet-kit checkpoint. Without --file the "
+        "official file is downloaded into the cache (progress bar, resumed if interrupted, digest checked). "
+        "caffe: BVLC bvlc_alexnet, the paper's grouped network (227 crops, LRN across all maps); "
+        "torchvision: IMAGENET1K_V1, the 2014 single-tower variant; onnx-zoo: bvlcalexnet-12 (Caffe's "
+        "weights via ONNX). Afterwards '--model NAME' works in every command.",
+    )
+    p.add_argument("name", choices=NAMES, help="which published weights")
+    p.add_argument("--file", metavar="PATH", help="convert this file instead of downloading it")
+    p.add_argument("--out", metavar="PATH", help="checkpoint to write (default: the cache, where '--model NAME' finds it)")
+    p.add_argument("--no-digest-check", action="store_true",
+                   help="convert a file whose digest differs from the published one (the checkpoint's provenance says so)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from ..pretrained import cache_dir, cached_checkpoint, convert
+    from ..pretrained.registry import source
+    from ..pretrained.download import download
+
+    src = source(args.name)
+    out = args.out or cached_checkpoint(args.name)
+    start = time.perf_counter()
+    if args.file:
+        file = args.file
+    else:
+        file = cache_dir() / src.filename
+        if not file.exists():
+            download(src.url, file, src.digest, progress=not args.quiet)
+    path = convert(args.name, file, out, digest_check=not args.no_digest_check, src=src)
+    acc = src.accuracy
+    print(f"wrote {path} ({args.name}: {src.title}; {time.perf_counter() - start:.1f} s)")
+    print(f"published accuracy (not re-measured): top-1 {acc['top1']}%, top-5 {acc['top5']}%, {acc['crops']} crop, {acc['split']}")
+    if args.no_digest_check:
+        print("digest not checked: the checkpoint's provenance records it")
+    return 0

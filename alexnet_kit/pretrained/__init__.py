@@ -1,0 +1,121 @@
+"""Published AlexNet weights as ordinary alexnet-kit checkpoints.
+
+    >>> from alexnet_kit.pretrained import convert, ensure
+    >>> convert("caffe", "bvlc_alexnet.caffemodel", "caffe.safetensors")   # a file you have
+    >>> ensure("caffe")          # download (once) into the cache, convert (once), return the checkpoint
+
+Three sources (see :mod:`.registry`): ``caffe`` (BVLC's bvlc_alexnet, the
+paper's grouped network), ``torchvision`` (IMAGENET1K_V1, the 2014
+single-tower variant) and ``onnx-zoo`` (bvlcalexnet-12, Caffe's weights via
+ONNX). Each reader checks every layer's shape and refuses another network
+in one line; nothing is written unless the whole conversion succeeded.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from ..errors import AlexKitError, FileProblem, existing_file
+
+# The names without importing the registry (which builds configs with torch):
+# the CLI lists them at start-up and must stay light.
+NAMES = ("caffe", "torchvision", "onnx-zoo")
+
+__all__ = ["NAMES", "convert", "ensure", "cache_dir", "cached_checkpoint", "read_weights"]
+
+
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/alexnet-kit/pretrained`` (``~/.cache/...`` when unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "alexnet-kit" / "pretrained"
+
+
+def cached_checkpoint(name: str) -> Path:
+    """Where ``--model NAME`` looks for (and puts) the converted checkpoint."""
+    return cache_dir() / f"{name}.safetensors"
+
+
+def read_weights(name: str, path: str | os.PathLike) -> dict:
+    """The grouped model's state dict (RGB conv1) from a source's own file format."""
+    path = existing_file(path, FileProblem, "a weights file")
+    if name == "caffe":
+        from .caffe import read_caffemodel
+
+        return read_caffemodel(path)
+    if name == "torchvision":
+        from .torchvision import read_state_dict
+
+        return read_state_dict(path)
+    if name == "onnx-zoo":
+        from .onnx_zoo import read_onnx
+
+        return read_onnx(path)
+    raise AlexKitError(f"unknown pretrained model {name!r} (known: {', '.join(NAMES)})")
+
+
+def convert(name: str, file: str | os.PathLike, out: str | os.PathLike, digest_check: bool = True,
+            src=None) -> Path:
+    """Convert a source's file into a checkpoint at ``out`` (written atomically, or not at all)."""
+    from .. import __version__
+    from ..checkpoint import save_checkpoint
+    from ..meta import ModelMeta, imagenet_classes
+    from ..model import AlexNet
+    import torch
+
+    from .download import check_file_digest
+    from .registry import source
+
+    src = src or source(name)
+    file = existing_file(file, FileProblem, "a weights file")
+    matches, actual = check_file_digest(file, src.digest)
+    if not matches and digest_check:
+        raise FileProblem(file, f"{actual.replace(':', ' ')} differs from the published {src.digest} of {src.filename}: "
+                                "not the published file (pass --no-digest-check to convert it anyway)")
+    state = read_weights(name, file)
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in AlexNet(src.config).state_dict().items()}
+    for k, shape in expected.items():  # the readers check shapes too; this guards the config
+        if tuple(state[k].shape) != shape:
+            raise FileProblem(file, f"layer {k.split('.')[0]}: shape {tuple(state[k].shape)} does not fit the {name} architecture {shape}")
+    wnids, classes = imagenet_classes()
+    provenance = {
+        "source": name,
+        "title": src.title,
+        "url": src.url,
+        "file": Path(file).name,
+        "file_digest": actual,
+        "published_digest": src.digest,
+        "digest_checked": digest_check,
+        "digest_matches": matches,
+        "licence": src.licence,
+        "published_accuracy": src.accuracy,
+        "accuracy_note": "as published by the source, not re-measured by alexnet-kit",
+        "notes": src.notes,
+        "converted_by": f"alexnet-kit {__version__}",
+        "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if src.digest_note:
+        provenance["digest_note"] = src.digest_note
+    if not matches:
+        provenance["warning"] = "the file's digest differs from the published one: converted with --no-digest-check"
+    meta = ModelMeta(src.config, classes, wnids, preprocess=src.preprocess(), trained=True, provenance=provenance)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, state, meta)
+    return out
+
+
+def ensure(name: str, progress: bool = True) -> Path:
+    """The cached checkpoint for ``name``: downloaded and converted on first use, reused afterwards."""
+    from .download import download
+    from .registry import source
+
+    ckpt = cached_checkpoint(name)
+    if ckpt.exists():
+        return ckpt
+    src = source(name)
+    raw = cache_dir() / src.filename
+    if not raw.exists():
+        download(src.url, raw, src.digest, progress=progress)
+    return convert(name, raw, ckpt, src=src)
