@@ -29,6 +29,7 @@ def test_two_process_build_equals_single_process_build(tmp_path, tiny_config):
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "rank 0/2" in run.stderr and "rank 1/2" in run.stderr
+    assert run.stderr.count("listed 13 photos") == 1  # one walk of the tree, not one per rank
     assert "12 photos indexed" in run.stdout and "1 unreadable" in run.stdout
     assert not (out / "shards").exists()
 
@@ -45,3 +46,16 @@ def test_two_process_build_equals_single_process_build(tmp_path, tiny_config):
         q = sorted(photos.glob("*.JPEG"))[4]
         assert [h.path for h in a.query(q, top=5)] == [h.path for h in b.query(q, top=5)]
     assert single.extracted == 12
+
+
+@pytest.mark.slow
+def test_a_missing_folder_stops_every_rank_with_one_line(tmp_path, tiny_config):
+    """Rank 0 walks alone; its error reaches the other rank instead of leaving it waiting."""
+    model = make_checkpoint(tmp_path / "tiny.safetensors", tiny_config)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "alexnet_kit.search.distributed", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.index"),
+           "--model", str(model), "-q"]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    # torchrun prints its own ChildFailedError traceback; the ranks print one line each
+    assert run.stderr.count("nowhere: no such file or folder") == 2 and "AlexKitError" not in run.stderr

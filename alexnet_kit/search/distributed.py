@@ -3,13 +3,15 @@
     torchrun --standalone --nproc_per_node 2 -m alexnet_kit.search.distributed PHOTOS --out INDEX --model M
     torchrun --nnodes 4 --nproc_per_node 8 --rdzv-endpoint HOST:29500 -m alexnet_kit.search.distributed ...
 
-Every rank walks the same sorted photo list and takes every ``world``-th
-photo; it writes its features to ``INDEX/shards/rank-R-of-W.sqlite`` (the
+Rank 0 walks the folders once and broadcasts the sorted photo list (a walk of
+ImageNet's 1.28M files from every rank multiplies the metadata load on a
+shared filesystem); every rank takes every ``world``-th photo; it writes its features to ``INDEX/shards/rank-R-of-W.sqlite`` (the
 same store format, committed in chunks, so a killed run resumes: photos in
 any shard or in the index are not extracted again, whatever the new world
 size). After a barrier, rank 0 merges the shards into the index's store and
 builds the FAISS index (on the GPUs when FAISS has them), then deletes the
-shards. Backend: NCCL with CUDA, gloo on CPUs. On a shared filesystem the
+shards. Backend: NCCL with CUDA (with a gloo side for CPU
+objects), each rank bound to its GPU before the group starts; gloo on CPUs. On a shared filesystem the
 ranks may live on different machines.
 """
 from __future__ import annotations
@@ -48,6 +50,25 @@ def _done(root: Path) -> dict[str, tuple[int, int]]:
         finally:
             s.close()
     return done
+
+
+def shared_photo_list(paths: list[str], rank: int, world: int) -> list[str]:
+    """The sorted photo list, walked by rank 0 only and sent to the others (errors too)."""
+    if world == 1:
+        return builder.walk_photos(paths)
+    box: list = [None]
+    if rank == 0:
+        try:
+            box = [("ok", builder.walk_photos(paths))]
+        except AlexKitError as e:
+            box = [("error", str(e))]
+    _dist().broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "error":
+        raise AlexKitError(value)
+    if rank == 0:
+        print(f"rank 0 listed {len(value)} photos for {world} ranks", file=sys.stderr, flush=True)
+    return value
 
 
 def extract_shard(root: Path, photos: list[str], model: Path, rank: int, world: int, *, crops: int, metric: str,
@@ -144,11 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local_rank, local_world = int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     cuda = torch.cuda.is_available()
-    device = f"cuda:{local_rank % torch.cuda.device_count()}" if cuda else "cpu"
-    if not cuda:  # share the cores instead of oversubscribing them
+    gpu = local_rank % torch.cuda.device_count() if cuda else None
+    device = f"cuda:{gpu}" if cuda else "cpu"
+    if cuda:
+        # before anything touches CUDA: otherwise every rank opens a context on GPU 0 and
+        # NCCL guesses the device of each rank
+        torch.cuda.set_device(gpu)
+    else:  # share the cores instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     if world > 1:
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(hours=12))
+        kwargs = {"device_id": torch.device("cuda", gpu)} if cuda else {}
+        dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo", timeout=datetime.timedelta(hours=12), **kwargs)
     root = Path(args.out)
     model = Path(args.model)
     try:
@@ -158,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             s.close()
             if complete:
                 raise AlexKitError(f"{root}: an index is already there: update it with 'alexnet-kit index add {root}'")
-        photos = builder.walk_photos(args.photos)
+        photos = shared_photo_list(args.photos, rank, world)
         report, fx = extract_shard(root, photos, model, rank, world, crops=args.crops, metric=args.metric, device=device,
                                    chunk=args.chunk, progress=not args.quiet, batch_photos=args.batch)
         print(f"rank {rank}/{world}: extracted {report.extracted}, unreadable {report.bad}, "
