@@ -63,7 +63,7 @@ def test_two_tower_step_equals_grouped_step():
 def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
     data = tiny_packed(tmp_path / "packed")
     common = ["train", "--recipe", "quickstart", "--data", str(data), "--epochs", "2", "--batch-size", "4",
-              "--workers", "0", "--threads", "1", "--model.dropout", "0", "--quiet", *TINY]
+              "--workers", "0", "--threads", "1", "--model.dropout", "0", "--eval-batch-size", "2", "--quiet", *TINY]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     one = subprocess.run([sys.executable, "-m", "alexnet_kit", *common, "--out", str(tmp_path / "one")],
                          capture_output=True, text=True, env=env, timeout=300)
@@ -82,6 +82,17 @@ def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
         torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-4)
         moved = max(moved, float((a[k] - init.state_dict()[k]).abs().max()))
     assert moved > 1e-3
+    # evaluation: each rank a share of the validation batches, sums all-reduced: the same
+    # errors and loss as one process saw (they drive the lr drops on every rank)
+    from alexnet_kit.train.checkpointing import latest_state, load_state
+
+    ha = load_state(latest_state(tmp_path / "one" / "checkpoints"))["history"]
+    hb = load_state(latest_state(tmp_path / "two" / "checkpoints"))["history"]
+    assert len(ha) == len(hb) == 2
+    for ra, rb in zip(ha, hb):
+        assert ra["val_top1_err"] == rb["val_top1_err"] and ra["val_top5_err"] == rb["val_top5_err"]
+        assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-4)
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-4)
 
 
 @pytest.mark.slow
