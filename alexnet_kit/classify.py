@@ -19,7 +19,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .batching import iter_batches
-from .engines import Engine, load_engine
+from .engines import Engine
+from .engines.select import serving_engine
 from .errors import ImageError
 from .images import ImageSource, load_square, source_name
 from .preprocess import average_crops
@@ -62,9 +63,15 @@ class Classifier:
         self.workers = workers
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "cpu", crops: int = 10, **kw) -> "Classifier":
-        """From a checkpoint (``.safetensors``) or any artifact the engines know."""
-        return cls(load_engine(path, device=device), crops=crops, **kw)
+    def load(cls, path: str | os.PathLike, device: str = "cpu", crops: int = 10, engine: str | None = None,
+             precision: str | None = None, **kw) -> "Classifier":
+        """From a checkpoint (``.safetensors``) or any artifact the engines know.
+
+        Without ``engine``/``precision`` the file runs on its own engine in
+        fp32; with either (``"auto"`` included) :func:`~alexnet_kit.engines.select.open_engine`
+        chooses and verifies (the CLI's default is auto).
+        """
+        return cls(serving_engine(path, device, engine, precision, crops * kw.get("batch_photos", 8)), crops=crops, **kw)
 
     @property
     def trained(self) -> bool:

@@ -23,7 +23,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .batching import iter_batches
-from .engines import Engine, load_engine
+from .engines import Engine
+from .engines.select import serving_engine
 from .images import ImageSource, load_square
 
 METRICS = ("cosine", "euclidean")
@@ -94,8 +95,11 @@ class FeatureExtractor:
         self.workers = workers
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "cpu", crops: int = 1, metric: str = "cosine", **kw) -> "FeatureExtractor":
-        return cls(load_engine(path, device=device), crops=crops, metric=metric, **kw)
+    def load(cls, path: str | os.PathLike, device: str = "cpu", crops: int = 1, metric: str = "cosine",
+             engine: str | None = None, precision: str | None = None, **kw) -> "FeatureExtractor":
+        """``engine``/``precision``: as :meth:`Classifier.load <alexnet_kit.classify.Classifier.load>`."""
+        batch = crops * (kw.get("batch_photos") or max(1, 64 // crops))
+        return cls(serving_engine(path, device, engine, precision, batch), crops=crops, metric=metric, **kw)
 
     @property
     def fingerprint(self) -> str:

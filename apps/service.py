@@ -60,9 +60,20 @@ class DemoService:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, model: str | os.PathLike, index: str | os.PathLike | None = None, device: str = "cpu") -> "DemoService":
-        """Open the model (ten-crop classifier) and the index, if one is given."""
-        classifier = Classifier.load(model, device=device, crops=10)
+    def load(cls, model: str | os.PathLike, index: str | os.PathLike | None = None, device: str = "cpu",
+             engine: str | None = None, precision: str | None = None, log=None) -> "DemoService":
+        """Open the model (ten-crop classifier) and the index, if one is given.
+
+        ``engine``/``precision``: as :meth:`Classifier.load`; with an index,
+        ``auto`` only picks precisions whose features match the index's
+        (int8 features are another model's).
+        """
+        from alexnet_kit.engines.select import serving_engine
+
+        allow = None
+        if index and (engine or precision) and Path(index).is_dir():
+            allow = ("int8",) if "-int8" in index_fingerprint(index) else ("fp32", "bf16")
+        classifier = Classifier(serving_engine(model, device, engine, precision, batch=10, allow=allow, log=log), crops=10)
         idx = IndexThread(index, classifier, model, device) if index else None
         return cls(classifier, idx, model, index)
 
@@ -211,6 +222,21 @@ class IndexThread:
     def close(self) -> None:
         self._call(self.index.close)
         self._pool.shutdown()
+
+
+def index_fingerprint(path: str | os.PathLike) -> str:
+    """The model fingerprint an index folder records ("" when it is not readable as an index)."""
+    from alexnet_kit.search import files
+    from alexnet_kit.search.store import Store
+
+    try:
+        store = Store.open(files.store_path(path), verify=False)
+    except AlexKitError:
+        return ""
+    try:
+        return store.get("model_fingerprint") or ""
+    finally:
+        store.close()
 
 
 def index_roots(index) -> list[Path]:

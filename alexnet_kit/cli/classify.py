@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import _serving
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -19,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="one JSON document with every result")
     p.add_argument("--batch", type=int, default=8, help="photos per forward pass (default 8, i.e. 80 crops)")
     p.add_argument("--device", default="cpu", help="torch device for checkpoints, e.g. cuda (default cpu)")
+    _serving.add_options(p)
     p.set_defaults(run=run)
 
 
@@ -37,7 +40,10 @@ def run(args: argparse.Namespace) -> int:
     photos = find_images(args.photos)
     if not photos:
         raise AlexKitError("no image files found in " + " ".join(args.photos))
-    clf = Classifier.load(model, device=args.device, crops=args.crops, batch_photos=args.batch)
+    if args.batch < 1:
+        raise AlexKitError("--batch must be at least 1")
+    engine = _serving.open_engine(args, model, batch=args.batch * args.crops)
+    clf = Classifier(engine, crops=args.crops, batch_photos=args.batch)
     if not clf.trained:
         print(f"warning: {model} holds untrained (freshly initialised) weights: the labels are meaningless "
               "until the model is trained or trained weights are imported", file=sys.stderr)
@@ -60,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.flush()
     bar.close()
     if args.json:
-        doc = {"model": str(model), "trained": clf.trained, "crops": args.crops, "engine": clf.engine.description, "results": results}
+        doc = {"model": str(model), "trained": clf.trained, "crops": args.crops, "engine": clf.engine.description,
+               "precision": clf.engine.precision, "choice": clf.engine.choice, "results": results}
         print(json.dumps(doc, indent=2))
     if failures:
         print(f"alexnet-kit: {failures} of {len(photos)} photos could not be read", file=sys.stderr)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import _serving
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -20,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-upload-mb", type=float, default=20, help="largest accepted upload in MB (default 20)")
     p.add_argument("--examples", metavar="DIR", help="folder of example photos to offer (default: the repository's examples/photos)")
     p.add_argument("--device", default="cpu", help="torch device for checkpoints, e.g. cuda (default cpu)")
+    _serving.add_options(p)
     p.set_defaults(run=run)
 
 
@@ -53,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise AlexKitError(f"the demo needs Gradio ({e}); install it with: pip install 'alexnet-kit[demo]'") from None
 
-    service = DemoService.load(model, args.index, device=args.device)
+    service = DemoService.load(model, args.index, device=args.device, engine=args.engine, precision=args.precision,
+                               log=lambda s: print(f"alexnet-kit: {s}", file=sys.stderr, flush=True))
+    print(f"alexnet-kit: engine: {service.classifier.engine.choice}", file=sys.stderr, flush=True)
     if not service.trained:
         print(f"warning: {model} holds untrained (freshly initialised) weights; the page says so", file=sys.stderr)
     if args.host not in ("127.0.0.1", "localhost", "::1"):

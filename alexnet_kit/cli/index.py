@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import _serving
+
 MODEL_HELP = "checkpoint or exported artifact (default: $ALEXNET_KIT_MODEL or ~/.local/share/alexnet-kit/model.safetensors)"
 
 
@@ -30,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="auto (Flat up to 20,000 photos, else PCA to 896 dims + IVF + SQ8), flat, ivf, hnsw, or a FAISS factory string")
     b.add_argument("--force", action="store_true", help="replace an existing index in OUT")
     _common(b)
+    _serving.add_options(b)
 
     a = isub.add_parser("add", help="take in new and changed photos", description="Extract features of photos "
                         "that are new or changed (size and mtime, then SHA-256) and skip the rest. Without PHOTOS, "
@@ -79,11 +82,20 @@ def run(args: argparse.Namespace) -> int:
     if cmd == "build":
         from ..paths import resolve_model
 
+        from ..features import FeatureExtractor
+
         model = resolve_model(args.model)
+        if args.batch is not None and args.batch < 1:
+            raise AlexKitError("--batch must be at least 1")
+        batch_photos = args.batch or max(1, 64 // args.crops)
+        engine = _serving.open_engine(args, model, batch=batch_photos * args.crops)
+        extractor = FeatureExtractor(engine, crops=args.crops, metric=args.metric, batch_photos=batch_photos)
         try:
-            report = builder.build(args.photos, args.out, model, crops=args.crops, metric=args.metric,
+            # the index records the file that ran (the int8 export when int8 was chosen): queries and
+            # 'index add' then compute the same features
+            report = builder.build(args.photos, args.out, engine.path or model, crops=args.crops, metric=args.metric,
                                    index_type=args.index_type, device=args.device, force=args.force, chunk=args.chunk,
-                                   progress=not args.quiet, batch_photos=args.batch)
+                                   progress=not args.quiet, batch_photos=args.batch, extractor=extractor)
         except ValueError as e:  # an index type FAISS does not know
             raise AlexKitError(str(e)) from None
         _report(report, ("resumed and built " if report.resumed else "built ") + args.out)

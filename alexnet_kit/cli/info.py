@@ -21,7 +21,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ..paths import resolve_model
 
-    engine = load_engine(resolve_model(args.model))
+    from ..engines import cpu
+    from ..engines.select import describe_measurements, read_measurements, sidecar_path
+
+    path = resolve_model(args.model)
+    engine = load_engine(path)
     meta = engine.meta
     d = meta.to_dict()
     d["preprocess"].pop("mean_f32le_b64")
@@ -29,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     d["engine"] = engine.description
     with torch.device("meta"):
         d["parameters"] = count_parameters(AlexNet(meta.config))
+    d["machine"] = cpu.machine_class()
+    d["serving_measurements"] = read_measurements(path)
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
@@ -43,4 +49,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"classes      {len(meta.classes)}: {names}")
     for k, v in sorted(meta.provenance.items()):
         print(f"{k:<12} {v}")
+    print(f"this CPU     {cpu.describe()}; native bf16: {'yes' if cpu.native_bf16() else 'no'}")
+    lines = describe_measurements(path)
+    if not lines:
+        print(f"serving      not measured yet (the first 'classify' with --engine/--precision auto measures and stores it in "
+              f"{sidecar_path(path).name})")
+    for line in lines:
+        print(f"serving      {line}")
     return 0

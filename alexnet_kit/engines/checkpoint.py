@@ -1,37 +1,70 @@
-"""Eager PyTorch on a safetensors checkpoint."""
+"""Eager PyTorch on a safetensors checkpoint (fp32, or bf16 autocast on a CPU that has it)."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
 
 from ..checkpoint import load_model, read_meta
+from ..errors import CheckpointError
 from .base import Engine
 
 
 class CheckpointEngine(Engine):
-    def __init__(self, path: str | os.PathLike, device: str = "cpu", verify: bool = True):
+    feature_layers = ("fc7", "fc6", "pool5")
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu", verify: bool = True, precision: str = "fp32",
+                 threads: int | None = None, batch: int | None = None):
+        if precision not in ("fp32", "bf16"):
+            raise CheckpointError(path, f"torch runs a checkpoint in fp32 or bf16, not {precision!r} "
+                                        "(int8 is an exported artifact: alexnet-kit export --format onnx --int8)")
         self.device = torch.device(device)
         self.model, self.meta = load_model(path, device=self.device, verify=verify)
         self.fingerprint = read_meta(path)[1]["weights_sha256"]
+        self.precision = precision
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.description = f"torch {torch.__version__} eager on {self.device}"
+        how = "eager" if precision == "fp32" else "eager, bf16 autocast"
+        self.description = f"torch {torch.__version__} {how} on {self.device}"
 
-    @torch.inference_mode()
-    def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        logits, feats = self.model.logits_and_features(x)
+        return x
+
+    @torch.inference_mode()
+    def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with self._autocast():
+            logits, feats = self.model.logits_and_features(self._input(x))
         return logits.float().cpu(), feats.float().cpu()
 
     @torch.inference_mode()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
-        return self.model(x).float().cpu()
+        with self._autocast():
+            return self.model(self._input(x)).float().cpu()
 
     @torch.inference_mode()
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
-        return self.model.fc7_features(x).float().cpu()
+        with self._autocast():
+            return self.model.fc7_features(self._input(x)).float().cpu()
+
+    @torch.inference_mode()
+    def layer_features(self, x: torch.Tensor, layer: str) -> torch.Tensor:
+        m = self.model
+        with self._autocast():
+            if layer == "fc7":
+                out = m.fc7_features(self._input(x))
+            elif layer == "fc6":
+                out = m.act6(m.fc6(m.conv_features(self._input(x))))
+            elif layer == "pool5":
+                out = m.conv_features(self._input(x))
+            else:
+                raise ValueError(f"unknown feature layer {layer!r} (fc7, fc6 or pool5)")
+        return out.float().cpu()

@@ -35,8 +35,12 @@ def session_options(threads: int | None = None):
 
 
 class OnnxEngine(Engine):
-    def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None,
+                 precision: str | None = None, batch: int | None = None):
         path = existing_file(path, CheckpointError, "a model file")
+        if precision not in (None, "fp32", "int8"):
+            raise CheckpointError(path, f"onnxruntime runs fp32 and int8 artifacts on a CPU, not {precision} "
+                                        "(bf16: --engine openvino)")
         try:
             import onnxruntime as ort
         except ImportError:
@@ -54,6 +58,9 @@ class OnnxEngine(Engine):
         if inputs != [INPUT] or outputs != list(OUTPUTS):
             raise CheckpointError(path, f"an ONNX model with inputs {inputs} and outputs {outputs}, expected [{INPUT!r}] and {list(OUTPUTS)}")
         self.meta, self.fingerprint, self.precision, self.envelope = env.meta, env.fingerprint, env.precision, env
+        if precision is not None and precision != self.precision.split("-")[0]:
+            raise CheckpointError(path, f"an {self.precision} artifact, asked to run it as {precision}"
+                                  + (" (int8 needs the int8 export: alexnet-kit export --int8)" if precision == "int8" else ""))
         self.provider = self.session.get_providers()[0]
         if want_cuda and self.provider != "CUDAExecutionProvider":
             warnings.warn(f"{path}: CUDA was asked for but onnxruntime runs on {self.provider}", RuntimeWarning, stacklevel=2)
