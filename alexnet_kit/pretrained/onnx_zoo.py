@@ -59,7 +59,7 @@ def read_onnx(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 a = a[:, ::-1]  # BGR input in the zoo, RGB here
             if not np.isfinite(a).all():
                 raise FileProblem(path, f"layer {name}: non-finite values in {key}")
-            state[f"{name}.{kind}"] = torch.from_numpy(np.ascontiguousarray(a))
+            state[f"{name}.{kind}"] = torch.from_numpy(np.array(a))  # a writable copy
     # The operators that make this network what it is: grouped convolutions
     # as in deploy.prototxt and LRN with Caffe's constants.
     convs = {n.input[1][: -len("_w_0")]: _attrs(n) for n in graph.node if n.op_type == "Conv" and len(n.input) > 1}

@@ -38,7 +38,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise FileProblem(path, "not a state dict (a mapping of names to tensors)")
     raw = {k.removeprefix("module."): v for k, v in raw.items()}
     expected = {f"{p}.{kind}" for p in LAYERS for kind in ("weight", "bias")}
-    missing = sorted(expected - set(raw), key=lambda k: list(LAYERS).index(k.rsplit(".", 1)[0]))
+    missing = [f"{p}.{kind}" for p in LAYERS for kind in ("weight", "bias") if f"{p}.{kind}" not in raw]
     if missing:
         sample = ", ".join(sorted(raw)[:6]) + (" ..." if len(raw) > 6 else "")
         raise FileProblem(path, f"layer {missing[0]} missing: not torchvision's alexnet (keys: {sample or 'none'})")
