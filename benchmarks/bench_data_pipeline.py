@@ -58,11 +58,11 @@ def bench_packed(ds, batch: int) -> float:
 
     sp = ds.split("train")
     fin = Finisher(ds.mean, ds.eigvals, ds.eigvecs, 224)
-    EpochBatches(sp, batch, 0, 999, 224, True, fin)[0]  # warm: page cache, mean views
+    EpochBatches(sp, batch=batch, seed=0, epoch=999, crop=224, train=True, finisher=fin)[0]  # warm: page cache, mean views
     t = time.perf_counter()
     n, epoch = 0, 0
     while n < 1024:  # enough batches for a stable figure; each epoch its own order and noise
-        eb = EpochBatches(sp, batch, 0, epoch, 224, True, fin)
+        eb = EpochBatches(sp, batch=batch, seed=0, epoch=epoch, crop=224, train=True, finisher=fin)
         for b in range(len(eb)):
             x, y, _ = eb[b]
             n += len(y)

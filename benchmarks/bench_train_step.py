@@ -11,9 +11,10 @@
 * baseline: the plain loop: model(x), cross-entropy, optimizer.zero_grad(),
   backward, torch.optim.SGD(momentum 0.9, weight decay 5e-4).step(), fp32, NCHW
 
-Synthetic input measures the step alone; --data adds our loader (packed
-memmap, §4.1 augmentation in worker processes on CPU, on the GPU on CUDA)
-in front of our step, end to end. Prints the machine, medians of
+Synthetic input measures the step alone; --trainer (or --data PACKED) then
+runs the trainer itself in the same process: packed memmap, §4.1 augmentation
+in worker processes on the CPU or on the device on CUDA, device-side meters,
+end to end, steady state after --warmup steps. Prints the machine, medians of
 --repeats timed runs (interleaved) and the ratio.
 """
 from __future__ import annotations
@@ -67,7 +68,10 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--compile", action="store_true", help="torch.compile our model")
-    ap.add_argument("--data", help="a prepared folder: also time our loader + step end to end")
+    ap.add_argument("--data", help="a prepared folder: also time the trainer end to end on it")
+    ap.add_argument("--trainer", action="store_true", help="also time the trainer end to end (a synthetic packed set unless --data)")
+    ap.add_argument("--trainer-steps", type=int, default=24)
+    ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args()
     if args.threads:
@@ -110,31 +114,28 @@ def main() -> int:
     print(f"ours, train_step + PaperSGD : {mo:8.1f} images/s  (runs: {', '.join(f'{v:.1f}' for v in res['ours'])})")
     print(f"baseline, plain loop + SGD  : {mb:8.1f} images/s  (runs: {', '.join(f'{v:.1f}' for v in res['base'])})")
     print(f"ours / plain = {mo / mb:.2f}x (target >= 1.0x)")
-    if args.data:
-        from alexnet_kit.train.augment import Finisher
-        from alexnet_kit.train.loader import EpochBatches, make_loader
-        from alexnet_kit.train.packed import PackedDataset
+    if args.trainer or args.data:
+        # the trainer itself (loader workers, augmentation, device meters, checkpoint-free
+        # steady state) on a packed set, timed between syncs after --warmup steps
+        import tempfile
 
-        ds = PackedDataset(args.data)
-        fin = Finisher(ds.mean, ds.eigvals, ds.eigvecs, cfg.input_size, dev if cuda else "cpu")
-        eb = EpochBatches(ds.split("train"), args.batch, 0, 0, cfg.input_size, True, None if cuda else fin)
-        n_batches = min(len(eb), args.steps * args.repeats + 2)
-        loader = make_loader(eb, 0, args.workers, pin=cuda)
-        it = iter(loader)
-        t, n = None, 0
-        for b in range(n_batches):
-            xb, yb, d = next(it)
-            xb = fin(xb, d, channels_last=True) if cuda else xb.contiguous(memory_format=torch.channels_last)
-            train_step(fwd, opt_ours, xb.to(dev), yb.to(dev), amp)
-            if b == 1:  # after warm-up
-                sync(dev)
-                t = time.perf_counter()
-            elif b > 1:
-                n += len(yb)
-        sync(dev)
-        e2e = n / (time.perf_counter() - t)
-        print(f"ours end to end from {args.data} ({args.workers} loader worker(s)): {e2e:8.1f} images/s "
-              f"({e2e / mo:.2f} of the synthetic step rate)")
+        from alexnet_kit.train.recipe import load_recipe
+        from alexnet_kit.train.synthetic import timed_run, write_synthetic_packed
+
+        tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
+        data = Path(args.data) if args.data else write_synthetic_packed(
+            tmp / "packed", classes=args.classes, per_class=-(-(args.trainer_steps + 1) * args.batch // args.classes), val_per_class=1)
+        r = load_recipe("paper" if args.model == "paper" else "quickstart")
+        r.out, r.device, r.batch_size, r.workers, r.threads = str(tmp / "run"), args.device, args.batch, args.workers, args.threads
+        r.max_steps, r.epochs, r.checkpoint_minutes, r.compile, r.keep_last = args.trainer_steps, 1, 0, args.compile, 1
+        r.model = dict(r.model, **MODELS[args.model])
+        res = timed_run(r, data, warmup=args.warmup)
+        e2e = res["images_per_s"]
+        print(f"trainer end to end ({'synthetic packed set' if not args.data else args.data}, {args.workers} loader worker(s), "
+              f"{res['timed_steps']} steps after {args.warmup}): {e2e:8.1f} images/s ({e2e / mo:.2f} of the synthetic step rate)")
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
