@@ -71,3 +71,18 @@ def test_rejects_bad_arguments():
         LocalResponseNorm(96, convention="caffe")
     with pytest.raises(ValueError):
         LocalResponseNorm(95, groups=2)
+
+
+def test_caffe_across_map_lrn_in_a_two_tower_model_matches_caffes_formula():
+    """Caffe normalises across all maps, over the tower boundary: k=1, alpha/n (lrn_layer.cpp)."""
+    from alexnet_kit.model import AlexNet, AlexNetConfig
+
+    cfg = AlexNetConfig(conv_channels=(16, 32, 48, 48, 32), fc_features=64, num_classes=10, lrn_scope="all",
+                        lrn_k=1.0, lrn_convention="divided")
+    model = AlexNet(cfg)
+    a = torch.relu(torch.randn(2, 16, 5, 5) * 80)
+    want = lrn_by_the_formula(a, k=1.0, divide_by_n=True, groups=1)
+    torch.testing.assert_close(model.norm1(a).double(), want, rtol=1e-6, atol=1e-6)
+    per_tower = lrn_by_the_formula(a, k=1.0, divide_by_n=True, groups=2)
+    assert (want - per_tower).abs()[:, 6:10].max() > 1e-3  # the maps next to the boundary differ
+    assert torch.equal(want[:, :6], per_tower[:, :6])

@@ -1,4 +1,5 @@
 """The paper's network: sizes, counts, connectivity and initialisation (§3, §5)."""
+import dataclasses
 import math
 
 import pytest
@@ -138,3 +139,39 @@ def test_about_724_million_multiply_adds():
     conv = sum(math.prod(shapes[n]) * k[n] for n in k)
     fc = 9216 * 4096 + 4096 * 4096 + 4096 * 1000
     assert 700e6 < conv + fc < 740e6
+
+
+# -- fields for imported weights: the paper's default is untouched ---------
+
+def test_paper_default_keeps_its_values_and_function(paper_model):
+    cfg = AlexNetConfig()
+    assert (cfg.conv1_padding, cfg.lrn_scope, cfg.ceil_pool) == (2, "tower", False)
+    assert paper_model.conv1.padding == (2, 2) and not paper_model.pool1.ceil_mode
+    assert paper_model.norm1.groups == 2 and paper_model.norm2.groups == 2  # LRN within each tower (§3.3)
+    # an old checkpoint's config (without the new fields) reads as the paper's
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("conv1_padding", "lrn_scope", "ceil_pool")}
+    assert AlexNetConfig.from_dict(old) == cfg
+
+
+def test_caffe_zoo_and_torchvision_architectures():
+    from alexnet_kit.pretrained.registry import CAFFE_CONFIG, TORCHVISION_CONFIG, ZOO_CONFIG
+
+    sizes = lambda c: [c.feature_shapes()[k][1] for k in ("conv1", "pool1", "pool2", "pool5")]  # noqa: E731
+    assert sizes(CAFFE_CONFIG) == [55, 27, 13, 6]  # 227, no padding: ceil and floor agree
+    assert sizes(ZOO_CONFIG) == [54, 27, 13, 6]  # 224, no padding: only rounding up reaches 6x6
+    assert sizes(dataclasses.replace(ZOO_CONFIG, ceil_pool=False)) == [54, 26, 12, 5]
+    assert count_parameters(AlexNet(CAFFE_CONFIG)) == 60_965_224
+    assert count_parameters(AlexNet(TORCHVISION_CONFIG)) == 61_100_840
+    m = AlexNet(CAFFE_CONFIG).eval()
+    assert m.norm1.groups == 1 and m.conv2.groups == 2  # LRN across all maps, convolutions still grouped
+    with torch.no_grad():
+        for cfg in (CAFFE_CONFIG, ZOO_CONFIG, TORCHVISION_CONFIG):
+            n = cfg.input_size
+            assert AlexNet(cfg).eval().conv_features(torch.randn(1, 3, n, n)).shape == (1, 9216)
+
+
+def test_new_fields_are_validated():
+    with pytest.raises(ValueError, match="lrn_scope"):
+        AlexNetConfig(lrn_scope="gpu")
+    with pytest.raises(ValueError, match="conv1_padding"):
+        AlexNetConfig(conv1_padding=-1)

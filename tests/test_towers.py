@@ -47,3 +47,30 @@ def test_odd_class_count_splits_unevenly_but_exactly():
     with torch.no_grad():
         torch.testing.assert_close(towers(x), grouped(x), rtol=1e-5, atol=1e-5)
     assert torch.equal(towers.to_grouped().fc8.weight, grouped.fc8.weight)
+
+
+def test_two_towers_with_caffes_across_map_lrn_equal_the_grouped_model():
+    """Across-map LRN needs the other tower's neighbouring maps at the boundary (a halo exchange)."""
+    import dataclasses
+    import math
+
+    from alexnet_kit.pretrained.registry import CAFFE_CONFIG
+
+    cfg = dataclasses.replace(CAFFE_CONFIG, num_classes=11, conv_channels=(16, 32, 48, 48, 32), fc_features=64)
+    torch.manual_seed(3)
+    grouped = AlexNet(cfg).eval()
+    with torch.no_grad():  # activations of pixel scale, so that LRN (k=1) really normalises
+        for layer in grouped.layers().values():
+            layer.weight.normal_(0, math.sqrt(2 / math.prod(layer.weight.shape[1:])))
+    towers = TowerAlexNet.from_grouped(grouped, ["cpu", "cpu"]).eval()
+    x = torch.randn(2, 3, 227, 227) * 60
+    with torch.no_grad():
+        torch.testing.assert_close(towers(x), grouped(x), rtol=1e-5, atol=1e-5)
+        # and the check can fail: the paper's per-tower LRN is another function at the boundary
+        per_tower = TowerAlexNet.from_grouped(grouped, ["cpu", "cpu"]).eval()
+        per_tower.config = dataclasses.replace(cfg, lrn_scope="tower")
+        for t in per_tower.towers:
+            for n in ("norm1", "norm2"):
+                old = getattr(t, n)
+                setattr(t, n, type(old)(old.channels - 4, 1, old.size, old.alpha, old.beta, old.k, old.convention))
+        assert (per_tower(x) - grouped(x)).abs().max() > 1e-3
