@@ -1,4 +1,4 @@
-"""fc7 features of photos, for similarity search (§6.1).
+"""Features of photos: fc7 for similarity search (§6.1); fc6 and pool5 from checkpoints.
 
 The paper measures image similarity by the Euclidean distance between the
 4096-d activations of the last hidden layer (fc7, after its ReLU). We
@@ -8,6 +8,9 @@ ten test crops of §4.1 (ten passes; the four corners, the centre and their
 mirrors, so a mirrored photo gets exactly the same feature). Vectors are
 L2-normalised by default, so that the Euclidean ranking is the cosine
 ranking; ``metric="euclidean"`` keeps them raw, as the paper compares them.
+``layer="fc6"`` or ``"pool5"`` need a checkpoint (an exported artifact has
+only the logits and fc7 outputs). The index builder and ``alexnet-kit
+features`` both extract through :meth:`FeatureExtractor.extract`.
 
     >>> fx = FeatureExtractor.load("model.safetensors")
     >>> for r in fx.extract(["a.jpg", "b.jpg"]):
@@ -28,6 +31,8 @@ from .engines.select import serving_engine
 from .images import ImageSource, load_square
 
 METRICS = ("cosine", "euclidean")
+#: fc7 and fc6 after their ReLU (§6.1 uses fc7), pool5 flattened (the last convolutional features)
+LAYERS = ("fc7", "fc6", "pool5")
 
 
 @dataclass(frozen=True)
@@ -39,8 +44,8 @@ class FeatureSettings:
     metric: str = "cosine"  # cosine: L2-normalised; euclidean: raw, as in §6.1
 
     def __post_init__(self):
-        if self.layer != "fc7":
-            raise ValueError(f"unknown feature layer {self.layer!r} (only fc7)")
+        if self.layer not in LAYERS:
+            raise ValueError(f"unknown feature layer {self.layer!r} (expected one of: {', '.join(LAYERS)})")
         if self.crops not in (1, 10):
             raise ValueError(f"crops must be 1 or 10, got {self.crops}")
         if self.metric not in METRICS:
@@ -59,7 +64,8 @@ class FeatureSettings:
 
     def describe(self) -> str:
         crops = "centre crop" if self.crops == 1 else "mean of ten crops"
-        return f"{self.layer} after ReLU, {crops}, {'L2-normalised (cosine)' if self.normalised else 'raw (Euclidean)'}"
+        layer = "pool5 (flattened)" if self.layer == "pool5" else f"{self.layer} after ReLU"
+        return f"{layer}, {crops}, {'L2-normalised (cosine)' if self.normalised else 'raw (Euclidean)'}"
 
 
 @dataclass
@@ -86,10 +92,17 @@ class FeatureExtractor:
         metric: str = "cosine",
         batch_photos: int | None = None,
         workers: int | None = None,
+        layer: str = "fc7",
     ):
         self.engine = engine
         self.meta = engine.meta
-        self.settings = FeatureSettings(crops=crops, metric=metric)
+        self.settings = FeatureSettings(layer=layer, crops=crops, metric=metric)
+        if layer not in engine.feature_layers:
+            from .errors import AlexKitError
+
+            where = getattr(engine, "path", None) or "this model"
+            raise AlexKitError(f"{where}: {layer} features need a checkpoint (.safetensors); an exported artifact "
+                               f"computes {', '.join(engine.feature_layers)} only (it has no {layer} output)")
         # about 64 crops per forward pass: big enough for the BLAS, small enough for memory
         self.batch_photos = batch_photos or max(1, 64 // crops)
         self.workers = workers
@@ -97,6 +110,7 @@ class FeatureExtractor:
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu", crops: int = 1, metric: str = "cosine",
              engine: str | None = None, precision: str | None = None, **kw) -> "FeatureExtractor":
+        # ``layer=`` passes through **kw
         """``engine``/``precision``: as :meth:`Classifier.load <alexnet_kit.classify.Classifier.load>`."""
         batch = crops * (kw.get("batch_photos") or max(1, 64 // crops))
         return cls(serving_engine(path, device, engine, precision, batch), crops=crops, metric=metric, **kw)
@@ -107,6 +121,8 @@ class FeatureExtractor:
 
     @property
     def dim(self) -> int:
+        if self.settings.layer == "pool5":
+            return self.meta.config.flat_features
         return self.meta.config.fc_features
 
     @property
@@ -118,7 +134,11 @@ class FeatureExtractor:
         if len(photos) == 0:
             return np.empty((0, self.dim), np.float32)
         x = self.meta.preprocess.crops(photos, self.crops)
-        f = self.engine.features(x).numpy().astype(np.float32, copy=False)
+        if self.settings.layer == "fc7":
+            f = self.engine.features(x)
+        else:
+            f = self.engine.layer_features(x, self.settings.layer)
+        f = f.numpy().astype(np.float32, copy=False)
         if self.crops > 1:
             f = f.reshape(len(photos), self.crops, -1).mean(1)
         return l2_normalise(f) if self.settings.normalised else np.ascontiguousarray(f)

@@ -1,0 +1,69 @@
+"""``alexnet-kit features``: the features of many photos, to .npz or Parquet (§6.1)."""
+from __future__ import annotations
+
+import argparse
+
+from . import _serving
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "features",
+        help="export the features of photos (fc7, fc6 or pool5) to .npz or Parquet",
+        description="Run the network over PHOTOS (folders are searched recursively) and write one vector per "
+        "photo with its path and the model's fingerprint to OUT (.npz, or .parquet where pyarrow is installed). "
+        "The same extraction as 'index build'. fc6 and pool5 need a checkpoint (.safetensors); exported "
+        "artifacts compute fc7 only. Unreadable photos are skipped and listed. An interrupted run resumes when "
+        "run again (the photos done so far wait in OUT.partial/).",
+    )
+    p.add_argument("photos", nargs="+", metavar="PHOTOS", help="folders or image files")
+    p.add_argument("-o", "--out", required=True, metavar="FILE", help="output file: .npz or .parquet")
+    p.add_argument("-m", "--model", help="checkpoint or exported artifact (default: $ALEXNET_KIT_MODEL or ~/.local/share/alexnet-kit/model.safetensors)")
+    p.add_argument("--layer", choices=["fc7", "fc6", "pool5"], default="fc7",
+                   help="fc7 (default, §6.1) or fc6 after their ReLU, or pool5 flattened")
+    p.add_argument("--crops", type=int, choices=[1, 10], default=1,
+                   help="1: centre crop (default); 10: mean over the ten crops of §4.1")
+    p.add_argument("--normalise", action="store_true", help="L2-normalise each vector (default: raw activations)")
+    p.add_argument("--batch", type=int, help="photos per forward pass (default: 64 crops' worth)")
+    p.add_argument("--chunk", type=int, default=256, help="photos per saved chunk: the most an interruption loses (default 256)")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    p.add_argument("--device", default="cpu", help="torch device for checkpoints, e.g. cuda (default cpu)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _serving.add_options(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..errors import AlexKitError
+    from ..feature_export import export_features
+    from ..features import FeatureExtractor
+    from ..paths import resolve_model
+    from ..search.builder import walk_photos
+
+    if args.batch is not None and args.batch < 1:
+        raise AlexKitError("--batch must be at least 1")
+    if args.chunk < 1:
+        raise AlexKitError("--chunk must be at least 1")
+    model = resolve_model(args.model)
+    photos = walk_photos(args.photos)
+    if not photos:
+        raise AlexKitError("no image files found in " + " ".join(args.photos))
+    batch_photos = args.batch or max(1, 64 // args.crops)
+    if args.layer != "fc7" and model.suffix.lower() != ".safetensors":
+        raise AlexKitError(f"{model}: {args.layer} features need a checkpoint (.safetensors); an exported artifact "
+                           f"computes fc7 only (it has no {args.layer} output)")
+    engine = _serving.open_engine(args, model, batch=batch_photos * args.crops)
+    extractor = FeatureExtractor(engine, crops=args.crops, metric="cosine" if args.normalise else "euclidean",
+                                 batch_photos=batch_photos, layer=args.layer)
+    report = export_features(photos, args.out, extractor, model=str(engine.path or model), chunk=args.chunk,
+                             progress=not args.quiet, force=args.force)
+    for path, err in report.errors[:20]:
+        print(f"alexnet-kit: skipped: {err if err.startswith(path) else f'{path}: {err}'}", file=sys.stderr)
+    if len(report.errors) > 20:
+        print(f"alexnet-kit: ... and {len(report.errors) - 20} more unreadable photos", file=sys.stderr)
+    resumed = f", {report.resumed} from the interrupted run" if report.resumed else ""
+    print(f"wrote {args.out}: {report.written} vectors of {report.dim} ({extractor.settings.describe()}){resumed}, "
+          f"{len(report.errors)} unreadable skipped; model {extractor.fingerprint[:16]}")
+    return 1 if report.errors else 0

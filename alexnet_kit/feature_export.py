@@ -1,0 +1,188 @@
+"""Features of many photos to one file: ``.npz``, or Parquet where pyarrow is installed.
+
+The photos stream through :meth:`FeatureExtractor.extract
+<alexnet_kit.features.FeatureExtractor.extract>`, the same path the index
+builder takes, so a vector in the file equals the one an index would hold.
+Every ``chunk`` photos are written to ``OUT.partial/`` (one file per chunk,
+each written atomically), so an interrupted run loses at most one chunk and
+the same command resumes it: photos already done are skipped. The finished
+file is assembled from the chunks and moved into place atomically; the
+partial folder then goes.
+
+The file holds ``paths`` (absolute), ``vectors`` (float32, one row per
+readable photo, same order), the model's ``fingerprint`` and the feature
+settings; the unreadable photos are listed with their errors.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import AlexKitError
+from .features import FeatureExtractor
+from .fsutil import atomic_path
+
+FORMATS = (".npz", ".parquet")
+CHUNK = 256
+
+
+@dataclass
+class ExportReport:
+    out: Path
+    written: int = 0  # vectors in the file
+    extracted: int = 0  # photos through the network in this run
+    resumed: int = 0  # photos taken from an interrupted run's chunks
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    dim: int = 0
+
+
+def partial_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
+def _header(extractor: FeatureExtractor) -> dict:
+    # what makes two runs' vectors comparable; the photo list may grow between them
+    return {"fingerprint": extractor.fingerprint, "settings": json.loads(extractor.settings.to_json()), "dim": extractor.dim}
+
+
+def _write_chunk(folder: Path, n: int, paths: list[str], vectors: list[np.ndarray], bad: list[tuple[str, str]], dim: int) -> None:
+    with atomic_path(folder / f"chunk-{n:06d}.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, paths=np.asarray(paths, dtype=str), vectors=np.asarray(vectors, np.float32).reshape(-1, dim),
+                     bad_paths=np.asarray([p for p, _ in bad], dtype=str), bad_errors=np.asarray([e for _, e in bad], dtype=str))
+
+
+def _read_chunks(folder: Path, dim: int):
+    paths: list[str] = []
+    vectors: list[np.ndarray] = []
+    bad: list[tuple[str, str]] = []
+    for f in sorted(folder.glob("chunk-*.npz")):
+        with np.load(f) as z:
+            paths += z["paths"].tolist()
+            vectors.append(z["vectors"].reshape(-1, dim))
+            bad += list(zip(z["bad_paths"].tolist(), z["bad_errors"].tolist()))
+    return paths, (np.concatenate(vectors) if vectors else np.empty((0, dim), np.float32)), bad
+
+
+def export_features(photos: Sequence[str], out: str | os.PathLike, extractor: FeatureExtractor, *, model: str = "",
+                    chunk: int = CHUNK, progress: bool = False, force: bool = False) -> ExportReport:
+    """Write the features of ``photos`` (absolute paths, in order) to ``out``; resumes an interrupted run."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    if out.suffix.lower() not in FORMATS:
+        raise AlexKitError(f"{out}: the output must end in .npz or .parquet")
+    if out.suffix.lower() == ".parquet":
+        import importlib.util
+
+        if importlib.util.find_spec("pyarrow") is None:
+            raise AlexKitError(f"{out}: Parquet needs pyarrow (pip install pyarrow); or write .npz")
+    if out.exists() and not force:
+        raise AlexKitError(f"{out}: already exists (pass --force to replace it)")
+    folder = partial_dir(out)
+    header = _header(extractor)
+    state = folder / "state.json"
+    report = ExportReport(out, dim=extractor.dim)
+    if folder.exists():
+        try:
+            theirs = json.loads(state.read_text())
+        except (OSError, ValueError):
+            theirs = None
+        if theirs != header:
+            raise AlexKitError(f"{folder}: an interrupted run with another model or feature settings: "
+                               "delete the folder to start over, or run that command again")
+    else:
+        folder.mkdir(parents=True)
+        with atomic_path(state) as tmp:
+            tmp.write_text(json.dumps(header))
+    wanted = set(photos)
+    done_paths, _, done_bad = _read_chunks(folder, extractor.dim)
+    done = (set(done_paths) | {p for p, _ in done_bad}) & wanted
+    report.resumed = len(done)
+    todo = [p for p in photos if p not in done]
+    n = len(list(folder.glob("chunk-*.npz")))
+    paths: list[str] = []
+    vectors: list[np.ndarray] = []
+    bad: list[tuple[str, str]] = []
+    bar = tqdm(total=len(photos), initial=len(done), unit="photo", desc=f"{extractor.settings.layer} features",
+               disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    try:
+        for item in extractor.extract(todo):
+            if item.error is None:
+                paths.append(item.name)
+                vectors.append(item.vector)
+                report.extracted += 1
+            else:
+                bad.append((item.name, item.error))
+                bar.set_postfix(unreadable=len(done_bad) + len(bad) + len(report.errors), refresh=False)
+            bar.update(1)
+            if len(paths) + len(bad) >= chunk:
+                _write_chunk(folder, n, paths, vectors, bad, extractor.dim)
+                report.errors += bad
+                n, paths, vectors, bad = n + 1, [], [], []
+        if paths or bad:
+            _write_chunk(folder, n, paths, vectors, bad, extractor.dim)
+            report.errors += bad
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"alexnet-kit: interrupted; the photos done so far are in {folder}: run the same command again to resume",
+              file=sys.stderr)
+        raise
+    finally:
+        bar.close()
+    all_paths, all_vectors, all_bad = _read_chunks(folder, extractor.dim)
+    order = {p: i for i, p in enumerate(photos)}
+    keep = sorted((order[p], i) for i, p in enumerate(all_paths) if p in order)  # photos gone from the list drop out
+    all_paths = [all_paths[i] for _, i in keep]
+    all_vectors = all_vectors[[i for _, i in keep]].reshape(-1, extractor.dim)
+    all_bad = sorted((b for b in all_bad if b[0] in order), key=lambda b: order[b[0]])
+    meta = {"fingerprint": extractor.fingerprint, "model": model, "layer": extractor.settings.layer,
+            "crops": extractor.settings.crops, "metric": extractor.settings.metric,
+            "features": extractor.settings.describe(), "dim": extractor.dim, "engine": extractor.engine.description,
+            "unreadable": [{"path": p, "error": e} for p, e in all_bad]}
+    with atomic_path(out) as tmp:
+        if out.suffix.lower() == ".npz":
+            with open(tmp, "wb") as f:
+                np.savez(f, paths=np.asarray(all_paths, dtype=str), vectors=all_vectors,
+                         fingerprint=np.asarray(extractor.fingerprint), meta=np.asarray(json.dumps(meta)),
+                         unreadable_paths=np.asarray([p for p, _ in all_bad], dtype=str),
+                         unreadable_errors=np.asarray([e for _, e in all_bad], dtype=str))
+        else:
+            _write_parquet(tmp, all_paths, all_vectors, meta)
+    shutil.rmtree(folder, ignore_errors=True)
+    report.written = len(all_paths)
+    report.errors = all_bad
+    return report
+
+
+def _write_parquet(path: Path, paths: list[str], vectors: np.ndarray, meta: dict) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dim = vectors.shape[1]
+    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
+    table = pa.table({"path": pa.array(paths, pa.string()), "vector": column})
+    table = table.replace_schema_metadata({"alexnet_kit": json.dumps(meta)})
+    pq.write_table(table, str(path))
+
+
+def read_features(path: str | os.PathLike) -> tuple[list[str], np.ndarray, dict]:
+    """(paths, vectors, metadata) of a file written by :func:`export_features`."""
+    path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(str(path))
+        meta = json.loads(table.schema.metadata[b"alexnet_kit"])
+        vectors = np.asarray(table.column("vector").combine_chunks().flatten(), np.float32).reshape(len(table), meta["dim"])
+        return table.column("path").to_pylist(), vectors, meta
+    with np.load(path) as z:
+        meta = json.loads(str(z["meta"]))
+        return z["paths"].tolist(), z["vectors"], meta

@@ -1,0 +1,162 @@
+"""`alexnet-kit features`: vectors of many photos to .npz / Parquet, resumable, one path with the index."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import EXAMPLES, make_checkpoint
+
+from alexnet_kit.errors import AlexKitError
+from alexnet_kit.feature_export import export_features, partial_dir, read_features
+from alexnet_kit.features import FeatureExtractor
+from alexnet_kit.search.builder import walk_photos
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "alexnet_kit", *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory, tiny_config):
+    return make_checkpoint(tmp_path_factory.mktemp("fx") / "tiny.safetensors", tiny_config, seed=2)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """The example photos plus a truncated and an empty file."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in sorted(EXAMPLES.iterdir()):
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / "truncated.jpg").write_bytes((EXAMPLES / "cat.jpg").read_bytes()[:1500])
+    (folder / "empty.png").write_bytes(b"")
+    return folder
+
+
+def test_cli_npz_holds_paths_vectors_fingerprint_and_lists_the_unreadable(model, corpus, tmp_path):
+    out = tmp_path / "f.npz"
+    proc = run_cli("features", corpus, "--out", out, "--model", model, "--engine", "torch", "--precision", "fp32", "-q")
+    assert proc.returncode == 1, proc.stderr  # some photos were unreadable
+    assert "Traceback" not in proc.stderr
+    skipped = [l for l in proc.stderr.splitlines() if l.startswith("alexnet-kit: skipped:")]
+    assert len(skipped) == 2 and any("truncated.jpg" in l for l in skipped) and any("empty.png" in l for l in skipped)
+    paths, vectors, meta = read_features(out)
+    good = [p for p in walk_photos([corpus]) if not p.endswith(("truncated.jpg", "empty.png"))]
+    assert paths == good and vectors.shape == (len(good), 64) and vectors.dtype == np.float32
+    from alexnet_kit.checkpoint import read_meta
+
+    assert meta["fingerprint"] == read_meta(model)[1]["weights_sha256"] and meta["layer"] == "fc7"
+    assert {u["path"] for u in meta["unreadable"]} == {str(corpus / "truncated.jpg"), str(corpus / "empty.png")}
+    with np.load(out) as z:
+        assert str(z["fingerprint"]) == meta["fingerprint"]
+    # raw fc7 after ReLU, exactly what the model computes on the centre crop
+    fx = FeatureExtractor.load(model, metric="euclidean")
+    # batch of 5 vs one at a time: float32 summation order differs by ~1e-5 relative
+    np.testing.assert_allclose(vectors, np.stack([fx.extract_one(p) for p in good]), rtol=1e-4, atol=1e-4)
+    again = run_cli("features", corpus, "--out", out, "--model", model, "-q")
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_same_vectors_as_the_index_builder(model, tmp_path):
+    """One extraction path: the normalised centre-crop vectors equal what the index stores."""
+    from alexnet_kit.search import SimilarityIndex
+
+    photos = walk_photos([EXAMPLES])
+    idx = SimilarityIndex.build(photos, tmp_path / "i.index", model=model)
+    try:
+        rows = idx.store.rows()
+        ids = [rows[p].id for p in photos]
+        got_ids, stored = idx.store.vectors(ids, idx.dim)
+        by_id = dict(zip(got_ids.tolist(), stored))
+        stored = np.stack([by_id[i] for i in ids])
+    finally:
+        idx.close()
+    fx = FeatureExtractor.load(model, metric="cosine")
+    report = export_features(photos, tmp_path / "f.npz", fx)
+    paths, vectors, _ = read_features(report.out)
+    assert paths == photos
+    np.testing.assert_allclose(vectors, stored, atol=1e-6)
+
+
+def test_interrupted_run_resumes_and_ends_equal(model, tmp_path):
+    photos = walk_photos([EXAMPLES])
+    fx = FeatureExtractor.load(model, batch_photos=1)
+    whole = export_features(photos, tmp_path / "whole.npz", fx)
+
+    class CtrlC(FeatureExtractor):
+        """The real extractor; the user presses Ctrl-C once three photos are done."""
+
+        def extract(self, sources):
+            for i, r in enumerate(super().extract(sources)):
+                if i == 3:
+                    raise KeyboardInterrupt
+                yield r
+
+    out = tmp_path / "resumed.npz"
+    with pytest.raises(KeyboardInterrupt):
+        export_features(photos, out, CtrlC(fx.engine, batch_photos=1), chunk=1)
+    assert not out.exists() and partial_dir(out).is_dir()
+    assert len(list(partial_dir(out).glob("chunk-*.npz"))) >= 1
+    report = export_features(photos, out, fx, chunk=1)
+    assert report.resumed == 3 and report.extracted == len(photos) - report.resumed
+    assert not partial_dir(out).exists()
+    a, b = read_features(whole.out), read_features(out)
+    assert a[0] == b[0]
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_other_layers_from_a_checkpoint(model, tmp_path):
+    from alexnet_kit.checkpoint import load_model
+    from alexnet_kit.images import load_square
+
+    photos = walk_photos([EXAMPLES])[:3]
+    net, meta = load_model(model)
+    x = meta.preprocess.crops(np.stack([load_square(p) for p in photos]), 1)
+    with torch.inference_mode():
+        pool5 = net.conv_features(x).numpy()
+        fc6 = torch.relu(net.fc6(net.conv_features(x))).numpy()
+    for layer, want in (("pool5", pool5), ("fc6", fc6)):
+        out = tmp_path / f"{layer}.npz"
+        proc = run_cli("features", *photos, "--out", out, "--model", model, "--layer", layer, "--engine", "torch",
+                       "--precision", "fp32", "-q")
+        assert proc.returncode == 0, proc.stderr
+        paths, vectors, m = read_features(out)
+        assert m["layer"] == layer and vectors.shape == want.shape
+        np.testing.assert_allclose(vectors, want, rtol=1e-5, atol=1e-5)
+
+
+def test_artifacts_refuse_other_layers_in_one_line(model, tmp_path):
+    from alexnet_kit.export import export_checkpoint
+
+    onnx = export_checkpoint(model, "onnx", tmp_path / "m.onnx", photos=[EXAMPLES]).path
+    proc = run_cli("features", EXAMPLES, "--out", tmp_path / "f.npz", "--model", onnx, "--layer", "fc6")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "fc6 features need a checkpoint" in lines[0]
+    with pytest.raises(AlexKitError, match="pool5 features need a checkpoint"):
+        FeatureExtractor.load(onnx, layer="pool5")
+
+
+def test_parquet(model, tmp_path):
+    pytest.importorskip("pyarrow", reason="Parquet output needs pyarrow")
+    out = tmp_path / "f.parquet"
+    proc = run_cli("features", EXAMPLES, "--out", out, "--model", model, "--crops", "10", "--normalise",
+                   "--engine", "torch", "--precision", "fp32", "-q")
+    assert proc.returncode == 0, proc.stderr
+    paths, vectors, meta = read_features(out)
+    assert paths == walk_photos([EXAMPLES]) and meta["crops"] == 10 and meta["metric"] == "cosine"
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(out)
+    assert json.loads(schema.metadata[b"alexnet_kit"])["fingerprint"] == meta["fingerprint"]
+
+
+def test_bad_output_suffix_is_one_line(model, tmp_path):
+    proc = run_cli("features", EXAMPLES, "--out", tmp_path / "f.csv", "--model", model, "--engine", "torch", "-q")
+    assert proc.returncode == 2 and ".npz or .parquet" in proc.stderr.strip().splitlines()[-1]
