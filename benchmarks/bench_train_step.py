@@ -72,6 +72,7 @@ def main() -> int:
     ap.add_argument("--trainer", action="store_true", help="also time the trainer end to end (a synthetic packed set unless --data)")
     ap.add_argument("--trainer-steps", type=int, default=24)
     ap.add_argument("--warmup", type=int, default=4)
+    ap.add_argument("--trainer-repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args()
     if args.threads:
@@ -126,13 +127,21 @@ def main() -> int:
         data = Path(args.data) if args.data else write_synthetic_packed(
             tmp / "packed", classes=args.classes, per_class=-(-(args.trainer_steps + 1) * args.batch // args.classes), val_per_class=1)
         r = load_recipe("paper" if args.model == "paper" else "quickstart")
-        r.out, r.device, r.batch_size, r.workers, r.threads = str(tmp / "run"), args.device, args.batch, args.workers, args.threads
+        r.device, r.batch_size, r.workers, r.threads = args.device, args.batch, args.workers, args.threads
         r.max_steps, r.epochs, r.checkpoint_minutes, r.compile, r.keep_last = args.trainer_steps, 1, 0, args.compile, 1
         r.model = dict(r.model, **MODELS[args.model])
-        res = timed_run(r, data, warmup=args.warmup)
-        e2e = res["images_per_s"]
+        # interleaved with synthetic-step rounds, so the machine's load hits both alike
+        e2e_runs, syn_runs = [], []
+        for k in range(args.trainer_repeats):
+            r.out = str(tmp / f"run{k}")
+            e2e_runs.append(timed_run(r, data, warmup=args.warmup)["images_per_s"])
+            syn_runs.append(time_steps(step_ours, x_cl, y, args.steps, 1, dev))
+        e2e, syn = statistics.median(e2e_runs), statistics.median(syn_runs)
         print(f"trainer end to end ({'synthetic packed set' if not args.data else args.data}, {args.workers} loader worker(s), "
-              f"{res['timed_steps']} steps after {args.warmup}): {e2e:8.1f} images/s ({e2e / mo:.2f} of the synthetic step rate)")
+              f"{args.trainer_steps - args.warmup} steps after {args.warmup}): {e2e:8.1f} images/s  "
+              f"(runs: {', '.join(f'{v:.1f}' for v in e2e_runs)})")
+        print(f"synthetic step, interleaved with those runs : {syn:8.1f} images/s  (runs: {', '.join(f'{v:.1f}' for v in syn_runs)})")
+        print(f"trainer end to end / synthetic step = {e2e / syn:.2f}")
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
