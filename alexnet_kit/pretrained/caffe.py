@@ -66,14 +66,15 @@ def _blob(buf) -> np.ndarray:
     legacy = {}
     dims: list[int] | None = None
     data = None
+    loose: list[float] = []  # an unpacked repeated float: one record per value
     for number, wire, value in pb.fields(buf):
         if number in (1, 2, 3, 4) and wire == pb.VARINT:
             legacy[number] = pb.as_signed(value)
         elif number == 5:
             if wire == pb.LENGTH:
                 data = pb.packed_array(value, "<f4")
-            else:  # an unpacked repeated float: one record per value
-                data = np.concatenate([data if data is not None else np.empty(0, "<f4"), [pb.as_float(wire, value)]]).astype("<f4")
+            else:
+                loose.append(pb.as_float(wire, value))
         elif number == 8 and wire == pb.LENGTH:
             data = pb.packed_array(value, "<f8")
         elif number == 7 and wire == pb.LENGTH:
@@ -81,6 +82,8 @@ def _blob(buf) -> np.ndarray:
             for n2, w2, v2 in pb.fields(value):
                 if n2 == 1:
                     dims.extend(pb.packed_varints(v2) if w2 == pb.LENGTH else [pb.as_signed(v2)])
+    if loose:
+        data = np.concatenate([data if data is not None else np.empty(0, "<f4"), np.asarray(loose, "<f4")])
     if dims is None:
         dims = [legacy.get(i, 1) for i in (1, 2, 3, 4)] if legacy else [0 if data is None else len(data)]
     if data is None:
@@ -122,7 +125,12 @@ def _layer(buf, f: dict) -> Layer:
 def read_layers(path: str | os.PathLike) -> list[Layer]:
     """Every layer of a caffemodel (V1 or V2), in file order; raises :class:`FileProblem`."""
     path = Path(path)
-    data = memoryview(path.read_bytes())
+    # A writable buffer: the weights become tensors that share it, with no copy.
+    data = bytearray(path.stat().st_size)
+    with open(path, "rb") as f:
+        if f.readinto(data) != len(data):
+            raise FileProblem(path, "file changed while being read")
+    data = memoryview(data)
     layers: list[Layer] = []
     try:
         for number, wire, value in pb.fields(data):
@@ -200,11 +208,11 @@ def read_caffemodel(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise FileProblem(path, f"layer {name}: biases of shape {tuple(b.shape)}, bvlc_alexnet has ({shape[0]},)")
         w = np.asarray(w, dtype=np.float32).reshape(shape)
         if name == "conv1":
-            w = w[:, ::-1]  # Caffe's input is BGR; ours is RGB
-        state[f"{name}.weight"] = torch.from_numpy(np.array(w, dtype=np.float32))  # a writable copy
-        state[f"{name}.bias"] = torch.from_numpy(np.array(b, dtype=np.float32).reshape(shape[0]))
+            w = np.ascontiguousarray(w[:, ::-1])  # Caffe's input is BGR; ours is RGB
+        state[f"{name}.weight"] = torch.from_numpy(w)
+        state[f"{name}.bias"] = torch.from_numpy(np.asarray(b, dtype=np.float32).reshape(shape[0]))
     for k, v in state.items():
-        if not torch.isfinite(v).all():
+        if not (torch.isfinite(v.amax()) and torch.isfinite(v.amin())):  # NaN propagates: all finite, two passes, no copy
             raise FileProblem(path, f"layer {k.split('.')[0]}: non-finite weights")
     return state
 

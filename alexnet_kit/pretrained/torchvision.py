@@ -53,7 +53,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         if tuple(b.shape) != (shape[0],):
             raise FileProblem(path, f"layer {prefix} ({name}): biases of shape {tuple(b.shape)}, expected ({shape[0]},)")
         for t in (w, b):
-            if not t.is_floating_point() or not torch.isfinite(t).all():
+            if not t.is_floating_point() or not (torch.isfinite(t.amax()) and torch.isfinite(t.amin())):
                 raise FileProblem(path, f"layer {prefix} ({name}): non-float or non-finite weights")
         state[f"{name}.weight"] = w.detach().to(torch.float32).contiguous()
         state[f"{name}.bias"] = b.detach().to(torch.float32).contiguous()
