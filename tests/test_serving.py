@@ -249,3 +249,32 @@ def test_checkpoint_auto_and_forced_torch(tiny_checkpoint, gate_photos, tmp_path
     x = real_crops(e.meta, gate_photos[:4])
     assert e.logits(x).dtype == torch.float32
     assert np.isfinite(e.features(x).numpy()).all()
+
+
+def test_index_build_and_demo_take_the_same_choice(artifacts, tmp_path, gate_photos):
+    """The index builder and the demo run the engine the options ask for (the whole path, not only classify)."""
+    from alexnet_kit.apps.service import DemoService
+    from alexnet_kit.search import SimilarityIndex
+
+    fp32, _ = artifacts
+    index = tmp_path / "ov.index"
+    proc = run_cli("index", "build", EXAMPLES, "--out", index, "--model", fp32, "--engine", "openvino", "--precision", "fp32", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "alexnet-kit: engine: openvino fp32" in proc.stderr
+    with SimilarityIndex.open(index) as idx:
+        assert idx.info()["photos"] == len(list(EXAMPLES.iterdir()))
+    service = DemoService.load(fp32, index, engine="openvino", precision="fp32")
+    try:
+        assert service.classifier.engine.description.startswith("openvino")
+        labels = service.classify(service.read_photo(EXAMPLES / "cat.jpg"))
+        assert len(labels) == 5
+        hits = service.similar(EXAMPLES / "cat.jpg", top=2)
+        assert hits and Path(hits[0].path).name == "cat.jpg"
+    finally:
+        service.close()
+    # with an index built in fp32, auto may not pick int8 (another model's features)
+    service = DemoService.load(fp32, index, engine="auto", precision="auto")
+    try:
+        assert not service.classifier.engine.precision.startswith("int8")
+    finally:
+        service.close()
