@@ -278,3 +278,20 @@ def test_index_build_and_demo_take_the_same_choice(artifacts, tmp_path, gate_pho
         assert not service.classifier.engine.precision.startswith("int8")
     finally:
         service.close()
+
+
+def test_auto_without_real_photos_keeps_the_reference_and_says_why(artifacts, tmp_path, monkeypatch):
+    import shutil
+
+    fp32, _ = artifacts
+    alone = tmp_path / "alone.onnx"
+    shutil.copy(fp32, alone)
+    empty = tmp_path / "no-photos"
+    empty.mkdir()
+    monkeypatch.setenv("ALEXNET_KIT_GATE_PHOTOS", str(empty))
+    e = open_engine(alone)
+    assert e.choice.startswith("onnxruntime fp32: no real photos here") and e.precision == "fp32"
+    assert read_measurements(alone) == []
+    if cpu.native_bf16():  # a precision asked for by name cannot be verified: refused, not assumed
+        with pytest.raises(AlexKitError, match="no real photos to verify"):
+            open_engine(alone, engine="openvino", precision="bf16")

@@ -378,6 +378,15 @@ def open_engine(model: str | os.PathLike, engine: str = "auto", precision: str =
     have = {c: stored(model, c, ref, machine, batch) for c in chosen}
     todo = [c for c in chosen if have[c] is None]
     engines: dict[Candidate, Engine] = {}
+    if todo and photos is None:
+        photos = gate_photos()
+        if not photos and precision in ("auto", "fp32") and ref in chosen:
+            # nothing real to verify with (an installed package, no data): the reference, and say why
+            e = load_candidate(ref, device, threads, batch)
+            e.choice = (f"{ref.name}: no real photos here to verify other paths with "
+                        "(set ALEXNET_KIT_GATE_PHOTOS to a folder of photos to let auto measure them)")
+            e.path = ref.path
+            return e
     if todo:
         for c, (m, e) in measure(model, todo, ref, device=device, threads=threads, batch=batch, photos=photos, log=log).items():
             have[c], engines[c] = m, e
