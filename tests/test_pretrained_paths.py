@@ -191,3 +191,21 @@ def test_export_parity_for_imported_architectures(name, formats, tmp_path):
     if name == "caffe":
         report = export_checkpoint(ckpt, "onnx", tmp_path / "caffe.int8.onnx", int8=True, photos=[EXAMPLES], min_top1=0.6)
         assert report.parity.passed and report.precision.startswith("int8")
+
+
+def test_demo_service_serves_the_imported_model(cached):
+    """The demo's service (what the Gradio page calls): ten-crop labels, the crops strip, Figure 3's kernels."""
+    from alexnet_kit.apps.service import DemoService
+    from alexnet_kit.classify import Classifier
+    from alexnet_kit.engines.checkpoint import CheckpointEngine
+
+    clf = Classifier(CheckpointEngine(cached["path"]), crops=10)
+    service = DemoService(clf, model_path=cached["path"])
+    photo = service.read_photo(EXAMPLES / "cat.jpg")
+    assert photo.shape == (256, 256, 3)
+    labels = service.classify(photo, top=5)
+    want = clf.classify_one(EXAMPLES / "cat.jpg", top=5).labels
+    assert [l.index for l in labels] == [l.index for l in want]
+    assert service.crops(photo).ndim == 3
+    kernels = service.kernels()
+    assert kernels is not None and kernels.ndim == 3
