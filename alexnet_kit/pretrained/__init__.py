@@ -68,6 +68,11 @@ def convert(name: str, file: str | os.PathLike, out: str | os.PathLike, digest_c
 
     src = src or source(name)
     file = existing_file(file, FileProblem, "a weights file")
+    out = Path(out)
+    if out.suffix.lower() != ".safetensors":  # the runtime picks the engine by suffix
+        raise FileProblem(out, "a checkpoint must end in .safetensors")
+    if out.is_dir():
+        raise FileProblem(out, "is a directory; give the checkpoint's file name")
     matches, actual = check_file_digest(file, src.digest)
     if not matches and digest_check:
         raise FileProblem(file, f"{actual.replace(':', ' ')} differs from the published {src.digest} of {src.filename}: "
@@ -100,7 +105,6 @@ def convert(name: str, file: str | os.PathLike, out: str | os.PathLike, digest_c
     if not matches:
         provenance["warning"] = "the file's digest differs from the published one: converted with --no-digest-check"
     meta = ModelMeta(src.config, classes, wnids, preprocess=src.preprocess(), trained=True, provenance=provenance)
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, state, meta)
     return out
