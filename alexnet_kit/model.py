@@ -17,7 +17,10 @@ weights on two devices).
     fc8    1000             both GPUs                -> softmax
 
 Other configurations (fewer classes, narrower layers, the ablations of §3.3,
-§3.4, §4.2 and Figure 1) are the same code with other config values.
+§3.4, §4.2 and Figure 1) are the same code with other config values, and so
+are the published weights' architectures (:mod:`alexnet_kit.pretrained`):
+Caffe's 227 input without conv1 padding, its LRN across all maps and its
+rounding-up pooling; torchvision's single tower without LRN.
 """
 from __future__ import annotations
 
