@@ -100,12 +100,29 @@ def timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def gemm_rate(dtype: torch.dtype, n: int = 2048, runs: int = 5) -> float:
-    """GFLOP/s of an n x n matmul in ``dtype`` on this CPU (torch's oneDNN/BLAS), best of ``runs``."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    torch.mm(a, b)
-    best = min(timed(lambda: torch.mm(a, b)) for _ in range(runs))
+def gemm_rate(dtype: torch.dtype, n: int = 2048, runs: int = 3) -> float:
+    """GFLOP/s (GOP/s for int8) of an n x n matmul in ``dtype`` on this CPU (oneDNN), best of ``runs``."""
+    if dtype == torch.int8:
+        a = torch.randint(-128, 127, (n, n), dtype=torch.int8)
+        mm = lambda: torch._int_mm(a, a)  # noqa: E731  (VNNI where the CPU has it)
+    else:
+        a = torch.randn(n, n).to(dtype)
+        mm = lambda: torch.mm(a, a)  # noqa: E731
+    mm()
+    best = min(timed(mm) for _ in range(runs))
     return 2 * n**3 / best / 1e9
+
+
+def limits() -> dict:
+    """The CPU's matmul rate per precision, as ten-crop photos/s at 1.45 GFLOP a crop."""
+    out = {"limit: fp32 matmul": lambda: gemm_rate(torch.float32) / GFLOP_PER_CROP / 10,
+           "limit: bf16 matmul": lambda: gemm_rate(torch.bfloat16) / GFLOP_PER_CROP / 10}
+    try:
+        torch._int_mm(torch.ones(32, 32, dtype=torch.int8), torch.ones(32, 32, dtype=torch.int8))
+        out["limit: int8 matmul"] = lambda: gemm_rate(torch.int8) / GFLOP_PER_CROP / 10
+    except (RuntimeError, AttributeError):  # an older torch without a CPU int8 matmul
+        pass
+    return out
 
 
 def open_paths(onnx: Path, batch: int, log=None) -> dict[str, object]:
@@ -231,6 +248,7 @@ def main() -> int:
         **{name: (lambda c=c: len(bench) / timed(lambda: classify(c, bench))) for name, c in clfs.items()},
         "ceiling: onnxruntime fp32 forward only": lambda: ceiling(engines["onnxruntime fp32"]),
         "ceiling: auto forward only": lambda: ceiling(engines["auto"]),
+        **limits(),
     }
     for c in clfs.values():  # warm up: first-call allocations, graph optimisation
         classify(c, bench[: args.batch])
@@ -246,14 +264,16 @@ def main() -> int:
     for k, v in med.items():
         print(f"  {k:<42} {v:7.2f}  {v * 10:7.1f} crops/s  {v / base:5.2f}x naive   runs {' '.join(f'{x:.2f}' for x in rates[k])}")
     best_single = max((k for k in clfs if k != "auto"), key=lambda k: med[k])
+    same = engines["auto"].description == engines[best_single].description
     print(f"\n  best single path: {best_single} {med[best_single]:.2f} photos/s; auto {med['auto']:.2f} "
-          f"({med['auto'] / med[best_single]:.2f}x of it; target on a CPU without AMX: never slower)")
+          f"({med['auto'] / med[best_single]:.2f}x of it; target on a CPU without AMX: never slower); auto runs "
+          + ("the same engine and precision" if same else "another path: " + engines["auto"].description))
 
-    fp32_rate, bf16_rate = gemm_rate(torch.float32), gemm_rate(torch.bfloat16)
-    print(f"\nthe limit: torch matmul 2048^3 on this CPU: fp32 {fp32_rate:.0f} GFLOP/s, bf16 {bf16_rate:.0f} GFLOP/s "
-          f"-> at {GFLOP_PER_CROP} GFLOP a crop at most {fp32_rate / GFLOP_PER_CROP:.0f} (fp32) / "
-          f"{bf16_rate / GFLOP_PER_CROP:.0f} (bf16) crops/s, i.e. {fp32_rate / GFLOP_PER_CROP / 10:.1f} / "
-          f"{bf16_rate / GFLOP_PER_CROP / 10:.1f} ten-crop photos/s")
+    print(f"\nthe limit: a 2048^3 matmul (torch, oneDNN) in each precision, as ten-crop photos/s at {GFLOP_PER_CROP} GFLOP a crop:")
+    for k in (k for k in med if k.startswith("limit: ")):
+        prec = k.split()[1]
+        print(f"  {prec}: {med[k] * GFLOP_PER_CROP * 10:.0f} G(FL)OP/s = {med[k]:.1f} photos/s; the fastest {prec} path reaches "
+              + ", ".join(f"{n} {med[n] / med[k]:.2f}" for n in clfs if n.endswith(prec)) + " of it")
 
     if args.agree:
         if args.agree_checkpoint and args.agree_checkpoint.exists():
