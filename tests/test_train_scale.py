@@ -261,3 +261,18 @@ def test_device_pass_on_whole_photos_equals_the_cpu_path():
     torch.testing.assert_close(cut, cpu, atol=1e-4, rtol=1e-5)
     centre = draw(16, 256, 224, None)
     torch.testing.assert_close(fin(torch.from_numpy(photos), pack_draw(centre)), fin.from_photos(list(photos), centre), atol=1e-4, rtol=1e-5)
+
+
+def test_divergence_is_still_caught_with_the_losses_read_in_windows(packed, tmp_path):
+    """The losses reach the host a window late (no per-step sync), but a non-finite one still
+    stops the run with one line naming its step, before the epoch's state is written."""
+    from alexnet_kit.errors import AlexKitError
+
+    t = Trainer(tiny_recipe(tmp_path / "div", lr=1e12, epochs=3), PackedDataset(packed), progress=False)
+    t.setup()
+    try:
+        with pytest.raises(AlexKitError, match=r"training diverged: loss nan at step \d+"):
+            t.train()
+    finally:
+        t.cleanup()
+    assert not ckpt.list_states(t.ckpt_dir)

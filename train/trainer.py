@@ -135,6 +135,25 @@ def build_optimizer(net: torch.nn.Module, recipe: Recipe) -> PaperSGD:
     return PaperSGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
 
 
+class HostCopy:
+    """A device tensor's values copied to the host without waiting; :meth:`get` waits only if
+    the copy is still running (read a window later, it is long done). CPU tensors: themselves."""
+
+    def __init__(self, t: torch.Tensor):
+        if t.device.type == "cuda":
+            self.host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            self.host.copy_(t, non_blocking=True)
+            self.done = torch.cuda.Event()
+            self.done.record()
+        else:
+            self.host, self.done = t, None
+
+    def get(self) -> torch.Tensor:
+        if self.done is not None:
+            self.done.synchronize()
+        return self.host
+
+
 @dataclass
 class Meter:
     """One epoch's training totals. The sums live on the device, so a step never waits for the host."""
@@ -178,7 +197,9 @@ class Trainer:
         self.out = Path(recipe.out)
         self.ckpt_dir = self.out / "checkpoints"
         self._stop = False
-        self._pending: list[tuple[int, torch.Tensor]] = []  # (step, loss) not yet read by the host
+        self._pending: list[tuple[int, torch.Tensor]] = []  # (step, loss) of this window, on the device
+        self._inflight: list[tuple[list[int], HostCopy]] = []  # earlier windows on their way to the host
+        self._stop_vote: HostCopy | None = None  # DDP: the last all-reduced stop flag, on its way to the host
         self._last_loss = float("nan")
         self._stop_agreed = False
         self.writer = ckpt.BackgroundWriter()
@@ -318,29 +339,44 @@ class Trainer:
         if self.dist.main:
             print("\ninterrupt: finishing this step, saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
 
-    def _agreed_stop(self, force_sync: bool = False) -> bool:
+    def _agreed_stop(self) -> bool:
         """Whether every rank stops now. A rank that stopped alone would leave the others blocked
         in the next all-reduce, so under DDP the flags meet in a collective every SYNC_EVERY steps
-        (every rank calls it at the same steps) and at epoch ends."""
+        (every rank at the same steps; the epoch-end reduce carries them too). The vote of one
+        window is read at the next (its copy to the host long done: no stall), and every rank
+        reads the same vote at the same step, so all stop at the same step."""
         if self.dist.world == 1:
             return self._stop
-        if not force_sync and self.global_step % SYNC_EVERY:
+        if self.global_step % SYNC_EVERY:
             return False
         import torch.distributed as dist
 
+        agreed = bool(self._stop_vote.get()[0]) if self._stop_vote is not None else False
         t = torch.tensor([1.0 if self._stop else 0.0], device=self.device)  # on the device: NCCL has no CPU
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        agreed = bool(t.item())
-        self._stop = self._stop or agreed  # a signal that came during the collective waits for the next one
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, async_op=True).wait()  # NCCL: the stream waits, not the host
+        self._stop_vote = HostCopy(t)
+        self._stop = self._stop or agreed
         return agreed
 
+    def _ship_pending(self) -> None:
+        """Start this window's losses on their way to the host; handle the window before it."""
+        if self._pending:
+            self._inflight.append(([s for s, _ in self._pending], HostCopy(torch.stack([l.float() for _, l in self._pending]))))
+            self._pending.clear()
+        while len(self._inflight) > 1:
+            self._handle(*self._inflight.pop(0))
+
     def _read_pending(self) -> None:
-        """Read the losses of the last steps in one sync: progress, stall detector, divergence, log."""
-        if not self._pending:
-            return
-        steps = [s for s, _ in self._pending]
-        values = torch.stack([l.float() for _, l in self._pending]).tolist()
-        self._pending.clear()
+        """Every loss so far, read now (before a state is saved and at epoch ends)."""
+        if self._pending:
+            self._inflight.append(([s for s, _ in self._pending], HostCopy(torch.stack([l.float() for _, l in self._pending]))))
+            self._pending.clear()
+        while self._inflight:
+            self._handle(*self._inflight.pop(0))
+
+    def _handle(self, steps: list[int], losses: "HostCopy") -> None:
+        """Progress, stall detector, divergence check and log for some steps' losses."""
+        values = losses.get().tolist()
         for step, lv in zip(steps, values):
             if not math.isfinite(lv):
                 raise AlexKitError(f"training diverged: loss {lv} at step {step} (lower --lr)")
@@ -383,7 +419,7 @@ class Trainer:
                            desc=f"epoch {self.epoch + 1}/{r.epochs}", disable=not (self.progress and self.dist.main),
                            dynamic_ncols=True, leave=False, file=sys.stderr)
                 t_last = time.perf_counter()
-                for x, y, d in loader:
+                for x, y, d in self._to_device(loader):
                     self._step(x, y, d)
                     now = time.perf_counter()
                     self.meter.seconds += now - t_last
@@ -391,7 +427,7 @@ class Trainer:
                     t_last = now
                     bar.update(r.batch_size)
                     if self.global_step % SYNC_EVERY == 0:
-                        self._read_pending()
+                        self._ship_pending()
                         bar.set_postfix(loss=f"{self._last_loss:.3f}", lr=f"{self.schedule.lr:.2g}", refresh=False)
                     last = self.batch == len(ds)
                     stop = False if last else self._agreed_stop()
@@ -424,6 +460,33 @@ class Trainer:
             print(f"saved {ckpt.latest_state(self.ckpt_dir)}; continue with the same command and --resume", file=sys.stderr)
         return "interrupted"
 
+    def _to_device(self, loader):
+        """On CUDA, each batch's host-to-device copy (25 MB of uint8 photos at batch 128) is issued
+        one batch ahead on a side stream, so it overlaps the current step's kernels instead of
+        queueing in front of them. Elsewhere the batches pass through (_finish moves them)."""
+        dev = input_device(self.net)
+        if dev.type != "cuda":
+            yield from loader
+            return
+        side = torch.cuda.Stream(dev)
+
+        def issue(batch):
+            with torch.cuda.stream(side):
+                return tuple(t.to(dev, non_blocking=True) for t in batch)
+
+        it = iter(loader)
+        nxt = next(it, None)
+        nxt = issue(nxt) if nxt is not None else None
+        while nxt is not None:
+            cur = nxt
+            main = torch.cuda.current_stream(dev)
+            main.wait_stream(side)
+            for t in cur:
+                t.record_stream(main)  # made on the side stream, used on the main one
+            batch = next(it, None)
+            nxt = issue(batch) if batch is not None else None
+            yield cur
+
     def _finish(self, x, y, d):
         """The batch on the input device: labels once, non_blocking (pinned by the loader)."""
         dev = input_device(self.net)
@@ -451,6 +514,7 @@ class Trainer:
         self.epoch += 1
         self.batch = 0
         self.meter = Meter.zeros(self.device)
+        self._stop_vote = None  # the epoch-end reduce carried every flag; a vote still in flight is stale
         err = val[1] if val else row["train_top1_err"]
         improved = err < self.best_val
         if improved:
@@ -508,7 +572,7 @@ class Trainer:
         base = unwrap(self.net)
         dev = input_device(self.net)
         sums = torch.zeros(4, dtype=torch.float64, device=dev)  # loss, photos, top-1 and top-5 misses
-        for x, y, d in loader:
+        for x, y, d in self._to_device(loader):
             x, y = self._finish(x, y, d)
             with torch.autocast(dev.type, dtype=self.amp, enabled=self.amp is not None):
                 logits = base(x)
