@@ -71,12 +71,8 @@ def _read_chunks(folder: Path, dim: int):
     return paths, (np.concatenate(vectors) if vectors else np.empty((0, dim), np.float32)), bad
 
 
-def export_features(photos: Sequence[str], out: str | os.PathLike, extractor: FeatureExtractor, *, model: str = "",
-                    chunk: int = CHUNK, progress: bool = False, force: bool = False) -> ExportReport:
-    """Write the features of ``photos`` (absolute paths, in order) to ``out``; resumes an interrupted run."""
-    from tqdm import tqdm
-
-    out = Path(out)
+def check_output(out: Path, force: bool = False) -> None:
+    """A one-line error for an output the export cannot write."""
     if out.suffix.lower() not in FORMATS:
         raise AlexKitError(f"{out}: the output must end in .npz or .parquet")
     if out.suffix.lower() == ".parquet":
@@ -86,6 +82,17 @@ def export_features(photos: Sequence[str], out: str | os.PathLike, extractor: Fe
             raise AlexKitError(f"{out}: Parquet needs pyarrow (pip install pyarrow); or write .npz")
     if out.exists() and not force:
         raise AlexKitError(f"{out}: already exists (pass --force to replace it)")
+    if out.is_dir():
+        raise AlexKitError(f"{out}: is a folder")
+
+
+def export_features(photos: Sequence[str], out: str | os.PathLike, extractor: FeatureExtractor, *, model: str = "",
+                    chunk: int = CHUNK, progress: bool = False, force: bool = False) -> ExportReport:
+    """Write the features of ``photos`` (absolute paths, in order) to ``out``; resumes an interrupted run."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    check_output(out, force)
     folder = partial_dir(out)
     header = _header(extractor)
     state = folder / "state.json"

@@ -38,6 +38,7 @@ def corpus(tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_cli_npz_holds_paths_vectors_fingerprint_and_lists_the_unreadable(model, corpus, tmp_path):
     out = tmp_path / "f.npz"
     proc = run_cli("features", corpus, "--out", out, "--model", model, "--engine", "torch", "--precision", "fp32", "-q")
@@ -58,7 +59,7 @@ def test_cli_npz_holds_paths_vectors_fingerprint_and_lists_the_unreadable(model,
     fx = FeatureExtractor.load(model, metric="euclidean")
     # batch of 5 vs one at a time: float32 summation order differs by ~1e-5 relative
     np.testing.assert_allclose(vectors, np.stack([fx.extract_one(p) for p in good]), rtol=1e-4, atol=1e-4)
-    again = run_cli("features", corpus, "--out", out, "--model", model, "-q")
+    again = run_cli("features", corpus, "--out", out, "--model", model, "--engine", "torch", "--precision", "fp32", "-q")
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
@@ -110,6 +111,7 @@ def test_interrupted_run_resumes_and_ends_equal(model, tmp_path):
     np.testing.assert_array_equal(a[1], b[1])
 
 
+@pytest.mark.slow
 def test_other_layers_from_a_checkpoint(model, tmp_path):
     from alexnet_kit.checkpoint import load_model
     from alexnet_kit.images import load_square
@@ -158,5 +160,5 @@ def test_parquet(model, tmp_path):
 
 
 def test_bad_output_suffix_is_one_line(model, tmp_path):
-    proc = run_cli("features", EXAMPLES, "--out", tmp_path / "f.csv", "--model", model, "--engine", "torch", "-q")
+    proc = run_cli("features", EXAMPLES, "--out", tmp_path / "f.csv", "--model", model, "-q")
     assert proc.returncode == 2 and ".npz or .parquet" in proc.stderr.strip().splitlines()[-1]

@@ -251,6 +251,7 @@ def test_checkpoint_auto_and_forced_torch(tiny_checkpoint, gate_photos, tmp_path
     assert np.isfinite(e.features(x).numpy()).all()
 
 
+@pytest.mark.slow
 def test_index_build_and_demo_take_the_same_choice(artifacts, tmp_path, gate_photos):
     """The index builder and the demo run the engine the options ask for (the whole path, not only classify)."""
     from alexnet_kit.apps.service import DemoService

@@ -46,6 +46,11 @@ def run(args: argparse.Namespace) -> int:
         raise AlexKitError("--batch must be at least 1")
     if args.chunk < 1:
         raise AlexKitError("--chunk must be at least 1")
+    from pathlib import Path
+
+    from ..feature_export import check_output
+
+    check_output(Path(args.out), args.force)  # before the photos are walked and the model is loaded
     model = resolve_model(args.model)
     photos = walk_photos(args.photos)
     if not photos:
