@@ -142,3 +142,70 @@ def test_param_groups_on_the_two_towers(parent):
     frozen = [n for n, p in towers.named_parameters() if not p.requires_grad]
     assert len(frozen) == 2 * 5 * 2 and all(".conv" in n for n in frozen)
     assert sum(len(g["params"]) for g in groups) == 2 * 3 * 2
+
+
+# -- end to end: `alexnet-kit train --init-from` on real photos ----------------
+
+def _train(data, out, parent, *extra):
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "alexnet_kit", "train", "--recipe", "quickstart", "--data", str(data), "--out", str(out),
+           "--epochs", "2", "--batch-size", "4", "--threads", "1", "--deterministic", "true", "--workers", "0", "--quiet",
+           "--init-from", str(parent), "--freeze", "conv", "--pretrained-lr-mult", "0.1", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+
+
+@pytest.mark.slow
+def test_finetune_on_quickstart_photos_resumes_exactly(tmp_path, tiny_config):
+    import numpy as np
+
+    from alexnet_kit.checkpoint import load_checkpoint, read_meta
+    from alexnet_kit.classify import Classifier
+    from test_train_parallel import tiny_packed
+
+    parent_path = make_checkpoint(tmp_path / "parent.safetensors", tiny_config, seed=3, trained=True)
+    parent_state, parent_meta = load_checkpoint(parent_path)
+    data = tiny_packed(tmp_path / "packed")  # 3 quickstart classes, 12 training photos: 3 steps an epoch
+
+    full = _train(data, tmp_path / "full", parent_path)
+    assert full.returncode == 0, full.stderr[-2000:]
+    assert "fine-tuning" in full.stderr and "frozen: conv1, conv2, conv3, conv4, conv5" in full.stderr
+    child, meta = load_checkpoint(tmp_path / "full" / "last.safetensors")
+    for layer in ("conv1", "conv2", "conv3", "conv4", "conv5"):  # frozen: bit for bit
+        assert torch.equal(child[f"{layer}.weight"], parent_state[f"{layer}.weight"]), layer
+        assert torch.equal(child[f"{layer}.bias"], parent_state[f"{layer}.bias"]), layer
+    assert not torch.equal(child["fc7.weight"], parent_state["fc7.weight"])  # carried, learning at 0.1x
+    assert child["fc8.weight"].shape == (3, tiny_config.fc_features)
+    assert meta.config == parent_meta.config.__class__(**{**parent_meta.config.to_dict(), "num_classes": 3})
+    assert meta.classes == ["Leopards", "airplanes", "watch"]
+    # the parent's normalisation, not the new photos' mean image
+    np.testing.assert_array_equal(meta.preprocess.mean, np.broadcast_to(parent_meta.preprocess.mean[:, None, None], (3, 256, 256)))
+    parent_fp = read_meta(parent_path)[1]["weights_sha256"]
+    assert meta.provenance["fine_tuned_from"]["fingerprint"] == parent_fp
+    assert meta.provenance["fine_tuned_from"]["frozen"] == ["conv1", "conv2", "conv3", "conv4", "conv5"]
+
+    # stopped after 4 of 6 steps, then resumed: bitwise the uninterrupted run
+    cut = _train(data, tmp_path / "cut", parent_path, "--max-steps", "4")
+    assert cut.returncode == 0, cut.stderr[-2000:]
+    resumed = _train(data, tmp_path / "cut", parent_path, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    again, _ = load_checkpoint(tmp_path / "cut" / "last.safetensors")
+    for name in child:
+        assert torch.equal(again[name], child[name]), name
+
+    clf = Classifier.load(tmp_path / "full" / "model.safetensors", crops=10)
+    [r] = clf.classify([data.parent / "packed-src" / "watch" / sorted(p.name for p in (data.parent / "packed-src" / "watch").iterdir())[0]], top=3)
+    assert r.ok and {l.name for l in r.labels} == {"Leopards", "airplanes", "watch"}
+
+
+def test_freeze_without_init_from_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "alexnet_kit", "train", "--data", "examples/quickstart-data", "--out", str(tmp_path / "o"),
+                           "--freeze", "conv", "--quiet"], capture_output=True, text=True, timeout=300,
+                          cwd=__import__("pathlib").Path(__file__).resolve().parents[1])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "alexnet-kit: error: --freeze and --pretrained-lr-mult need --init-from MODEL (the model to fine-tune)"

@@ -57,6 +57,9 @@ class Recipe:
     eval_batch_size: int = 0  # 0: same as batch_size
     max_steps: int = 0  # stop after this many steps in total (0: no limit)
     stall_window: int = 50  # steps of loss near ln(classes) before the stall warning
+    init_from: str = ""  # fine-tune: a checkpoint or pretrained name (caffe, torchvision, onnx-zoo); fc8 is replaced
+    freeze: str = "none"  # fine-tune: none | conv | all (but fc8) | a comma list of layers
+    pretrained_lr_mult: float = 1.0  # fine-tune: lr multiplier of the carried-over layers (fc8: 1)
     model: dict = field(default_factory=dict)
 
     def model_config(self, num_classes: int):
@@ -107,6 +110,10 @@ HELP = {
     "eval_batch_size": "validation batch (0: twice --batch-size)",
     "max_steps": "stop after N steps in all (0: no limit)",
     "stall_window": "steps of loss near ln(classes) before the stall warning",
+    "init_from": "fine-tune: start from this checkpoint or pretrained name (caffe, torchvision, onnx-zoo); "
+                 "its architecture and normalisation are kept, fc8 gets the data's classes and fresh weights",
+    "freeze": "fine-tune: layers kept bit for bit: none, conv (conv1-5), all (all but fc8) or e.g. conv1,conv2",
+    "pretrained_lr_mult": "fine-tune: learning-rate multiplier of the carried-over layers, e.g. 0.1 (fc8 always 1)",
 }
 CHOICES = {"parallel": ("none", "model", "data"), "amp": ("auto", "bf16", "fp16", "off"), "channels_last": ("auto", "on", "off")}
 
@@ -120,6 +127,12 @@ def validate(r: Recipe) -> Recipe:
             raise AlexKitError(f"{key.replace('_', '-')} must be at least 1")
     if r.lr <= 0:
         raise AlexKitError("lr must be positive")
+    if not r.init_from and (r.freeze not in ("", "none") or r.pretrained_lr_mult != 1.0):
+        raise AlexKitError("--freeze and --pretrained-lr-mult need --init-from MODEL (the model to fine-tune)")
+    if r.init_from:
+        from .finetune import parse_freeze
+
+        parse_freeze(r.freeze)
     return r
 
 

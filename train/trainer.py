@@ -40,6 +40,7 @@ from alexnet_kit.model import AlexNet, AlexNetConfig
 from alexnet_kit.preprocess import Preprocess
 
 from . import checkpointing as ckpt
+from . import finetune
 from .augment import Finisher
 from .loader import EpochBatches, make_loader
 from .monitor import MetricsLog, StallDetector
@@ -131,8 +132,12 @@ def build_model(config: AlexNetConfig, seed: int) -> AlexNet:
 
 
 def build_optimizer(net: torch.nn.Module, recipe: Recipe) -> PaperSGD:
-    """§5 update rule over every parameter of the running form."""
-    return PaperSGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    """§5 update rule over every parameter of the running form; when fine-tuning, frozen layers
+    are left out and carried-over layers learn at ``pretrained_lr_mult`` times the rate."""
+    params = net.parameters()
+    if recipe.init_from:
+        params = finetune.param_groups(net, finetune.parse_freeze(recipe.freeze), recipe.pretrained_lr_mult)
+    return PaperSGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
 
 
 class HostCopy:
@@ -208,10 +213,14 @@ class Trainer:
     def setup(self) -> None:
         self._setup_runtime()
         self._setup_data()
-        self.config = self.r.model_config(self.data.num_classes)
-        self.std = self._input_std()
+        self._setup_parent()
         self._setup_finishers()
-        self.net = place(build_model(self.config, self.r.seed), self.r.parallel, self.device, self.r.model_devices, self.dist,
+        model = build_model(self.config, self.r.seed)
+        if self.parent is not None:
+            finetune.transplant(model, self.parent)
+            # before DDP wraps it: DDP only hooks parameters that need a gradient
+            finetune.param_groups(model, finetune.parse_freeze(self.r.freeze), self.r.pretrained_lr_mult)
+        self.net = place(model, self.r.parallel, self.device, self.r.model_devices, self.dist,
                          channels_last=self.channels_last)
         self.optimizer = build_optimizer(self.net, self.r)
         self._setup_progress()
@@ -253,6 +262,25 @@ class Trainer:
         if r.batch_size % self.dist.world:
             raise AlexKitError(f"batch size {r.batch_size} does not split over {self.dist.world} processes")
 
+    def _setup_parent(self) -> None:
+        """The architecture and input normalisation: the recipe's, or when fine-tuning the parent's
+        (pretrained filters expect the pixels they were trained on)."""
+        r = self.r
+        self.parent = finetune.load_parent(r.init_from) if r.init_from else None
+        if self.parent is None:
+            self.config = r.model_config(self.data.num_classes)
+            self.std = self._input_std()
+            self.mean = self.data.mean
+            return
+        # the recipe's [model] table describes a network trained from scratch: only its dropout applies
+        self.config = finetune.child_config(self.parent, self.data.num_classes, {k: v for k, v in r.model.items() if k == "dropout"})
+        self.mean, std = finetune.parent_normalisation(self.parent, self.data.size)
+        self.std = None if all(s == 1.0 for s in std) else std
+        if self.dist.main:
+            print(f"fine-tuning {self.parent.path} (fingerprint {self.parent.fingerprint[:16]}): conv1-fc7 carried over, "
+                  f"fc8 new with {self.data.num_classes} classes, frozen: {', '.join(finetune.parse_freeze(r.freeze)) or 'none'}",
+                  file=sys.stderr)
+
     def _input_std(self):
         if not self.r.input_std:
             return None
@@ -263,7 +291,7 @@ class Trainer:
         # CPU: workers finish the batch; CUDA: workers only gather whole uint8 photos, the GPU
         # crops, flips, centres and colours them in one batched pass
         on_cuda = self.device.type == "cuda"
-        args = (self.data.mean, self.data.eigvals, self.data.eigvecs, self.config.input_size)
+        args = (self.mean, self.data.eigvals, self.data.eigvecs, self.config.input_size)
         self.gpu_finisher = Finisher(*args, input_device(self.net) if hasattr(self, "net") else self.device, self.std) if on_cuda else None
         self.cpu_finisher = None if on_cuda else Finisher(*args, "cpu", self.std)
 
@@ -595,7 +623,7 @@ class Trainer:
         last = self.history[-1] if self.history else {}
         return ModelMeta(
             self.config, list(self.data.classes), None,
-            Preprocess(resize=self.data.size, crop=self.config.input_size, mean=self.data.mean, std=self.std or (1.0, 1.0, 1.0)),
+            Preprocess(resize=self.data.size, crop=self.config.input_size, mean=self.mean, std=self.std or (1.0, 1.0, 1.0)),
             trained=True,
             provenance={
                 "created_by": f"alexnet-kit {__version__} train", "recipe": self.r.name, "recipe_values": self.r.to_dict(),
@@ -605,6 +633,9 @@ class Trainer:
                 "val_top1_err": last.get("val_top1_err"), "val_top5_err": last.get("val_top5_err"),
                 "best_val_top1_err": self.best_val if math.isfinite(self.best_val) else None,
                 "git_commit": git_commit(), "parallel": self.r.parallel, "world_size": self.dist.world,
+                **({"fine_tuned_from": {"path": str(self.parent.path), "fingerprint": self.parent.fingerprint,
+                                        "source": self.parent.meta.provenance.get("source"), "frozen": list(finetune.parse_freeze(self.r.freeze)),
+                                        "pretrained_lr_mult": self.r.pretrained_lr_mult}} if self.parent is not None else {}),
             },
         )
 
