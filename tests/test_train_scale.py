@@ -112,12 +112,18 @@ def test_a_split_pickles_by_path_and_workers_fork(packed):
     assert np.array_equal(back.labels, sp.labels) and back.files == sp.files
     ds = EpochBatches(sp, batch=4, seed=0, epoch=0, crop=224, train=True)
     assert len(pickle.dumps(ds)) < 4096
-    loader = make_loader(ds, workers=1)
-    assert loader.multiprocessing_context.get_start_method() == "fork"
-    # a batch from a worker process equals one computed here
-    x, y, d = next(iter(loader))
-    x0, y0, d0 = ds[0]
-    assert torch.equal(x, x0) and torch.equal(y, y0) and torch.equal(d, d0)
+    assert make_loader(ds, workers=1).multiprocessing_context.get_start_method() == "fork"
+    # a batch from a worker process equals one computed in the parent. In a fresh process:
+    # forking pytest's own process after other tests loaded OpenVINO/TBB crashes it
+    code = (
+        "import sys, torch; from alexnet_kit.train.packed import PackedDataset; "
+        "from alexnet_kit.train.loader import EpochBatches, make_loader; "
+        "ds = EpochBatches(PackedDataset(sys.argv[1]).split('train'), batch=4, seed=0, epoch=0, crop=224, train=True); "
+        "x, y, d = next(iter(make_loader(ds, workers=1))); x0, y0, d0 = ds[0]; "
+        "print(torch.equal(x, x0) and torch.equal(y, y0) and torch.equal(d, d0))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(packed)], capture_output=True, text=True, env=ENV, timeout=120)
+    assert out.stdout.strip() == "True", out.stderr[-2000:]
 
 
 # -- defect 6: no msync of the whole mapping per chunk --------------------------------------
