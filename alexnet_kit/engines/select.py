@@ -270,14 +270,14 @@ def _speed(engine: Engine, x: torch.Tensor, batch: int, runs: int = 3) -> float:
 
 
 def measure(model: Path, todo: list[Candidate], ref: Candidate, *, device: str = "cpu", threads: int | None = None,
-            batch: int = 80, photos: Sequence[Path] | None = None, log: Callable[[str], None] | None = None,
-            keep: Engine | None = None) -> dict[Candidate, tuple[dict, Engine]]:
+            batch: int = 80, photos: Sequence[Path] | None = None,
+            log: Callable[[str], None] | None = None) -> dict[Candidate, tuple[dict, Engine]]:
     """Measure ``todo`` against ``ref`` on real photos; store and return {candidate: (measurement, engine)}."""
     from tqdm import tqdm
 
     photos = list(photos) if photos is not None else gate_photos()
     machine = cpu.machine_class()
-    ref_engine = keep or load_candidate(ref, device, threads, batch)
+    ref_engine = load_candidate(ref, device, threads, batch)
     x = _crops(ref_engine.meta, photos)
     if len(x) == 0:
         raise AlexKitError(f"{model}: no real photos to verify {', '.join(c.name for c in todo)} with "
@@ -410,6 +410,7 @@ def open_engine(model: str | os.PathLike, engine: str = "auto", precision: str =
                 + f"; measured {m['measured_at'][:10]}")
     e.path = best.path
     return e
+
 
 def serving_engine(path, device: str = "cpu", engine: str | None = None, precision: str | None = None,
                    batch: int = 80, **options) -> Engine:
