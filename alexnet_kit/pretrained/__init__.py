@@ -12,6 +12,7 @@ in one line; nothing is written unless the whole conversion succeeded.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -120,6 +121,25 @@ def ensure(name: str, progress: bool = True) -> Path:
         return ckpt
     src = source(name)
     raw = cache_dir() / src.filename
-    if not raw.exists():
-        download(src.url, raw, src.digest, progress=progress)
-    return convert(name, raw, ckpt, src=src)
+    with _cache_lock(name):  # two commands started together must not write the same .part file
+        if ckpt.exists():  # the other one finished while we waited
+            return ckpt
+        if not raw.exists():
+            download(src.url, raw, src.digest, progress=progress)
+        return convert(name, raw, ckpt, src=src)
+
+
+@contextlib.contextmanager
+def _cache_lock(name: str):
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as before
+        yield
+        return
+    with open(cache_dir() / f".{name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
