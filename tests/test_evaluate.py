@@ -79,3 +79,18 @@ def test_unreadable_photos_are_skipped_and_unknown_classes_refused(tmp_path, pho
     r = subprocess.run([sys.executable, "-m", "alexnet_kit", "evaluate", str(m), "--data", str(photos), "--crops", "10", "--quiet"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "9 photos, 10 crops: top-1 error" in r.stdout
+
+
+def test_wordnet_id_folders_match_like_names(tmp_path, photos):
+    """ImageNet's val set comes in wnid folders: they match the model's wnids as names do."""
+    torch.manual_seed(0)
+    cfg = AlexNetConfig(num_classes=3, conv_channels=(16, 32, 48, 48, 32), fc_features=64)
+    wnids = ["n02128385", "n02690373", "n04548280"]  # leopard, airliner, wall clock: stand-ins for the three
+    m = tmp_path / "w.safetensors"
+    save_checkpoint(m, AlexNet(cfg), ModelMeta(cfg, CLASSES, wnids, trained=True))
+    by_wnid = tmp_path / "by-wnid"
+    for c, w in zip(CLASSES, wnids):
+        shutil.copytree(photos / c, by_wnid / w)
+    by_name = evaluate([str(m)], photos, crops=1, progress=False)
+    res = evaluate([str(m)], by_wnid, crops=1, progress=False)
+    assert res.photos == 9 and (res.top1_err, res.top5_err) == (by_name.top1_err, by_name.top5_err)

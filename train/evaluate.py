@@ -5,7 +5,8 @@ Several checkpoints are combined as the paper combines its CNNs (§6,
 softmax outputs, each over its own crops. Data is a prepared folder (its
 validation split; rows are already the 256x256 photos) or a folder of class
 subfolders (decoded with :func:`alexnet_kit.images.load_square`, unreadable
-photos skipped and counted). Photos are matched to model classes by name.
+photos skipped and counted). Photos are matched to model classes by name
+or by WordNet id (ImageNet's usual n01440764/ folders).
 """
 from __future__ import annotations
 
@@ -88,6 +89,8 @@ def evaluate(checkpoints: list[str], data: str | Path, crops: int = 10, batch: i
         if list(meta.classes) != list(first.classes):
             raise FileProblem(path, f"has other classes than {checkpoints[0]}: an ensemble averages the same classes")
     index = {c: i for i, c in enumerate(first.classes)}
+    # ImageNet's val set is usually laid out in WordNet-id folders (n01440764/...)
+    index.update({w: i for i, w in enumerate(first.wnids or [])})
     data_classes, total, batches, skipped = _photo_batches(Path(data), split, batch, first.preprocess.resize)
     unknown = sorted(set(data_classes) - set(index))
     if unknown:
