@@ -209,3 +209,10 @@ def test_freeze_without_init_from_is_one_line(tmp_path):
                           cwd=__import__("pathlib").Path(__file__).resolve().parents[1])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "alexnet-kit: error: --freeze and --pretrained-lr-mult need --init-from MODEL (the model to fine-tune)"
+
+
+def test_the_finetune_recipe_starts_from_published_weights():
+    from alexnet_kit.train.recipe import load_recipe, validate
+
+    r = validate(load_recipe("finetune"))
+    assert (r.init_from, r.freeze, r.pretrained_lr_mult, r.lr) == ("caffe", "none", 0.1, 0.001)

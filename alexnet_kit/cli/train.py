@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "`alexnet-kit classify --model`. Ctrl-C saves a checkpoint; --resume continues exactly.",
         epilog="Data parallel: torchrun --standalone --nproc_per_node N -m alexnet_kit train --parallel data ...",
     )
-    p.add_argument("--recipe", default="quickstart", help="a shipped recipe name (paper, quickstart, caltech10) or a .toml path (default: quickstart)")
+    p.add_argument("--recipe", default="quickstart", help="a shipped recipe name (paper, quickstart, caltech10, finetune) or a .toml path (default: quickstart)")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="STATE",
                    help="continue from OUT/checkpoints (latest), or from this training-state file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
