@@ -120,6 +120,11 @@ class FeatureExtractor:
         return self.engine.fingerprint
 
     @property
+    def precision(self) -> str:
+        """What the engine computes in: fp32, bf16 or int8."""
+        return getattr(self.engine, "precision", "fp32")
+
+    @property
     def dim(self) -> int:
         if self.settings.layer == "pool5":
             return self.meta.config.flat_features

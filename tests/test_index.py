@@ -208,3 +208,32 @@ def test_not_an_index_and_missing_index_are_one_line(tmp_path, capsys):
     assert "no such index folder" in capsys.readouterr().err
     assert main(["similar", "x.jpg", "--index", str(tmp_path)]) == 2
     assert "metadata store not found" in capsys.readouterr().err
+
+
+def test_an_index_keeps_the_precision_it_was_built_in(tmp_path, kaiming_tiny):
+    """bf16 features differ from fp32 ones in the third decimal: an index built in bf16 is
+    added to and queried in bf16, and an fp32 extractor is refused rather than mixed in."""
+    from alexnet_kit.engines.cpu import native_bf16
+    from alexnet_kit.features import FeatureExtractor
+    from alexnet_kit.search.errors import IndexMismatch
+
+    if not native_bf16():
+        pytest.skip("this CPU has no native bf16 (amx_bf16 / avx512_bf16)")
+    photos = real_photos(8)
+    folder = make_folder(tmp_path / "photos", photos[:6])
+    out = tmp_path / "bf16.index"
+    fx = FeatureExtractor.load(kaiming_tiny, precision="bf16")
+    assert fx.precision == "bf16"
+    builder.build([folder], out, kaiming_tiny, extractor=fx)
+    make_folder(folder, photos[6:])
+    report = builder.add(out)  # no precision given: the index's own
+    assert report.extracted == 2
+    with SimilarityIndex.open(out) as idx:
+        assert idx.extractor.precision == "bf16"
+        probe = folder / photos[7].name
+        ids, stored = idx.store.vectors([idx.store.row(str(probe.resolve())).id], idx.dim)
+        np.testing.assert_allclose(stored[0], idx.extractor.extract_one(probe), atol=1e-6)
+        fp32 = FeatureExtractor.load(kaiming_tiny)
+        assert np.abs(fp32.extract_one(probe) - stored[0]).max() > 1e-5  # what mixing would have stored
+        with pytest.raises(IndexMismatch, match="computed in bf16, this engine computes fp32"):
+            builder.check_compatible(out, idx.store, fp32, kaiming_tiny)

@@ -88,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
         if args.batch is not None and args.batch < 1:
             raise AlexKitError("--batch must be at least 1")
         batch_photos = args.batch or max(1, 64 // args.crops)
+        if args.precision == "auto" and not args.force:  # a resumed bf16 build goes on in bf16
+            args.precision = builder.index_precision(args.out) or "auto"
         engine = _serving.open_engine(args, model, batch=batch_photos * args.crops)
         extractor = FeatureExtractor(engine, crops=args.crops, metric=args.metric, batch_photos=batch_photos)
         try:

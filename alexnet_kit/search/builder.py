@@ -79,7 +79,27 @@ def _settings_of(extractor: FeatureExtractor, model: str | os.PathLike) -> dict:
         "model_trained": extractor.meta.trained,
         "features": extractor.settings.to_json(),
         "dim": extractor.dim,
+        "bf16": extractor.precision == "bf16",
     }
+
+
+def recorded_precision(store: Store) -> str | None:
+    """The precision to extract more features of an index in: ``"bf16"`` when it was built in
+    bf16, else None (the model file's own engine). bf16 features differ from fp32 ones in
+    the third decimal; an int8 index records the int8 file itself, whose fingerprint differs."""
+    return "bf16" if store.get("bf16", False) else None
+
+
+def index_precision(root: str | os.PathLike) -> str | None:
+    """:func:`recorded_precision` of the index at ``root``; None when there is none yet."""
+    spath = files.store_path(Path(root))
+    if not spath.exists():
+        return None
+    store = Store.open(spath)
+    try:
+        return recorded_precision(store)
+    finally:
+        store.close()
 
 
 def check_compatible(root: Path, store: Store, extractor: FeatureExtractor, model: str | os.PathLike) -> None:
@@ -95,6 +115,12 @@ def check_compatible(root: Path, store: Store, extractor: FeatureExtractor, mode
         raise IndexMismatch(
             f"{root}: built with features '{ours.describe()}', asked for '{extractor.settings.describe()}': "
             "use the index's settings (leave the option out) or build a new index")
+    built_bf16, asked_bf16 = bool(store.get("bf16", False)), extractor.precision == "bf16"
+    if built_bf16 != asked_bf16:
+        built, asked = ("bf16", "fp32") if built_bf16 else ("fp32", "bf16")
+        raise IndexMismatch(
+            f"{root}: its features were computed in {built}, this engine computes {asked}: mixing them would "
+            f"make stored and new vectors disagree; use --precision {built} (or leave it out) or build a new index")
 
 
 def plan(store: Store, photos: list[str], report: UpdateReport) -> list[tuple[str, int, int]]:
@@ -257,7 +283,9 @@ def build(photos: Iterable[str | os.PathLike], out: str | os.PathLike, model: st
     photo_list = walk_photos(photos)
     if root.exists() and not root.is_dir():
         raise IndexProblem(root, "exists and is not an index folder")
+    # resuming a build: the precision it started in (a bf16 build goes on in bf16)
     extractor = extractor or FeatureExtractor.load(model, device=device, crops=crops, metric=metric,
+                                                   precision=None if force else index_precision(root),
                                                    batch_photos=batch_photos, workers=workers)
     make_index(resolve_spec(index_type, 10**6, extractor.dim), extractor.dim)  # a bad type fails now, not after hours
     spath = files.store_path(root)
@@ -312,7 +340,7 @@ def add(root: str | os.PathLike, photos: Iterable[str | os.PathLike] | None = No
         todo = plan(store, photo_list, report)
         if todo:
             extractor = FeatureExtractor.load(model, device=device, crops=settings.crops, metric=settings.metric,
-                                              batch_photos=batch_photos, workers=workers)
+                                              precision=recorded_precision(store), batch_photos=batch_photos, workers=workers)
             check_compatible(root, store, extractor, model)
             removed, added = extract_into(store, extractor, todo, report, chunk, progress)
         roots = set(store.get("roots") or [])
