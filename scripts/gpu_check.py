@@ -148,14 +148,14 @@ def synthetic_step(r, num_classes: int, steps: int, warmup: int) -> float:
     import torch
 
     from alexnet_kit.train.parallel import build_grouped, place
-    from alexnet_kit.train.trainer import resolve_amp, train_step, build_optimizer
+    from alexnet_kit.train.trainer import build_optimizer, cuda_bf16_native, resolve_amp, train_step
 
     dev = torch.device(r.device if r.device != "auto" else "cuda")
     cfg = r.model_config(num_classes)
     net = place(build_grouped(cfg, 0), "none", dev, channels_last=True)
     fwd = torch.compile(net) if r.compile else net
     opt = build_optimizer(net, r)
-    amp, scaled = resolve_amp(r.amp, dev.type, torch.cuda.is_bf16_supported if dev.type == "cuda" else (lambda: False))
+    amp, scaled = resolve_amp(r.amp, dev.type, cuda_bf16_native if dev.type == "cuda" else (lambda: False))
     scaler = torch.amp.GradScaler(dev.type) if scaled else None
     x = (torch.randn(r.batch_size, 3, cfg.input_size, cfg.input_size, device=dev) * 50).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, num_classes, (r.batch_size,), device=dev)
@@ -356,11 +356,13 @@ def main() -> int:
     if not args.cpu and not torch.cuda.is_available():
         print("gpu-check: CUDA is not available here (use --cpu for the CPU-safe parts)", file=sys.stderr)
         return 2
+    from alexnet_kit.train.trainer import cuda_bf16_native
+
     c = Check(out, args.cpu, args.budget or (300.0 if args.cpu else 450.0))
     c.env = dict(os.environ)
     c.results["machine"] = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
                             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                            "bf16": torch.cuda.is_bf16_supported() if torch.cuda.is_available() else None,
+                            "bf16_native": cuda_bf16_native() if torch.cuda.is_available() else None,
                             "host": platform.node(), "source": str(REPO)}
     import alexnet_kit.train
 

@@ -7,8 +7,6 @@ on a GPU.
 """
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -72,3 +70,22 @@ def test_process_group_has_a_cpu_backend_next_to_nccl():
     # tensor fails ("No backend type associated with device type cpu")
     assert process_group_backend("cuda") == "cpu:gloo,cuda:nccl"
     assert process_group_backend("cpu") == "gloo"
+
+
+def test_bf16_check_asks_for_native_bf16_not_emulation(monkeypatch):
+    # torch 2.x's is_bf16_supported() counts emulation by default: True on V100/T4,
+    # so asking it plainly would never pick the fp16 + GradScaler fallback there
+    from alexnet_kit.train.trainer import cuda_bf16_native, resolve_amp
+
+    def emulating_gpu(including_emulation=True):  # a pre-Ampere GPU as torch 2.x answers for it
+        return including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", emulating_gpu)
+    assert cuda_bf16_native() is False
+    assert resolve_amp("auto", "cuda", cuda_bf16_native) == (torch.float16, True)
+
+    def old_torch():  # no flag: it never counted emulation
+        return True
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", old_torch)
+    assert cuda_bf16_native() is True

@@ -92,7 +92,7 @@ def resolve_amp(setting: str, device_type: str, bf16_supported: Callable[[], boo
     ``auto``: bf16 on a GPU that has it; fp16 with loss scaling on one that
     does not (pre-Ampere: V100, T4, GTX), since bf16 there is emulated or
     missing; fp32 on the CPU. ``bf16_supported`` is injected so the choice is
-    testable without the GPU (the trainer passes torch.cuda.is_bf16_supported).
+    testable without the GPU (the trainer passes :func:`cuda_bf16_native`).
     """
     if setting == "off":
         return None, False
@@ -105,6 +105,18 @@ def resolve_amp(setting: str, device_type: str, bf16_supported: Callable[[], boo
     if device_type != "cuda":
         return None, False
     return (torch.bfloat16, False) if bf16_supported() else (torch.float16, True)
+
+
+def cuda_bf16_native() -> bool:
+    """Whether the current GPU runs bf16 in hardware (Ampere and later).
+
+    torch 2.x's ``is_bf16_supported()`` counts emulation by default and answers True on
+    V100/T4, where bf16 is emulated and slow, so the fp16 + GradScaler fallback would
+    never be chosen; ask for the native answer."""
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch before the flag existed: it did not count emulation
+        return bool(torch.cuda.is_bf16_supported())
 
 
 def deterministic_setup() -> None:
@@ -247,7 +259,7 @@ class Trainer:
         on_cuda = self.device.type == "cuda"
         if on_cuda and not r.deterministic:
             torch.backends.cudnn.benchmark = True
-        self.amp, use_scaler = resolve_amp(r.amp, self.device.type, torch.cuda.is_bf16_supported if on_cuda else (lambda: False))
+        self.amp, use_scaler = resolve_amp(r.amp, self.device.type, cuda_bf16_native if on_cuda else (lambda: False))
         self.scaler = torch.amp.GradScaler(self.device.type) if use_scaler else None
         # channels_last: cuDNN's fast layout, and on the CPU oneDNN's (measured ~15% faster
         # per step for the quickstart network, docs/benchmarks.md)
