@@ -61,8 +61,8 @@ def log(msg: str) -> None:
 
 
 class Check:
-    def __init__(self, out: Path, cpu: bool, budget: float):
-        self.out, self.cpu, self.budget = out, cpu, budget
+    def __init__(self, out: Path, cpu: bool, budget: float, requested: list[str]):
+        self.out, self.cpu, self.budget, self.requested = out, cpu, budget, list(requested)
         self.t0 = time.monotonic()
         self.scratch = Path(tempfile.mkdtemp(prefix="gpu-check-"))
         self.results: dict = {"mode": "cpu" if cpu else "cuda", "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
@@ -72,7 +72,14 @@ class Check:
 
     def save(self) -> None:
         self.results["seconds"] = round(time.monotonic() - self.t0, 1)
-        self.results["ok"] = all(s.get("ok") or s.get("skipped") for s in self.results["stages"].values())
+        # ok only when every requested stage ran and passed: a skipped stage (time budget) or
+        # one the run never reached (killed at the timeout) is not a pass
+        stages = self.results["stages"]
+        problems = {"failed": [n for n in self.requested if n in stages and not stages[n].get("ok") and not stages[n].get("skipped")],
+                    "skipped": [n for n in self.requested if n in stages and stages[n].get("skipped")],
+                    "missing": [n for n in self.requested if n not in stages]}
+        self.results["ok"] = bool(self.requested) and not any(problems.values())
+        self.results["not_ok"] = {k: v for k, v in problems.items() if v}
         tmp = self.out / ".gpu-check.json.tmp"
         tmp.write_text(json.dumps(self.results, indent=1, default=str))
         os.replace(tmp, self.out / "gpu-check.json")
@@ -303,8 +310,10 @@ def stage_resume(c: Check) -> dict:
     c.run([sys.executable, *cpu_args], timeout=240, env=env)
     steps_after = load_state(list_states(cut / "checkpoints")[-1])["global_step"]
     c.gpu_model = full / "model.safetensors"  # every step of this run ran on the device
-    # bitwise is required on the CPU (the suite tests it too); on CUDA it is reported
-    return {"ok": bitwise or not c.cpu, "killed_at_step": killed_at, "resumed_bitwise_equal": bitwise,
+    # bitwise on CUDA too: --deterministic true selects deterministic cuDNN/cuBLAS kernels on
+    # the same GPU, and the data, dropout and augmentation draws are functions of (seed, step),
+    # so a resumed run computes exactly the same kernels on exactly the same inputs
+    return {"ok": bitwise, "killed_at_step": killed_at, "resumed_bitwise_equal": bitwise,
             "max_abs_weight_diff": max_diff, "rng_keys": sorted(st["rng"]), "cpu_continued_to_step": steps_after}
 
 
@@ -345,6 +354,12 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=None, help="seconds before remaining stages are skipped (default 450 GPU, 300 CPU)")
     ap.add_argument("--stages", default="data,train,towers,ddp,resume,serve")
     args = ap.parse_args()
+    stages = {"data": stage_data, "train": stage_train, "towers": stage_towers, "ddp": stage_ddp, "resume": stage_resume,
+              "serve": stage_serve}
+    requested = [n for n in args.stages.split(",") if n]
+    unknown = [n for n in requested if n not in stages]
+    if unknown or not requested:
+        ap.error(f"--stages: unknown stage(s) {','.join(unknown) or '(none given)'}; known: {','.join(stages)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     layout = source_layout(Path(tempfile.mkdtemp(prefix="gpu-check-src-")))
@@ -358,7 +373,7 @@ def main() -> int:
         return 2
     from alexnet_kit.train.trainer import cuda_bf16_native
 
-    c = Check(out, args.cpu, args.budget or (300.0 if args.cpu else 450.0))
+    c = Check(out, args.cpu, args.budget or (300.0 if args.cpu else 450.0), requested)
     c.env = dict(os.environ)
     c.results["machine"] = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
                             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -368,16 +383,15 @@ def main() -> int:
 
     # proof that the symlink layout, not an installed copy, is what runs
     c.results["machine"]["imported_from"] = str(Path(alexnet_kit.train.__file__).parent.parent)
-    stages = {"data": stage_data, "train": stage_train, "towers": stage_towers, "ddp": stage_ddp, "resume": stage_resume,
-              "serve": stage_serve}
     try:
-        for name in args.stages.split(","):
+        for name in requested:
             c.stage(name, stages[name])
     finally:
         shutil.rmtree(c.scratch, ignore_errors=True)
         shutil.rmtree(layout, ignore_errors=True)
     c.save()
-    log(f"done in {c.results['seconds']} s: {'all ok' if c.results['ok'] else 'NOT all ok'}; {out / 'gpu-check.json'}")
+    log(f"done in {c.results['seconds']} s: {'all ok' if c.results['ok'] else 'NOT all ok ' + json.dumps(c.results['not_ok'])}; "
+        f"{out / 'gpu-check.json'}")
     return 0 if c.results["ok"] else 1
 
 
