@@ -296,3 +296,34 @@ def test_auto_without_real_photos_keeps_the_reference_and_says_why(artifacts, tm
     if cpu.native_bf16():  # a precision asked for by name cannot be verified: refused, not assumed
         with pytest.raises(AlexKitError, match="no real photos to verify"):
             open_engine(alone, engine="openvino", precision="bf16")
+
+
+def test_a_new_batch_size_retimes_speed_without_rerunning_the_gate(artifacts, gate_photos, tmp_path):
+    """The gate's verdict is kept per model, CPU kind and precision; another batch size only re-times."""
+    import shutil
+
+    fp32 = tmp_path / "copy.onnx"
+    shutil.copy(artifacts[0], fp32)
+    shutil.copy(artifacts[1], tmp_path / "copy.int8.onnx")
+    said = []
+    open_engine(fp32, photos=gate_photos, batch=80, log=said.append)
+    assert said and "measuring" in said[0]
+    first = {(m["engine"], m["precision"]): m for m in read_measurements(fp32)}
+    said.clear()
+    e = open_engine(fp32, photos=gate_photos, batch=7, log=said.append)
+    assert not any("measuring" in s for s in said), said
+    assert any("timing" in s and "at 7 crops a call" in s for s in said), said
+    after = read_measurements(fp32)
+    assert len(after) == len(first)  # one entry per engine and precision, not one per batch size
+    gate = Gate()
+    for m in after:
+        old = first[(m["engine"], m["precision"])]
+        assert (m["top1_agreement"], m["fc7_cosine"], m["measured_at"]) == (
+            old["top1_agreement"], old["fc7_cosine"], old["measured_at"])
+        assert "80" in m["speeds"]
+        if gate.failure(m) is None:
+            assert m["speeds"]["7"] > 0
+    assert "at 7 a call" in e.choice
+    said.clear()
+    open_engine(fp32, photos=gate_photos, batch=7, log=said.append)
+    assert said == []  # both stored now

@@ -13,9 +13,11 @@ fp32 on onnxruntime (torch for a checkpoint) is the reference. Every other
 candidate passes the *gate* only if, on real photos (centre crop), its top-1
 label agrees with the reference's on at least 99.5% of them and its fc7
 features have a mean cosine of at least 0.999 to the reference's (search
-needs the features, not only the label). The numbers and each candidate's
-speed (crops/s at the batch in use) are measured once per model file,
-machine class (CPU model + flags, :mod:`.cpu`) and candidate, and stored in
+needs the features, not only the label). The gate's numbers are measured once per
+model file, machine class (CPU model + flags, :mod:`.cpu`) and candidate,
+whatever the batch; only speed depends on the batch (crops per call), so a
+new batch size re-times the passing candidates with a few calls and does not
+re-run the gate. Both are stored in
 a JSON sidecar beside the model (``model.onnx.serving.json``; in the user
 cache folder when the model's folder is read-only). ``auto`` then picks the
 fastest candidate that passes; a precision asked for by name that fails is
@@ -181,7 +183,18 @@ def _stamp(path: Path) -> dict:
 
 
 def _key(m: dict) -> tuple:
-    return (m["machine"]["key"], m["engine"], m["precision"], m["file"]["file"], m["batch"])
+    # no batch: the gate verdict holds for any batch size; speeds per batch live inside the entry
+    return (m["machine"]["key"], m["engine"], m["precision"], m["file"]["file"])
+
+
+def speed_at(m: dict, batch: int) -> float | None:
+    """Stored crops/s of measurement ``m`` at ``batch`` crops a call, or None when not timed at that batch."""
+    speeds = m.get("speeds")
+    if isinstance(speeds, dict) and isinstance(speeds.get(str(batch)), (int, float)):
+        return float(speeds[str(batch)])
+    if m.get("batch") == batch and isinstance(m.get("crops_per_s"), (int, float)):
+        return float(m["crops_per_s"])  # written before speeds were kept per batch
+    return None
 
 
 def write_measurements(model: Path, new: list[dict]) -> Path:
@@ -201,17 +214,34 @@ def write_measurements(model: Path, new: list[dict]) -> Path:
     raise AlexKitError(f"{model}: cannot store precision measurements beside it or in {cache_path(model).parent}")
 
 
-def stored(model: Path, c: Candidate, ref: Candidate, machine: dict, batch: int) -> dict | None:
-    """The measurement of ``c`` on this machine class at ``batch`` crops a call, if its files are unchanged since."""
+def stored(model: Path, c: Candidate, ref: Candidate, machine: dict) -> dict | None:
+    """The gate measurement of ``c`` on this machine class (any batch), if its files are unchanged since;
+    ``speeds`` gathers every batch size it was timed at."""
     want_file, want_ref = _stamp(c.path), _stamp(ref.path)
+    found = None
+    speeds: dict[str, float] = {}
     for m in read_measurements(model):
         try:
             if (m["machine"]["key"] == machine["key"] and m["engine"] == c.engine and m["precision"] == c.precision
-                    and m["file"] == want_file and m["reference_file"] == want_ref and m["batch"] == batch):
-                return m
-        except (KeyError, TypeError):
+                    and m["file"] == want_file and m["reference_file"] == want_ref):
+                found = m
+                if isinstance(m.get("batch"), int) and isinstance(m.get("crops_per_s"), (int, float)):
+                    speeds[str(m["batch"])] = float(m["crops_per_s"])
+                if isinstance(m.get("speeds"), dict):
+                    speeds.update({k: float(v) for k, v in m["speeds"].items() if isinstance(v, (int, float))})
+        except (KeyError, TypeError, AttributeError):
             continue
-    return None
+    return None if found is None else {**found, "speeds": speeds}
+
+
+def retime(engine: Engine, m: dict, batch: int, runs: int = 3) -> dict:
+    """``m`` with the speed of ``engine`` at ``batch`` crops a call added (random pixels: speed does not
+    depend on the content; the gate's numbers, which do, are kept)."""
+    size = engine.meta.preprocess.crop
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    engine.logits_and_features(x.repeat(batch, 1, 1, 1))  # warm-up: the first call at a new shape compiles
+    cps = round(_speed(engine, x, batch, runs), 2)
+    return {**m, "batch": batch, "crops_per_s": cps, "speeds": {**m.get("speeds", {}), str(batch): cps}}
 
 
 # -- measuring ---------------------------------------------------------------
@@ -305,6 +335,7 @@ def measure(model: Path, todo: list[Candidate], ref: Candidate, *, device: str =
             "crops_per_s": round(_speed(engine, x, batch), 2),
             "measured_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
+        m["speeds"] = {str(batch): m["crops_per_s"]}
         out[c] = (m, engine)
     bar.close()
     write_measurements(model, [m for m, _ in out.values()])
@@ -375,7 +406,7 @@ def open_engine(model: str | os.PathLike, engine: str = "auto", precision: str =
         e.path = c.path
         return e
     machine = cpu.machine_class()
-    have = {c: stored(model, c, ref, machine, batch) for c in chosen}
+    have = {c: stored(model, c, ref, machine) for c in chosen}
     todo = [c for c in chosen if have[c] is None]
     engines: dict[Candidate, Engine] = {}
     if todo and photos is None:
@@ -396,13 +427,26 @@ def open_engine(model: str | os.PathLike, engine: str = "auto", precision: str =
         raise _refuse(model, f"{c.name if len(chosen) == 1 else ' / '.join(x.name for x in chosen)} refused by the "
                              f"precision gate on this CPU: {gate.failure(have[c])} on {have[c]['photos']} real photos; "
                              "use --precision fp32 (or auto)")
+    untimed = [c for c in passing if speed_at(have[c], batch) is None] if len(passing) > 1 else []
+    if untimed:
+        if log:
+            log(f"timing {', '.join(c.name for c in untimed)} at {batch} crops a call (a few calls; the precision "
+                "gate's verdict for this model and CPU is already stored)")
+        for c in untimed:
+            engines[c] = engines.get(c) or load_candidate(c, device, threads, batch)
+            have[c] = retime(engines[c], have[c], batch)
+        write_measurements(model, [have[c] for c in untimed])
+    for c in chosen:  # the speed at this batch where it was timed (only one passing candidate needs none)
+        s = speed_at(have[c], batch)
+        if s is not None:
+            have[c] = {**have[c], "batch": batch, "crops_per_s": s}
     best = max(passing, key=lambda c: have[c]["crops_per_s"])
     e = engines.pop(best, None)
     engines.clear()  # the losers' sessions go now, not at the end of the run
     e = e or load_candidate(best, device, threads, batch)
     m = have[best]
-    others = ", ".join(f"{c.name} {have[c]['crops_per_s']:.0f}" + ("" if c in passing else " (fails the gate)")
-                       for c in chosen if c != best)
+    others = ", ".join(c.name + ("" if speed_at(have[c], batch) is None else f" {have[c]['crops_per_s']:.0f}")
+                       + ("" if c in passing else " (fails the gate)") for c in chosen if c != best)
     e.choice = (f"{best.name}, {m['crops_per_s']:.0f} crops/s at {m['batch']} a call"
                 + (f" (vs {others})" if others else "")
                 + (f"; top-1 agreement with fp32 {m['top1_agreement']:.1%}, fc7 cosine {m['fc7_cosine']:.4f} "
@@ -419,6 +463,8 @@ def serving_engine(path, device: str = "cpu", engine: str | None = None, precisi
         from . import load_engine
 
         return load_engine(path, device=device)
+    # a one-time measurement pauses for tens of seconds: say so on stderr unless the caller chose where
+    options.setdefault("log", lambda s: print(f"alexnet-kit: {s}", file=sys.stderr, flush=True))
     return open_engine(path, engine or "auto", precision or "auto", device=device, batch=batch, **options)
 
 
