@@ -119,3 +119,47 @@ def test_two_tower_training_resumes_on_one_device(tmp_path):
     plain = run("plain", "none", 2)
     for k in plain:
         torch.testing.assert_close(mixed[k], plain[k], atol=5e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_one_process_group_still_runs_every_collective(tmp_path, monkeypatch):
+    """torchrun with one process (the GPU check's ddp stage) must exercise the same reductions
+    as two: the stop vote every SYNC_EVERY steps, the epoch-end totals and evaluation's sums."""
+    import socket
+
+    import torch.distributed as dist
+
+    from alexnet_kit.train.packed import PackedDataset
+    from alexnet_kit.train.recipe import load_recipe
+    from alexnet_kit.train.trainer import SYNC_EVERY, Trainer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for k, v in {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(k, v)
+    shapes: list[tuple[int, ...]] = []
+    real = dist.all_reduce
+
+    def counting_all_reduce(t, *a, **kw):  # the real gloo reduction, recorded
+        shapes.append(tuple(t.shape))
+        return real(t, *a, **kw)
+
+    monkeypatch.setattr(dist, "all_reduce", counting_all_reduce)
+    data = PackedDataset(tiny_packed(tmp_path / "packed"))
+    r = load_recipe("quickstart")
+    # 12 photos, batch 2: 6 steps an epoch, 3 epochs = 18 steps, so the stop vote at step 16 runs
+    r.out, r.parallel, r.device, r.epochs, r.batch_size, r.workers = str(tmp_path / "out"), "data", "cpu", 3, 2, 0
+    r.model = dict(r.model, conv_channels=(16, 32, 48, 48, 32), fc_features=64, dropout=0.0)
+    t = Trainer(r, data, progress=False)
+    try:
+        t.setup()
+        assert t.dist.world == 1 and dist.is_initialized()
+        assert t.train() == "done"
+    finally:
+        t.cleanup()
+    assert not dist.is_initialized()  # cleanup ends the group it joined
+    assert t.global_step == 18 and SYNC_EVERY == 16
+    assert shapes.count((4,)) == 3  # evaluation's sums, every epoch
+    assert shapes.count((5,)) == 3  # the epoch-end totals
+    assert shapes.count((1,)) >= 3 + 1  # the epoch-end stop flags and the vote at step 16

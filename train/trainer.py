@@ -219,6 +219,7 @@ class Trainer:
         self._stop_vote: HostCopy | None = None  # DDP: the last all-reduced stop flag, on its way to the host
         self._last_loss = float("nan")
         self._stop_agreed = False
+        self.collective = False  # a process group (--parallel data): set in setup
         self.writer = ckpt.BackgroundWriter()
 
     # -- setup -------------------------------------------------------------
@@ -252,7 +253,10 @@ class Trainer:
         if r.deterministic:
             deterministic_setup()  # before anything starts CUDA
         self.dist = DistInfo()
-        if r.parallel == "data":
+        # the collectives run whenever there is a process group, one process included: a
+        # one-GPU torchrun (the GPU check's ddp stage) exercises the same NCCL reductions
+        self.collective = r.parallel == "data"
+        if self.collective:
             kind = "cuda" if (r.device.startswith("cuda") or (r.device == "auto" and torch.cuda.is_available())) else "cpu"
             self.dist = init_distributed(kind)
         self.device = pick_device(r.device, self.dist)
@@ -385,7 +389,7 @@ class Trainer:
         (every rank at the same steps; the epoch-end reduce carries them too). The vote of one
         window is read at the next (its copy to the host long done: no stall), and every rank
         reads the same vote at the same step, so all stop at the same step."""
-        if self.dist.world == 1:
+        if not self.collective:
             return self._stop
         if self.global_step % SYNC_EVERY:
             return False
@@ -581,7 +585,7 @@ class Trainer:
             _link_or_copy(last, self.out / "model.safetensors")
 
     def _reduce(self, m: Meter) -> dict:
-        if self.dist.world == 1:
+        if not self.collective:
             self._stop_agreed = self._stop
             return m.to_dict()
         import torch.distributed as dist
@@ -622,7 +626,7 @@ class Trainer:
                                  torch.tensor(float(len(y)), dtype=torch.float64, device=dev), w1.double(), w5.double()])
         del loader
         self.net.train()
-        if self.dist.world > 1:
+        if self.collective:
             import torch.distributed as dist
 
             sums = sums.to(self.device)
@@ -657,7 +661,7 @@ class Trainer:
     def cleanup(self) -> None:
         self.writer.close()
         self.log.close()
-        if self.dist.world > 1:
+        if self.collective:
             import torch.distributed as dist
 
             if dist.is_initialized():
