@@ -237,3 +237,30 @@ def test_an_index_keeps_the_precision_it_was_built_in(tmp_path, kaiming_tiny):
         assert np.abs(fp32.extract_one(probe) - stored[0]).max() > 1e-5  # what mixing would have stored
         with pytest.raises(IndexMismatch, match="computed in bf16, this engine computes fp32"):
             builder.check_compatible(out, idx.store, fp32, kaiming_tiny)
+
+
+def test_a_bf16_index_is_queried_in_fp32_where_bf16_cannot_run_but_never_added_to(tmp_path, kaiming_tiny, monkeypatch):
+    """Without native bf16 (here: cpuinfo's answer replaced) a query runs in fp32, whose features are
+    within the gate's cosine of bf16's; adding would store fp32 vectors among bf16 ones, so it is refused."""
+    from alexnet_kit.engines import cpu
+    from alexnet_kit.features import FeatureExtractor
+    from alexnet_kit.search.errors import IndexMismatch
+
+    if not cpu.native_bf16():
+        pytest.skip("building a bf16 index needs a CPU with native bf16 (amx_bf16 / avx512_bf16)")
+    photos = real_photos(8)
+    folder = make_folder(tmp_path / "photos", photos[:6])
+    out = tmp_path / "bf16.index"
+    builder.build([folder], out, kaiming_tiny, extractor=FeatureExtractor.load(kaiming_tiny, precision="bf16"))
+    monkeypatch.setattr(cpu, "native_bf16", lambda: False)
+    with SimilarityIndex.open(out) as idx:
+        assert idx.extractor.precision == "fp32"
+        hits = idx.query(photos[6], top=3)
+        assert len(hits) == 3
+    make_folder(folder, photos[6:])
+    with pytest.raises(IndexMismatch, match=r"bf16\.index: its features were computed in bf16, which cannot run natively"):
+        builder.add(out)
+    assert main(["index", "add", str(out), "-q"]) == 2
+    monkeypatch.undo()
+    with SimilarityIndex.open(out) as idx:
+        assert idx.extractor.precision == "bf16"  # where bf16 runs, queries use the index's own precision

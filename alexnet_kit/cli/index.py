@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             raise AlexKitError("--batch must be at least 1")
         batch_photos = args.batch or max(1, 64 // args.crops)
         if args.precision == "auto" and not args.force:  # a resumed bf16 build goes on in bf16
-            args.precision = builder.index_precision(args.out) or "auto"
+            args.precision = builder.extraction_precision(args.out, builder.index_precision(args.out), args.device) or "auto"
         engine = _serving.open_engine(args, model, batch=batch_photos * args.crops)
         extractor = FeatureExtractor(engine, crops=args.crops, metric=args.metric, batch_photos=batch_photos)
         try:

@@ -102,8 +102,37 @@ def index_precision(root: str | os.PathLike) -> str | None:
         store.close()
 
 
-def check_compatible(root: Path, store: Store, extractor: FeatureExtractor, model: str | os.PathLike) -> None:
-    """Refuse a model or feature setting other than the index's, in one line."""
+def bf16_here(device: str = "cpu") -> bool:
+    """This machine computes bf16 natively on ``device`` (only the CPU path offers bf16)."""
+    import torch
+
+    from ..engines import cpu
+
+    return torch.device(device).type == "cpu" and cpu.native_bf16()
+
+
+def extraction_precision(root: str | os.PathLike, precision: str | None, device: str = "cpu", *,
+                         query: bool = False) -> str | None:
+    """The precision to extract an index's features in here, given its recorded ``precision``.
+
+    A query may run in fp32 where bf16 is not native (None: the file's own fp32 engine): the gate
+    holds bf16's fc7 cosine to fp32 at >= 0.999, so the ranking is the same to that margin. Adding
+    to the index (or resuming its build) must store the index's own precision, or is refused."""
+    if precision != "bf16" or bf16_here(device):
+        return precision
+    if query:
+        return None
+    where = f"on {device}" if not str(device).startswith("cpu") else "on this CPU (no amx_bf16 or avx512_bf16)"
+    raise IndexMismatch(f"{root}: its features were computed in bf16, which cannot run natively {where}: adding "
+                        "fp32 vectors would mix precisions; add to it on a CPU with native bf16, or rebuild it with --force")
+
+
+def check_compatible(root: Path, store: Store, extractor: FeatureExtractor, model: str | os.PathLike, *,
+                     query: bool = False) -> None:
+    """Refuse a model or feature setting other than the index's, in one line.
+
+    ``query``: the features are for a query, not stored, so an fp32 query of a bf16 index is
+    accepted (see :func:`extraction_precision`)."""
     fp = store.get("model_fingerprint")
     if extractor.fingerprint != fp:
         raise IndexMismatch(
@@ -116,7 +145,7 @@ def check_compatible(root: Path, store: Store, extractor: FeatureExtractor, mode
             f"{root}: built with features '{ours.describe()}', asked for '{extractor.settings.describe()}': "
             "use the index's settings (leave the option out) or build a new index")
     built_bf16, asked_bf16 = bool(store.get("bf16", False)), extractor.precision == "bf16"
-    if built_bf16 != asked_bf16:
+    if built_bf16 != asked_bf16 and not (query and built_bf16):
         built, asked = ("bf16", "fp32") if built_bf16 else ("fp32", "bf16")
         raise IndexMismatch(
             f"{root}: its features were computed in {built}, this engine computes {asked}: mixing them would "
@@ -285,7 +314,8 @@ def build(photos: Iterable[str | os.PathLike], out: str | os.PathLike, model: st
         raise IndexProblem(root, "exists and is not an index folder")
     # resuming a build: the precision it started in (a bf16 build goes on in bf16)
     extractor = extractor or FeatureExtractor.load(model, device=device, crops=crops, metric=metric,
-                                                   precision=None if force else index_precision(root),
+                                                   precision=None if force else extraction_precision(
+                                                       root, index_precision(root), device),
                                                    batch_photos=batch_photos, workers=workers)
     make_index(resolve_spec(index_type, 10**6, extractor.dim), extractor.dim)  # a bad type fails now, not after hours
     spath = files.store_path(root)
@@ -340,7 +370,8 @@ def add(root: str | os.PathLike, photos: Iterable[str | os.PathLike] | None = No
         todo = plan(store, photo_list, report)
         if todo:
             extractor = FeatureExtractor.load(model, device=device, crops=settings.crops, metric=settings.metric,
-                                              precision=recorded_precision(store), batch_photos=batch_photos, workers=workers)
+                                              precision=extraction_precision(root, recorded_precision(store), device),
+                                              batch_photos=batch_photos, workers=workers)
             check_compatible(root, store, extractor, model)
             removed, added = extract_into(store, extractor, todo, report, chunk, progress)
         roots = set(store.get("roots") or [])

@@ -154,8 +154,9 @@ class SimilarityIndex:
             if not self.model_path.exists():
                 raise AlexKitError(f"{self.root}: its model {self.model_path} is gone: pass the same model (model=... / --model)")
             fx = FeatureExtractor.load(self.model_path, device=self.device, crops=self.settings.crops, metric=self.settings.metric,
-                                       precision=builder.recorded_precision(self.store))
-            builder.check_compatible(self.root, self.store, fx, self.model_path)
+                                       precision=builder.extraction_precision(
+                                           self.root, builder.recorded_precision(self.store), self.device, query=True))
+            builder.check_compatible(self.root, self.store, fx, self.model_path, query=True)
             self._extractor = fx
         return self._extractor
 
