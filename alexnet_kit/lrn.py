@@ -72,8 +72,14 @@ class LocalResponseNorm(nn.Module):
         self.register_buffer("weight", weight, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float16:
+            # fp16 tops out at 65504: x * x overflows for |x| > 255, which conv1/conv2
+            # ReLU maps reach (inf, then NaN through the band's zeros). bf16 has fp32's
+            # range and keeps the in-dtype branch below; fp16 takes fp32 for this op.
+            with torch.autocast(x.device.type, enabled=False):
+                return self(x.float()).to(torch.float16)
         d = F.conv2d(x * x, self.weight.to(x.dtype), groups=self.groups) + self.k
-        if x.dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(x.device.type):
+        if x.dtype == torch.bfloat16 and torch.is_autocast_enabled(x.device.type):
             # Under autocast `pow` (and rsqrt, exp, log) is on CUDA's fp32 list: it
             # would return fp32 and promote the largest activations of the network
             # (conv1/conv2 maps) to twice the bytes. sqrt, mul and div keep the

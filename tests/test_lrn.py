@@ -86,3 +86,17 @@ def test_caffe_across_map_lrn_in_a_two_tower_model_matches_caffes_formula():
     per_tower = lrn_by_the_formula(a, k=1.0, divide_by_n=True, groups=2)
     assert (want - per_tower).abs()[:, 6:10].max() > 1e-3  # the maps next to the boundary differ
     assert torch.equal(want[:, :6], per_tower[:, :6])
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_fp16_input_with_large_activations_stays_finite_and_right(autocast):
+    # conv1/conv2 ReLU maps exceed 255, where x * x overflows fp16's 65504
+    torch.manual_seed(0)
+    a = torch.relu(torch.randn(2, 16, 5, 5) * 600).half()
+    assert float(a.max()) > 1000
+    lrn = LocalResponseNorm(16, groups=2)
+    with torch.autocast("cpu", dtype=torch.float16, enabled=autocast):
+        y = lrn(a)
+    assert y.dtype == torch.float16 and torch.isfinite(y).all()
+    want = lrn_by_the_formula(a.float(), groups=2)
+    torch.testing.assert_close(y.double(), want, rtol=2e-3, atol=1e-3)  # fp16 keeps 11 bits
