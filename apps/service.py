@@ -72,7 +72,18 @@ class DemoService:
 
         allow = None
         if index and (engine or precision) and Path(index).is_dir():
-            allow = ("int8",) if "-int8" in index_fingerprint(index) else ("fp32", "bf16")
+            # the classifier's vectors query the index: auto may pick only the index's own precision
+            # (fp32 where the index's bf16 cannot run natively here: within the gate's cosine)
+            if "-int8" in index_fingerprint(index):
+                allow = ("int8",)
+            else:
+                from alexnet_kit.search import builder
+
+                try:
+                    recorded = builder.index_precision(index)
+                except AlexKitError:
+                    recorded = None  # not readable as an index: opening it below says why
+                allow = (builder.extraction_precision(index, recorded, device, query=True) or "fp32",)
         classifier = Classifier(serving_engine(model, device, engine, precision, batch=10, allow=allow, log=log), crops=10)
         idx = IndexThread(index, classifier, model, device) if index else None
         return cls(classifier, idx, model, index)

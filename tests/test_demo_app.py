@@ -265,3 +265,26 @@ def test_page_names_the_index(indexed_server):
     config = httpx.get(app.local_url + "config").text
     assert "No similarity index loaded" not in config
     assert f"{len(service.index)} photos" in config
+
+
+def test_with_an_index_auto_picks_the_index_precision(tiny_checkpoint, tmp_path):
+    """The demo's classifier vectors query the index: auto keeps to the index's precision, whichever is faster."""
+    import shutil
+
+    from alexnet_kit.engines import cpu
+    from alexnet_kit.features import FeatureExtractor
+    from alexnet_kit.search import builder
+
+    if not cpu.native_bf16():
+        pytest.skip("choosing between fp32 and bf16 needs a CPU with native bf16 (amx_bf16 / avx512_bf16)")
+    model = tmp_path / "model.safetensors"
+    shutil.copy(tiny_checkpoint, model)
+    for precision in ("fp32", "bf16"):
+        index = tmp_path / f"{precision}.index"
+        builder.build([EXAMPLES], index, model, extractor=FeatureExtractor.load(model, engine="torch", precision=precision))
+        svc = DemoService.load(model, index, engine="auto", precision="auto")
+        try:
+            assert svc.classifier.engine.precision == precision, svc.classifier.engine.choice
+            assert svc.similar(EXAMPLES / "cat.jpg")
+        finally:
+            svc.close()
