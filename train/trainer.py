@@ -158,10 +158,13 @@ class HostCopy:
 
     def __init__(self, t: torch.Tensor):
         if t.device.type == "cuda":
-            self.host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-            self.host.copy_(t, non_blocking=True)
-            self.done = torch.cuda.Event()
-            self.done.record()
+            # the copy is queued on t's device's stream, so the event must be recorded there
+            # too (a tower on cuda:1 while cuda:0 is current would otherwise be read too early)
+            with torch.cuda.device(t.device):
+                self.host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+                self.host.copy_(t, non_blocking=True)
+                self.done = torch.cuda.Event()
+                self.done.record()
         else:
             self.host, self.done = t, None
 
@@ -320,7 +323,7 @@ class Trainer:
         self.epoch, self.batch, self.global_step = 0, 0, 0
         self.history: list[dict] = []
         self.best_val = float("inf")
-        self.meter = Meter.zeros(self.device)
+        self.meter = Meter.zeros(input_device(self.net))  # where the losses and logits are
         self.log = MetricsLog(self.out, enabled=self.dist.main)
         self._last_save = time.monotonic()
 
@@ -338,7 +341,7 @@ class Trainer:
         self.stall.load_state_dict(st["stall"])
         self.epoch, self.batch, self.global_step = int(st["epoch"]), int(st["batch"]), int(st["global_step"])
         self.history, self.best_val = list(st["history"]), float(st["best_val"])
-        self.meter = Meter.from_dict(st["acc"], self.device)
+        self.meter = Meter.from_dict(st["acc"], input_device(self.net))
         if self.scaler is not None and st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
         ckpt.set_rng_state(st["rng"])
@@ -396,7 +399,9 @@ class Trainer:
         import torch.distributed as dist
 
         agreed = bool(self._stop_vote.get()[0]) if self._stop_vote is not None else False
-        t = torch.tensor([1.0 if self._stop else 0.0], device=self.device)  # on the device: NCCL has no CPU
+        # on the device (NCCL has no CPU), made by a fill kernel: torch.tensor(list, device=cuda)
+        # would be a blocking copy from pageable host memory every SYNC_EVERY steps
+        t = torch.full((1,), 1.0 if self._stop else 0.0, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX, async_op=True).wait()  # NCCL: the stream waits, not the host
         self._stop_vote = HostCopy(t)
         self._stop = self._stop or agreed
@@ -557,7 +562,7 @@ class Trainer:
         self.history.append(row)
         self.epoch += 1
         self.batch = 0
-        self.meter = Meter.zeros(self.device)
+        self.meter = Meter.zeros(input_device(self.net))
         self._stop_vote = None  # the epoch-end reduce carried every flag; a vote still in flight is stale
         err = val[1] if val else row["train_top1_err"]
         improved = err < self.best_val
@@ -592,8 +597,10 @@ class Trainer:
 
         # on the training device (defect 1: an NCCL group has no CPU backend); float64 holds
         # the counts exactly. The last entry is the stop flag (ranks agree at every epoch end).
+        dev = m.loss_sum.device  # host numbers joined by fill kernels, not blocking copies
         t = torch.stack([m.loss_sum, m.wrong1.double(), m.wrong5.double()]
-                        + [torch.tensor(float(v), dtype=torch.float64, device=self.device) for v in (m.n, m.seconds, 1.0 if self._stop else 0.0)])
+                        + [torch.full((), float(v), dtype=torch.float64, device=dev) for v in (m.n, m.seconds, 1.0 if self._stop else 0.0)])
+        t = t.to(self.device)  # the process group's device (the same one under DDP)
         dist.all_reduce(t[:5])
         dist.all_reduce(t[5:], op=dist.ReduceOp.MAX)
         loss_sum, w1, w5, n, seconds, stop = t.tolist()
@@ -623,7 +630,7 @@ class Trainer:
             logits = logits.float()
             w1, w5 = topk_wrong(logits, y)
             sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
-                                 torch.tensor(float(len(y)), dtype=torch.float64, device=dev), w1.double(), w5.double()])
+                                 torch.full((), float(len(y)), dtype=torch.float64, device=dev), w1.double(), w5.double()])
         del loader
         self.net.train()
         if self.collective:
