@@ -8,12 +8,17 @@ per presentation. Validation uses the centre patch, unflipped, no noise.
 
 The random numbers are drawn up front by :func:`draw` from a generator seeded
 with (seed, epoch, batch), so a batch is the same whichever process or
-device augments it, and whenever (exact resume). The work is split in two:
-:func:`crop_flip` gathers the uint8 patches (cheap, near the memmap: CPU
-worker processes), :func:`finish` turns them into centred float input on any
-device in one batched pass (on CUDA); on the CPU :meth:`Finisher.from_photos`
-does crop, flip, centring and noise in one pass per channel from the memmap
-rows (what a worker process runs; ~10x the per-file PIL pipeline per core).
+device augments it, and whenever (exact resume). Where the work runs:
+
+* CPU training: the loader's worker processes run :meth:`Finisher.from_photos`,
+  crop, flip, centring and noise in one pass per channel straight from the
+  memmap rows (~10x the per-file PIL pipeline per core).
+* CUDA training: the workers only gather the whole uint8 photos; calling the
+  :class:`Finisher` on the GPU (``Finisher(photos, pack_draw(d))``) crops,
+  flips, centres and colours the batch in one batched gather there.
+
+:func:`crop_flip` is the plain reference: the tests check both paths against
+the finisher applied to its patches.
 """
 from __future__ import annotations
 
@@ -47,7 +52,11 @@ def draw(n: int, size: int, crop: int, rng: np.random.Generator | None, pca_std:
 
 
 def crop_flip(images: np.ndarray, d: Draw, crop: int) -> torch.Tensor:
-    """uint8 (B, S, S, 3) -> uint8 (B, crop, crop, 3) patches, mirrored where ``d.flips``."""
+    """uint8 (B, S, S, 3) -> uint8 (B, crop, crop, 3) patches, mirrored where ``d.flips``.
+
+    Not on a training path: the tests' reference for the crop and flip that
+    :meth:`Finisher.from_photos` and the device path (:meth:`Finisher.__call__`
+    on whole photos) each do inside their own pass."""
     out = np.empty((len(images), crop, crop, 3), np.uint8)
     for i, (t, l, f) in enumerate(zip(d.tops, d.lefts, d.flips)):
         patch = images[i, t:t + crop, l:l + crop]

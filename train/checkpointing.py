@@ -41,28 +41,25 @@ def save_state(folder: Path, state: dict, keep_last: int = 3) -> Path:
     return path
 
 
-def link_best(folder: Path, state_file: Path) -> Path:
-    """``best.pt`` as a hard link to an already written state: no second ~0.5-1.5 GB write.
+def link_or_copy(src: Path, dst: Path) -> Path:
+    """``dst`` as a hard link to ``src``: no second write of a large file.
 
     Atomic like every write here (a link beside, renamed over), and the link
-    outlives keep-last-K pruning of ``state_file``. A filesystem without hard
-    links gets a copy.
+    outlives a later removal of ``src`` (keep-last-K pruning). A filesystem
+    without hard links gets a copy.
     """
-    path = folder / "best.pt"
-    with atomic_path(path) as tmp:
+    with atomic_path(dst) as tmp:
         tmp.unlink()
         try:
-            os.link(state_file, tmp)
+            os.link(src, tmp)
         except OSError:
-            shutil.copyfile(state_file, tmp)
-    return path
+            shutil.copyfile(src, tmp)
+    return dst
 
 
-def save_best(folder: Path, state: dict) -> Path:
-    path = folder / "best.pt"
-    with atomic_path(path) as tmp:
-        torch.save(dict(state, version=STATE_VERSION), tmp)
-    return path
+def link_best(folder: Path, state_file: Path) -> Path:
+    """``best.pt``: the best state so far, linked, not written again (~0.5-1.5 GB)."""
+    return link_or_copy(state_file, folder / "best.pt")
 
 
 class BackgroundWriter:

@@ -587,7 +587,7 @@ class Trainer:
         save_checkpoint(last, state["model"], meta)
         if improved:
             ckpt.link_best(self.ckpt_dir, path)
-            _link_or_copy(last, self.out / "model.safetensors")
+            ckpt.link_or_copy(last, self.out / "model.safetensors")
 
     def _reduce(self, m: Meter) -> dict:
         if not self.collective:
@@ -674,19 +674,6 @@ class Trainer:
             if dist.is_initialized():
                 dist.destroy_process_group()
 
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """``dst`` as a hard link to ``src`` (atomic); a copy where links are not possible."""
-    import shutil
-
-    from alexnet_kit.fsutil import atomic_path
-
-    with atomic_path(dst) as tmp:
-        tmp.unlink()
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
 
 
 def _configs_differ(a: dict, b: dict) -> bool:
