@@ -11,7 +11,9 @@ partial folder then goes.
 
 The file holds ``paths`` (absolute), ``vectors`` (float32, one row per
 readable photo, same order), the model's ``fingerprint`` and the feature
-settings; the unreadable photos are listed with their errors.
+settings and the precision it ran in (fp32, bf16 or int8); the unreadable
+photos are listed with their errors. A resumed run must use the same
+precision as the interrupted one.
 """
 from __future__ import annotations
 
@@ -49,7 +51,9 @@ def partial_dir(out: Path) -> Path:
 
 def _header(extractor: FeatureExtractor) -> dict:
     # what makes two runs' vectors comparable; the photo list may grow between them
-    return {"fingerprint": extractor.fingerprint, "settings": json.loads(extractor.settings.to_json()), "dim": extractor.dim}
+    # (bf16 keeps the fp32 fingerprint, yet its vectors differ in the third decimal: precision too)
+    return {"fingerprint": extractor.fingerprint, "settings": json.loads(extractor.settings.to_json()), "dim": extractor.dim,
+            "precision": extractor.precision}
 
 
 def _write_chunk(folder: Path, n: int, paths: list[str], vectors: list[np.ndarray], bad: list[tuple[str, str]], dim: int) -> None:
@@ -102,6 +106,11 @@ def export_features(photos: Sequence[str], out: str | os.PathLike, extractor: Fe
             theirs = json.loads(state.read_text())
         except (OSError, ValueError):
             theirs = None
+        if (isinstance(theirs, dict) and theirs.get("precision", header["precision"]) != header["precision"]
+                and {**theirs, "precision": header["precision"]} == header):
+            raise AlexKitError(f"{folder}: the interrupted run computed its features in {theirs['precision']}, this one "
+                               f"in {header['precision']}: run it again with --precision {theirs['precision']}, "
+                               "or delete the folder to start over")
         if theirs != header:
             raise AlexKitError(f"{folder}: an interrupted run with another model or feature settings: "
                                "delete the folder to start over, or run that command again")
@@ -153,7 +162,7 @@ def export_features(photos: Sequence[str], out: str | os.PathLike, extractor: Fe
     meta = {"fingerprint": extractor.fingerprint, "model": model, "layer": extractor.settings.layer,
             "crops": extractor.settings.crops, "metric": extractor.settings.metric,
             "features": extractor.settings.describe(), "dim": extractor.dim, "engine": extractor.engine.description,
-            "unreadable": [{"path": p, "error": e} for p, e in all_bad]}
+            "precision": extractor.precision, "unreadable": [{"path": p, "error": e} for p, e in all_bad]}
     with atomic_path(out) as tmp:
         if out.suffix.lower() == ".npz":
             with open(tmp, "wb") as f:

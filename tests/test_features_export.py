@@ -162,3 +162,37 @@ def test_parquet(model, tmp_path):
 def test_bad_output_suffix_is_one_line(model, tmp_path):
     proc = run_cli("features", EXAMPLES, "--out", tmp_path / "f.csv", "--model", model, "-q")
     assert proc.returncode == 2 and ".npz or .parquet" in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_a_resumed_run_keeps_its_precision(model, tmp_path, monkeypatch):
+    """bf16 vectors keep the fp32 fingerprint: the resume header and the file name the precision."""
+    from alexnet_kit.engines import cpu
+
+    if not cpu.native_bf16():
+        pytest.skip("a bf16 run needs a CPU with native bf16 (amx_bf16 / avx512_bf16)")
+    # this random tiny net's bf16 misses the gate's 99.5% top-1; the gate is not what is tested here
+    monkeypatch.setenv("ALEXNET_KIT_GATE_MIN_TOP1", "0")
+    monkeypatch.setenv("ALEXNET_KIT_GATE_MIN_COSINE", "0")
+    photos = walk_photos([EXAMPLES])
+    bf16 = FeatureExtractor.load(model, engine="torch", precision="bf16", batch_photos=1)
+    assert bf16.precision == "bf16"
+
+    class CtrlC(FeatureExtractor):
+        def extract(self, sources):
+            for i, r in enumerate(super().extract(sources)):
+                if i == 2:
+                    raise KeyboardInterrupt
+                yield r
+
+    out = tmp_path / "bf16.npz"
+    with pytest.raises(KeyboardInterrupt):
+        export_features(photos, out, CtrlC(bf16.engine, batch_photos=1), chunk=1)
+    fp32 = FeatureExtractor.load(model, batch_photos=1)
+    with pytest.raises(AlexKitError, match=r"bf16\.npz\.partial: the interrupted run computed its features in bf16, "
+                                           r"this one in fp32: run it again with --precision bf16"):
+        export_features(photos, out, fp32, chunk=1)
+    export_features(photos, out, bf16, chunk=1)
+    assert read_features(out)[2]["precision"] == "bf16"
+    whole = export_features(photos, tmp_path / "fp32.npz", fp32)
+    assert read_features(whole.out)[2]["precision"] == "fp32"
