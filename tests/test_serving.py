@@ -327,3 +327,32 @@ def test_a_new_batch_size_retimes_speed_without_rerunning_the_gate(artifacts, ga
     said.clear()
     open_engine(fp32, photos=gate_photos, batch=7, log=said.append)
     assert said == []  # both stored now
+
+
+def test_info_skips_a_malformed_stored_entry(artifacts, gate_photos, tmp_path):
+    import shutil
+
+    fp32 = tmp_path / "hand-edited.onnx"
+    shutil.copy(artifacts[0], fp32)
+    open_engine(artifacts[0], photos=gate_photos)  # stored once per module: real entries to copy
+    good = read_measurements(artifacts[0])
+    assert good
+    doc = {"version": 1, "model": fp32.name,
+           "measurements": [{"engine": "openvino"}, {"machine": "not a dict", "engine": "x", "precision": "fp32"},
+                            {**good[0], "top1_agreement": "high"}, good[0]]}
+    sidecar_path(fp32).write_text(json.dumps(doc))
+    assert read_measurements(fp32) == [good[0]]
+    proc = run_cli("info", fp32)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert sum(l.startswith("serving ") for l in proc.stdout.splitlines()) == 1, proc.stdout
+
+
+def test_an_engine_that_cannot_run_on_the_gpu_is_refused_not_ignored(artifacts, tiny_checkpoint):
+    """Refused before anything loads, so no GPU is needed to check it."""
+    fp32, _ = artifacts
+    with pytest.raises(AlexKitError, match=r"--engine openvino: on cuda tiny\.onnx runs on onnxruntime"):
+        open_engine(fp32, engine="openvino", device="cuda")
+    with pytest.raises(AlexKitError, match=r"--engine torch: on cuda tiny\.onnx runs on onnxruntime"):
+        open_engine(fp32, engine="torch", device="cuda")
+    with pytest.raises(AlexKitError, match=r"--engine onnxruntime: on cuda:0 tiny\.safetensors runs on torch"):
+        open_engine(tiny_checkpoint, engine="onnxruntime", device="cuda:0")

@@ -173,8 +173,22 @@ def read_measurements(model: str | os.PathLike) -> list[dict]:
         except (OSError, ValueError):
             continue
         if isinstance(d, dict) and d.get("version") == STORE_VERSION and isinstance(d.get("measurements"), list):
-            out += [m for m in d["measurements"] if isinstance(m, dict)]
+            out += [m for m in d["measurements"] if _valid(m)]
     return out
+
+
+def _valid(m) -> bool:
+    """A stored entry with every field the choice and ``info`` read (a hand-edited or truncated one is skipped)."""
+    num = (int, float)
+    try:
+        return (isinstance(m["machine"]["key"], str) and isinstance(m["machine"]["cpu"], str)
+                and all(isinstance(m[k], str) for k in ("engine", "precision", "reference", "measured_at"))
+                and isinstance(m["file"], dict) and isinstance(m["file"]["file"], str)
+                and isinstance(m["reference_file"], dict)
+                and all(isinstance(m[k], num) and not isinstance(m[k], bool)
+                        for k in ("top1_agreement", "fc7_cosine", "crops_per_s", "batch", "photos")))
+    except (KeyError, TypeError):
+        return False
 
 
 def _stamp(path: Path) -> dict:
@@ -375,6 +389,10 @@ def open_engine(model: str | os.PathLike, engine: str = "auto", precision: str =
 
         if precision not in ("auto", "fp32"):
             raise AlexKitError(f"--precision {precision}: precision choice is for the CPU; on {device} the file runs as exported")
+        runs = "onnxruntime" if model.suffix.lower() == ".onnx" else "torch"
+        if engine not in ("auto", runs):
+            raise AlexKitError(f"--engine {engine}: on {device} {model.name} runs on {runs} (engine choice is for the "
+                               f"CPU); use --engine {runs} or auto, or --device cpu")
         e = load_engine(model, device=device)
         e.choice = f"{device}: {e.description}"
         return e
