@@ -230,7 +230,6 @@ class Trainer:
         self._setup_runtime()
         self._setup_data()
         self._setup_parent()
-        self._setup_finishers()
         model = build_model(self.config, self.r.seed)
         if self.parent is not None:
             finetune.transplant(model, self.parent)
@@ -238,6 +237,7 @@ class Trainer:
             finetune.param_groups(model, finetune.parse_freeze(self.r.freeze), self.r.pretrained_lr_mult)
         self.net = place(model, self.r.parallel, self.device, self.r.model_devices, self.dist,
                          channels_last=self.channels_last)
+        self._setup_finishers()  # after placing: the GPU finisher runs on the net's input device
         self.optimizer = build_optimizer(self.net, self.r)
         self._setup_progress()
         if self.resume_from:
@@ -311,7 +311,7 @@ class Trainer:
         # crops, flips, centres and colours them in one batched pass
         on_cuda = self.device.type == "cuda"
         args = (self.mean, self.data.eigvals, self.data.eigvecs, self.config.input_size)
-        self.gpu_finisher = Finisher(*args, input_device(self.net) if hasattr(self, "net") else self.device, self.std) if on_cuda else None
+        self.gpu_finisher = Finisher(*args, input_device(self.net), self.std) if on_cuda else None
         self.cpu_finisher = None if on_cuda else Finisher(*args, "cpu", self.std)
 
     def _setup_progress(self) -> None:
