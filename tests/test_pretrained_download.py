@@ -141,7 +141,34 @@ def test_cli_server_error_one_line_and_empty_cache(server, tmp_path, monkeypatch
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"HTTP {code}" in err[0] and "nothing written" in err[0]
     cache = tmp_path / "cache" / "alexnet-kit" / "pretrained"
-    assert not cache.exists() or _files(cache) == []
+    # nothing downloaded; the empty lock file that `--model caffe` also leaves may be there
+    assert not cache.exists() or set(_files(cache)) <= {".caffe.lock"}
     # the same through a pretrained name given as a model
     assert main(["info", "caffe"]) == 2
     assert f"HTTP {code}" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("out", [False, True])
+def test_cli_download_waits_for_the_cache_lock(server, tmp_path, out):
+    """`pretrained caffe` (with or without --out) downloads under the same lock as `--model caffe`:
+    while another process holds it, this one waits instead of writing the same .part file."""
+    import fcntl
+    import subprocess
+    import sys
+    import time
+
+    cache = tmp_path / "cache"
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "ALEXNET_KIT_PRETRAINED_CAFFE_URL": f"{server}/status/404"}
+    lock = cache / "alexnet-kit" / "pretrained" / ".caffe.lock"
+    lock.parent.mkdir(parents=True)
+    args = ["pretrained", "caffe", "--quiet"] + (["--out", str(tmp_path / "c.safetensors")] if out else [])
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = subprocess.Popen([sys.executable, "-m", "alexnet_kit", *args], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        time.sleep(6)  # a 404 without the lock ends in about a second
+        assert proc.poll() is None, proc.communicate()
+        fcntl.flock(held, fcntl.LOCK_UN)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "HTTP 404" in err and len(err.strip().splitlines()) == 1, err

@@ -28,22 +28,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from ..pretrained import cache_dir, cached_checkpoint, convert
+    from ..pretrained import cached_checkpoint, convert, ensure, fetch
     from ..pretrained.registry import source
-    from ..pretrained.download import download
 
     src = source(args.name)
-    out = args.out or cached_checkpoint(args.name)
     start = time.perf_counter()
-    if args.file:
-        file = args.file
+    if not args.file and not args.out and not args.no_digest_check:
+        had = cached_checkpoint(args.name).exists()
+        path = ensure(args.name, progress=not args.quiet)  # what '--model NAME' does: one code path, one lock
+        verb = "already in the cache:" if had else "wrote"
     else:
-        file = cache_dir() / src.filename
-        if not file.exists():
-            download(src.url, file, src.digest, progress=not args.quiet)
-    path = convert(args.name, file, out, digest_check=not args.no_digest_check, src=src)
+        file = args.file or fetch(args.name, progress=not args.quiet)
+        path = convert(args.name, file, args.out or cached_checkpoint(args.name),
+                       digest_check=not args.no_digest_check, src=src)
+        verb = "wrote"
     acc = src.accuracy
-    print(f"wrote {path} ({args.name}: {src.title}; {time.perf_counter() - start:.1f} s)")
+    print(f"{verb} {path} ({args.name}: {src.title}; {time.perf_counter() - start:.1f} s)")
     print(f"published accuracy (not re-measured): top-1 {acc['top1']}%, top-5 {acc['top5']}%, {acc['crops']} crop, {acc['split']}")
     if args.no_digest_check:
         print("digest not checked: the checkpoint's provenance records it")

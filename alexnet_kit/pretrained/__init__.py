@@ -23,7 +23,7 @@ from ..errors import AlexKitError, FileProblem, existing_file
 # the CLI lists them at start-up and must stay light.
 NAMES = ("caffe", "torchvision", "onnx-zoo")
 
-__all__ = ["NAMES", "convert", "ensure", "cache_dir", "cached_checkpoint", "read_weights"]
+__all__ = ["NAMES", "convert", "ensure", "fetch", "cache_dir", "cached_checkpoint", "read_weights"]
 
 
 def cache_dir() -> Path:
@@ -113,20 +113,34 @@ def convert(name: str, file: str | os.PathLike, out: str | os.PathLike, digest_c
 
 def ensure(name: str, progress: bool = True) -> Path:
     """The cached checkpoint for ``name``: downloaded and converted on first use, reused afterwards."""
-    from .download import download
     from .registry import source
 
     ckpt = cached_checkpoint(name)
     if ckpt.exists():
         return ckpt
     src = source(name)
-    raw = cache_dir() / src.filename
     with _cache_lock(name):  # two commands started together must not write the same .part file
         if ckpt.exists():  # the other one finished while we waited
             return ckpt
-        if not raw.exists():
-            download(src.url, raw, src.digest, progress=progress)
-        return convert(name, raw, ckpt, src=src)
+        return convert(name, _download(src, progress), ckpt, src=src)
+
+
+def fetch(name: str, progress: bool = True) -> Path:
+    """The source's published file in the cache, downloaded (digest checked) when missing."""
+    from .registry import source
+
+    with _cache_lock(name):
+        return _download(source(name), progress)
+
+
+def _download(src, progress: bool) -> Path:
+    # the caller holds _cache_lock: flock is per open file, so taking it again here would wait forever
+    from .download import download
+
+    raw = cache_dir() / src.filename
+    if not raw.exists():
+        download(src.url, raw, src.digest, progress=progress)
+    return raw
 
 
 @contextlib.contextmanager
