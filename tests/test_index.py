@@ -264,3 +264,24 @@ def test_a_bf16_index_is_queried_in_fp32_where_bf16_cannot_run_but_never_added_t
     monkeypatch.undo()
     with SimilarityIndex.open(out) as idx:
         assert idx.extractor.precision == "bf16"  # where bf16 runs, queries use the index's own precision
+
+
+def test_similar_and_index_add_take_a_pretrained_name(tmp_path, kaiming_tiny, monkeypatch, capsys):
+    """`--model caffe` means the cached checkpoint, as in every other command (no download: it is there)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    named = cache / "alexnet-kit" / "pretrained" / "caffe.safetensors"
+    named.parent.mkdir(parents=True)
+    shutil.copy(kaiming_tiny, named)
+    photos = real_photos(6)
+    folder = make_folder(tmp_path / "photos", photos[:4])
+    out = tmp_path / "idx"
+    builder.build([folder], out, kaiming_tiny)
+    make_folder(folder, photos[4:])
+    monkeypatch.chdir(tmp_path)  # no file called "caffe" here: the name, not a path
+    assert main(["index", "add", str(out), "--model", "caffe", "-q"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["similar", str(photos[0]), "-i", str(out), "--model", "caffe", "-k", "2", "--json"]) == 0, capsys.readouterr().err
+    assert len(json.loads(capsys.readouterr().out)["hits"]) == 2
+    with SimilarityIndex.open(out) as idx:
+        assert len(idx) == 6

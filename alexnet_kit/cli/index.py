@@ -103,7 +103,10 @@ def run(args: argparse.Namespace) -> int:
         _report(report, ("resumed and built " if report.resumed else "built ") + args.out)
         return 1 if report.bad else 0
     if cmd == "add":
-        report = builder.add(args.index, args.photos or None, model=args.model, device=args.device, chunk=args.chunk,
+        from ..paths import resolve_model
+
+        model = resolve_model(args.model) if args.model else None  # a path or a pretrained name; default: the index's
+        report = builder.add(args.index, args.photos or None, model=model, device=args.device, chunk=args.chunk,
                              progress=not args.quiet, rebuild_index=args.rebuild, batch_photos=args.batch)
         _report(report, f"updated {args.index}")
         return 1 if report.bad else 0

@@ -66,9 +66,16 @@ def run(args: argparse.Namespace) -> int:
     elif args.experiment == "fig3":
         from alexnet_kit.train.experiments import fig3
 
-        fig3.run(args.out, args.model, args.size)
+        fig3.run(args.out, _model(args), args.size)
     else:
         from alexnet_kit.train.experiments import fig4
 
-        fig4.run(args.out, args.model, args.size, queries=args.queries, neighbours=args.neighbours)
+        fig4.run(args.out, _model(args), args.size, queries=args.queries, neighbours=args.neighbours)
     return 0
+
+
+def _model(args: argparse.Namespace):
+    """--model as every command takes it (a path or a pretrained name); None keeps the figures' own default."""
+    from alexnet_kit.paths import resolve_model
+
+    return resolve_model(args.model) if args.model else None

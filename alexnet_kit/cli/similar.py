@@ -27,11 +27,13 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from ..errors import AlexKitError
+    from ..paths import resolve_model
     from ..search import SimilarityIndex
 
     if args.top < 1:
         raise AlexKitError("--top must be at least 1")
-    with SimilarityIndex.open(args.index, model=args.model, crops=args.crops, metric=args.metric, device=args.device) as idx:
+    model = resolve_model(args.model) if args.model else None  # a path or a pretrained name; default: the index's
+    with SimilarityIndex.open(args.index, model=model, crops=args.crops, metric=args.metric, device=args.device) as idx:
         hits = idx.query(args.photo, top=args.top)
         info = idx.info()
     if args.json:
