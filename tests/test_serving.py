@@ -356,3 +356,17 @@ def test_an_engine_that_cannot_run_on_the_gpu_is_refused_not_ignored(artifacts, 
         open_engine(fp32, engine="torch", device="cuda")
     with pytest.raises(AlexKitError, match=r"--engine onnxruntime: on cuda:0 tiny\.safetensors runs on torch"):
         open_engine(tiny_checkpoint, engine="onnxruntime", device="cuda:0")
+
+
+def test_the_python_api_says_on_stderr_when_it_measures(artifacts, gate_photos, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from alexnet_kit.classify import Classifier
+
+    fp32 = tmp_path / "api.onnx"
+    shutil.copy(artifacts[0], fp32)
+    shutil.copy(artifacts[1], tmp_path / "api.int8.onnx")
+    monkeypatch.setenv("ALEXNET_KIT_GATE_PHOTOS", str(Path(gate_photos[0]).parent))
+    Classifier.load(fp32, engine="auto", crops=1)
+    err = capsys.readouterr().err
+    assert "alexnet-kit: measuring" in err and "api.onnx.serving.json" in err, err

@@ -482,7 +482,8 @@ def serving_engine(path, device: str = "cpu", engine: str | None = None, precisi
 
         return load_engine(path, device=device)
     # a one-time measurement pauses for tens of seconds: say so on stderr unless the caller chose where
-    options.setdefault("log", lambda s: print(f"alexnet-kit: {s}", file=sys.stderr, flush=True))
+    if options.get("log") is None:
+        options["log"] = lambda s: print(f"alexnet-kit: {s}", file=sys.stderr, flush=True)
     return open_engine(path, engine or "auto", precision or "auto", device=device, batch=batch, **options)
 
 
