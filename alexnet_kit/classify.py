@@ -23,7 +23,7 @@ from .engines import Engine
 from .engines.select import serving_engine
 from .errors import ImageError
 from .images import ImageSource, load_square, source_name
-from .preprocess import average_crops
+from .metrics import average_crops
 
 
 @dataclass

@@ -141,12 +141,6 @@ class Preprocess:
         return torch.from_numpy(buf.reshape(-1, 3, c, c))
 
 
-def average_crops(logits: torch.Tensor, crops: int) -> torch.Tensor:
-    """§4.1: average the softmax of each photo's crops -> (N, classes) probabilities."""
-    probs = torch.softmax(logits.float(), dim=1)
-    return probs.reshape(-1, crops, probs.shape[1]).mean(1)
-
-
 def caffe_mean_to_rgb(mean_bgr: np.ndarray) -> np.ndarray:
     """Caffe's ``ilsvrc_2012_mean.npy`` is BGR (3, 256, 256); we keep RGB."""
     mean_bgr = np.asarray(mean_bgr)

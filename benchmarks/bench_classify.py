@@ -80,7 +80,7 @@ def paper_checkpoint(workdir: Path) -> Path:
 def naive(model, preprocess, files: list[Path]) -> list[int]:
     """The baseline: one photo at a time, nothing overlapped."""
     from alexnet_kit.images import load_square
-    from alexnet_kit.preprocess import average_crops
+    from alexnet_kit.metrics import average_crops
 
     out = []
     with torch.inference_mode():
@@ -147,7 +147,7 @@ def open_paths(onnx: Path, batch: int, log=None) -> dict[str, object]:
 def agreement(onnx: Path, meta, files: list[Path], batch: int = 8) -> None:
     """Ten-crop top-1 agreement and fc7 cosine of every path against onnxruntime fp32."""
     from alexnet_kit.export.verify import load_photos
-    from alexnet_kit.preprocess import average_crops
+    from alexnet_kit.metrics import average_crops
 
     engines = open_paths(onnx, batch * 10)
     photos = load_photos(files, meta.preprocess.resize)

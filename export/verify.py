@@ -27,7 +27,8 @@ from alexnet_kit.engines.base import Engine
 from alexnet_kit.errors import AlexKitError, ImageError
 from alexnet_kit.images import find_images, is_image_path, load_square
 from alexnet_kit.model import AlexNet
-from alexnet_kit.preprocess import Preprocess, average_crops
+from alexnet_kit.metrics import average_crops
+from alexnet_kit.preprocess import Preprocess
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_PHOTOS = REPO.parent / "shared" / "data" / "photos"

@@ -21,7 +21,7 @@ from alexnet_kit.classify import Classifier
 from alexnet_kit.engines import load_engine
 from alexnet_kit.errors import CheckpointError
 from alexnet_kit.model import AlexNetConfig
-from alexnet_kit.preprocess import average_crops
+from alexnet_kit.metrics import average_crops
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts", "pt2": ".pt2"}
 

@@ -2,7 +2,8 @@
 import numpy as np
 import torch
 
-from alexnet_kit.preprocess import Preprocess, average_crops, caffe_mean_to_rgb
+from alexnet_kit.metrics import average_crops
+from alexnet_kit.preprocess import Preprocess, caffe_mean_to_rgb
 
 from conftest import shared
 

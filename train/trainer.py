@@ -36,6 +36,7 @@ from alexnet_kit import __version__
 from alexnet_kit.checkpoint import save_checkpoint
 from alexnet_kit.errors import AlexKitError
 from alexnet_kit.meta import ModelMeta
+from alexnet_kit.metrics import topk_wrong
 from alexnet_kit.model import AlexNet, AlexNetConfig
 from alexnet_kit.preprocess import Preprocess
 
@@ -70,16 +71,6 @@ def train_step(net, optimizer, x, y, amp_dtype=None, scaler=None) -> tuple[torch
         loss.backward()
         optimizer.step()
     return loss.detach(), logits.detach()
-
-
-def topk_wrong(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(top-1 misses, top-5 misses) of a batch as device tensors (top-k with k = min(5, classes))."""
-    y = y.to(logits.device, non_blocking=True)
-    k = min(5, logits.shape[1])
-    top = logits.topk(k, 1).indices
-    hit1 = top[:, 0] == y
-    hitk = (top == y[:, None]).any(1)
-    return (~hit1).sum(), (~hitk).sum()
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from alexnet_kit.model import AlexNet, AlexNetConfig
-from alexnet_kit.preprocess import Preprocess, average_crops
+from alexnet_kit.metrics import average_crops
+from alexnet_kit.preprocess import Preprocess
 
 from .caltech import caltech_split, rgb_statistics
 from .common import mean_std, pick_device, savefig, seed_everything, write_results

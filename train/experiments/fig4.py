@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alexnet_kit.preprocess import average_crops
+from alexnet_kit.metrics import average_crops
 
 from .caltech import caltech_split
 from .common import ROOT, load_photos, savefig, write_results
