@@ -3,21 +3,41 @@ error on CIFAR-10 about six times faster than the same network with tanh (§3.1)
 
 The paper: "The learning rates for each network were chosen independently to
 make training as fast as possible. No regularization of any kind was
-employed." So, for each activation: a small learning-rate sweep on seed 0
-(the rates train side by side, an epoch each in turn; the first to 25% wins),
-then the other seeds at the chosen rate; the result is the number of
-epochs to reach 25% training error, per seed, and the ReLU/tanh ratio.
+employed." So, for each activation: a learning-rate sweep on seed 0 (the
+rates train side by side, an epoch each in turn; the first to 25% wins),
+extended past its edge while the winner sits there, then the other seeds at
+the chosen rate. The result is the number of epochs to reach 25% training
+error, per seed, and the ReLU/tanh ratio. Both activations get the same
+initial draw and the same data order per seed.
 
-Training error is the running error over each epoch's minibatches, which is
-what cuda-convnet (the paper's code) printed and what Figure 1 plots.
+The network is cuda-convnet's CIFAR-10 example net ("18% error in 20
+minutes"), the paper's code and, with three convolutional layers and one
+fully connected one, "a four-layer convolutional neural network". Read from
+``example-layers/layers-18pct.cfg`` and ``layer-params-18pct.cfg`` of
+cuda-convnet 1 (github.com/dnouri/cuda-convnet, a mirror of
+code.google.com/p/cuda-convnet), with the formulas from its ``layer.py`` and
+``src/cudaconv2/conv_util.cu`` / ``include/cudaconv2/conv_util.cuh``:
 
-The network is cuda-convnet's CIFAR-10 example shape (conv 32, conv 32,
-conv 64, each 5x5 + 3/2 max-pool, then a 10-way linear layer): four layers
-with weights. Same init (PyTorch's default), same data order per seed, no
-augmentation, no weight decay, no dropout.
+    conv1 5x5 32, pad 2, initW 0.0001 -> max-pool 3/2 -> neuron -> rnorm 3x3
+    conv2 5x5 32, pad 2, initW 0.01 -> neuron -> avg-pool 3/2 -> rnorm 3x3
+    conv3 5x5 64, pad 2, initW 0.01 -> neuron -> avg-pool 3/2
+    fc10, initW 0.01 -> softmax
+    every layer: epsW = eps, epsB = 2 eps, momentum 0.9; biases start at 0
+
+(layer 1 applies its neuron after the pool; both activations are monotone,
+so this equals pooling after it). The 18pct file also sets weight decay
+(wc) and the training used translations and flips; Figure 1 used "no
+regularization of any kind", so neither is here. Training error is the
+running error over each epoch's minibatches, which is what cuda-convnet
+printed and what Figure 1 plots. The input is cuda-convnet's: pixel values
+(0-255) minus the training set's per-pixel mean (§2), not rescaled, which is
+the scale its initW values were chosen for.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -27,11 +47,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alexnet_kit.errors import AlexKitError
+from alexnet_kit.metrics import ErrorCounter
+
 from .common import class_folders, load_photos, mean_std, photo_files, savefig, seed_everything, shared_data, write_results
 
 NAME = "fig1_relu_tanh"
 TARGET = 0.25  # Figure 1's dashed line
 PAPER_SPEEDUP = 6.0
+INITS = ("default", "he")
+#: cuda-convnet 18pct: the initW (std of the Gaussian) of conv1, conv2, conv3, fc10
+CONVNET_INIT_STD = (1e-4, 1e-2, 1e-2, 1e-2)
+#: cuda-convnet 18pct: rnorm1/rnorm2 size, scale, pow
+RNORM = dict(size=3, scale=5e-5, pow=0.75)
 
 
 @dataclass
@@ -39,49 +67,94 @@ class Fig1Size:
     per_class: int  # training photos per class (the shared copy has 1000)
     seeds: int
     max_epochs: int
-    lrs: dict = field(default_factory=dict)  # activation -> learning rates to sweep
+    lrs: dict = field(default_factory=dict)  # activation -> starting grid of learning rates (epsW)
     width: tuple = (32, 32, 64)
-    batch: int = 128
-    init: str = "default"  # "default": PyTorch's, the same for both; "he": each activation's own gain
+    batch: int = 128  # cuda-convnet's default minibatch
+    init: str = "default"  # "default": cuda-convnet's initW, the same for both; "he": each activation's own gain
+    max_rates: int = 8  # the sweep grows past its edge up to this many rates
+    test_per_class: int = 200
 
 
 SIZES = {
     # seconds: the tests
-    "tiny": Fig1Size(per_class=10, seeds=2, max_epochs=3, lrs={"relu": [0.01, 0.05], "tanh": [0.05]}, width=(8, 8, 16), batch=50),
-    # ~20-30 min on 2 shared CPU cores: 3,000 of the shared training photos, half the width.
-    # The likeliest winner is swept first so that the others stop early.
-    "default": Fig1Size(per_class=300, seeds=3, max_epochs=60, lrs={"relu": [0.005, 0.01, 0.02, 0.05], "tanh": [0.005, 0.01, 0.02, 0.05]}, width=(16, 16, 32)),
-    # the paper's widths, every shared training photo, a wider sweep and more seeds (a GPU)
-    "full": Fig1Size(per_class=1000, seeds=5, max_epochs=150, lrs={"relu": [0.002, 0.005, 0.01, 0.02, 0.05, 0.1], "tanh": [0.002, 0.005, 0.01, 0.02, 0.05, 0.1]}),
+    "tiny": Fig1Size(per_class=10, seeds=2, max_epochs=3, lrs={"relu": [0.001, 0.002], "tanh": [0.001, 0.002]},
+                     width=(8, 8, 16), batch=50, max_rates=4, test_per_class=10),
+    # 2 shared CPU cores, ~1.5 h: every shared training photo, the paper's widths; rates a factor 2 apart
+    # from cuda-convnet's eps 0.001; the epoch cap bounds tanh (its count is then a lower bound)
+    "default": Fig1Size(per_class=1000, seeds=3, max_epochs=30,
+                        lrs={"relu": [0.001, 0.002, 0.004], "tanh": [0.001, 0.002, 0.004]}, max_rates=6),
+    # a GPU: a wider starting grid, more seeds, a cap that lets tanh get there
+    "full": Fig1Size(per_class=1000, seeds=5, max_epochs=200,
+                     lrs={"relu": [0.0005, 0.001, 0.002, 0.004, 0.008], "tanh": [0.0005, 0.001, 0.002, 0.004, 0.008]},
+                     max_rates=10),
 }
 
 
+class SpatialResponseNorm(nn.Module):
+    """cuda-convnet's ``rnorm``: each map normalised by its own size x size neighbourhood.
+
+        b = a / (1 + scale / size^2 * sum_{size x size window} a^2) ^ pow
+
+    ``layer.py`` divides the configured scale by size^2 (by size for the
+    across-maps ``cmrnorm`` of alexnet_kit.lrn, a different function); the
+    kernel adds 1 and clips the window at the border, i.e. a zero-padded sum.
+    """
+
+    def __init__(self, size: int = 3, scale: float = 5e-5, pow: float = 0.75):
+        super().__init__()
+        if size % 2 != 1:
+            raise ValueError(f"size must be odd, got {size}")
+        self.size, self.scale, self.pow = size, scale, pow
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        # count_include_pad: the mean over size^2 with zeros outside = sum / size^2
+        mean_sq = F.avg_pool2d(a * a, self.size, stride=1, padding=self.size // 2, count_include_pad=True)
+        return a * (1 + self.scale * mean_sq).pow(-self.pow)
+
+
 class FourLayerNet(nn.Module):
-    """conv5x5-32, pool, conv5x5-32, pool, conv5x5-64, pool, linear-10 (four weight layers)."""
+    """cuda-convnet's 18pct CIFAR-10 net with a chosen activation (module docstring)."""
 
     def __init__(self, activation: str = "relu", width=(32, 32, 64), classes: int = 10, init: str = "default"):
         super().__init__()
+        if activation not in ("relu", "tanh"):
+            raise ValueError(f"activation must be relu or tanh, got {activation!r}")
         act = {"relu": nn.ReLU, "tanh": nn.Tanh}[activation]
         a, b, c = width
+        # cuda-convnet's pools: outputsX = ceil((size - 3) / 2) + 1, windows clipped at the border and an
+        # average over the pixels inside, which is ceil_mode with no padding: 32 -> 16 -> 8 -> 4
         self.features = nn.Sequential(
-            nn.Conv2d(3, a, 5, padding=2), act(), nn.MaxPool2d(3, 2, padding=1),  # 32 -> 16
-            nn.Conv2d(a, b, 5, padding=2), act(), nn.MaxPool2d(3, 2, padding=1),  # 16 -> 8
-            nn.Conv2d(b, c, 5, padding=2), act(), nn.MaxPool2d(3, 2, padding=1),  # 8 -> 4
+            nn.Conv2d(3, a, 5, padding=2), nn.MaxPool2d(3, 2, ceil_mode=True), act(), SpatialResponseNorm(**RNORM),
+            nn.Conv2d(a, b, 5, padding=2), act(), nn.AvgPool2d(3, 2, ceil_mode=True), SpatialResponseNorm(**RNORM),
+            nn.Conv2d(b, c, 5, padding=2), act(), nn.AvgPool2d(3, 2, ceil_mode=True),
         )
         self.classifier = nn.Linear(c * 4 * 4, classes)
-        if init == "he":
+        layers = [m for m in self.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        if init == "default":
+            for m, std in zip(layers, CONVNET_INIT_STD):
+                nn.init.normal_(m.weight, 0.0, std)
+                nn.init.zeros_(m.bias)
+        elif init == "he":
             # not in the paper: a variance-preserving start for each activation
-            # (He et al. 2015; gain sqrt(2) for ReLU, 5/3 for tanh), so neither is
-            # handicapped by signals that shrink layer by layer
-            for m in self.modules():
-                if isinstance(m, (nn.Conv2d, nn.Linear)):
-                    nn.init.kaiming_normal_(m.weight, nonlinearity=activation if m is not self.classifier else "linear")
-                    nn.init.zeros_(m.bias)
-        elif init != "default":
-            raise ValueError(f"init must be default or he, got {init!r}")
+            # (He et al. 2015; gain sqrt(2) for ReLU, 5/3 for tanh)
+            for m in layers:
+                nn.init.kaiming_normal_(m.weight, nonlinearity=activation if m is not self.classifier else "linear")
+                nn.init.zeros_(m.bias)
+        else:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
 
     def forward(self, x):
         return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def paper_optimizer(net: nn.Module, lr: float):
+    """§5's update with cuda-convnet's per-layer rates: epsB = 2 epsW, momentum 0.9, no weight decay."""
+    from ..optim import PaperSGD
+
+    weights = [p for n, p in net.named_parameters() if n.endswith("weight")]
+    biases = [p for n, p in net.named_parameters() if n.endswith("bias")]
+    # "No regularization of any kind was employed" (§3.1): weight_decay 0
+    return PaperSGD([{"params": weights}, {"params": biases, "lr_mult": 2.0}], lr=lr, momentum=0.9, weight_decay=0.0)
 
 
 def load_cifar(split: str, per_class: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -97,21 +170,22 @@ def load_cifar(split: str, per_class: int) -> tuple[torch.Tensor, torch.Tensor, 
     return torch.from_numpy(photos[ok]), torch.tensor(labels)[torch.from_numpy(ok)], [c.name for c in classes]
 
 
-def to_input(photos: torch.Tensor, mean: torch.Tensor, scale: float) -> torch.Tensor:
-    # §2 style: subtract the training set's per-pixel mean; one global scale keeps the
-    # same learning rates meaningful for both activations.
-    return ((photos.permute(0, 3, 1, 2).float() - mean) / scale).contiguous()
+def to_input(photos: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    # §2 and cuda-convnet's CIFARDataProvider: the training set's per-pixel mean subtracted, 0-255 scale kept
+    return (photos.permute(0, 3, 1, 2).float() - mean).contiguous()
 
 
 class Run:
     """One network at one learning rate and seed, trained an epoch at a time."""
 
-    def __init__(self, x, y, activation: str, lr: float, seed: int, size: Fig1Size, device=torch.device("cpu")):
+    def __init__(self, x, y, activation: str, lr: float, seed: int, size: Fig1Size, device=torch.device("cpu"),
+                 max_epochs: int | None = None):
         seed_everything(seed)
         self.x, self.y, self.size, self.device = x, y, size, device
         self.activation, self.lr, self.seed = activation, lr, seed
+        self.max_epochs = max_epochs or size.max_epochs
         self.net = FourLayerNet(activation, size.width, init=size.init).to(device)
-        self.opt = torch.optim.SGD(self.net.parameters(), lr=lr, momentum=0.9)  # no weight decay: "no regularization"
+        self.opt = paper_optimizer(self.net, lr)
         self.order = torch.Generator().manual_seed(seed)  # the same data order for both activations
         self.errors: list[float] = []
         self.reached: int | None = None
@@ -120,30 +194,29 @@ class Run:
 
     def epoch(self) -> float:
         """One pass over the training set; returns the running training error (what Figure 1 plots)."""
+        from ..trainer import train_step
+
         t0 = time.perf_counter()
         x, y, b = self.x, self.y, self.size.batch
         perm = torch.randperm(len(x), generator=self.order)
-        wrong = 0
+        count = ErrorCounter(k=1)
+        finite = torch.tensor(True)
         for i in range(0, len(x), b):
             idx = perm[i:i + b]
-            xb, yb = x[idx].to(self.device), y[idx].to(self.device)
-            logits = self.net(xb)
-            loss = F.cross_entropy(logits, yb)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            wrong += int((logits.argmax(1) != yb).sum())
-        err = wrong / len(x)
+            loss, logits = train_step(self.net, self.opt, x[idx].to(self.device), y[idx].to(self.device))
+            count.add(logits, y[idx])
+            finite = finite & torch.isfinite(loss).cpu()
+        err = count.errors()[0]
         self.errors.append(err)
-        self.diverged = not math.isfinite(float(loss.detach()))
-        if err <= TARGET and self.reached is None:
+        self.diverged = not bool(finite)
+        if err <= TARGET and self.reached is None and not self.diverged:
             self.reached = len(self.errors)
         self.seconds += time.perf_counter() - t0
         return err
 
     @property
     def done(self) -> bool:
-        return self.reached is not None or self.diverged or len(self.errors) >= self.size.max_epochs
+        return self.reached is not None or self.diverged or len(self.errors) >= self.max_epochs
 
     def result(self) -> dict:
         return {"activation": self.activation, "lr": self.lr, "seed": self.seed, "epochs_to_target": self.reached,
@@ -160,7 +233,8 @@ def race(runs: list[Run], log=print, progress: bool = True) -> list[Run]:
     from tqdm import tqdm
 
     alive = list(runs)
-    bar = tqdm(total=runs[0].size.max_epochs, desc=f"{runs[0].activation} seed {runs[0].seed} lr {'/'.join(f'{r.lr:g}' for r in runs)}",
+    bar = tqdm(total=max(r.max_epochs for r in runs),
+               desc=f"{runs[0].activation} seed {runs[0].seed} lr {'/'.join(f'{r.lr:g}' for r in runs)}",
                unit="epoch", leave=False, disable=not progress)
     while alive:
         for r in alive:
@@ -172,69 +246,177 @@ def race(runs: list[Run], log=print, progress: bool = True) -> list[Run]:
         alive = [r for r in alive if not r.done]
     bar.close()
     for r in runs:
-        log(f"  {r.activation:4s} lr={r.lr:<6g} seed={r.seed}: "
-            f"{'%d epochs' % r.reached if r.reached else ('diverged' if r.diverged else 'not reached in %d' % len(r.errors))}"
+        log(f"  {r.activation:4s} lr={r.lr:<8g} seed={r.seed}: {_outcome(r.result())}"
             f" (train error {r.errors[-1]:.3f}, {r.seconds:.0f}s)")
     return runs
+
+
+def _outcome(r: dict) -> str:
+    if r["epochs_to_target"]:
+        return f"{r['epochs_to_target']} epochs"
+    return "diverged" if r["diverged"] else f"not reached in {len(r['train_error'])}"
+
+
+def _better(a: dict, b: dict) -> bool:
+    """Whether run ``a`` is faster than ``b``: reached 25% sooner, or then the lower last error."""
+    if a.get("diverged") != b.get("diverged"):
+        return not a.get("diverged")
+    ea, eb = a["epochs_to_target"], b["epochs_to_target"]
+    if ea and eb:
+        return ea < eb or (ea == eb and a["train_error"][-1] < b["train_error"][-1])
+    if ea or eb:
+        return bool(ea)
+    return a["train_error"][-1] < b["train_error"][-1]
+
+
+def best_of(results: list[dict]) -> dict:
+    best = results[0]
+    for r in results[1:]:
+        if _better(r, best):
+            best = r
+    return best
+
+
+def next_rate(results: list[dict], max_rates: int) -> float | None:
+    """The rate to add when the sweep's winner sits at its edge, or None when it is inside (or the cap is hit).
+
+    The new rate continues the grid's ratio past that edge, so the winner
+    must beat a neighbour on both sides before it is called the best.
+    """
+    rates = sorted(r["lr"] for r in results)
+    if len(rates) < 2:
+        raise ValueError("a sweep needs at least two rates")
+    if len(rates) >= max_rates:
+        return None
+    lr = best_of(results)["lr"]
+    if lr == rates[0]:
+        return rates[0] * rates[0] / rates[1]
+    if lr == rates[-1]:
+        return rates[-1] * rates[-1] / rates[-2]
+    return None
+
+
+def sweep(x, y, act: str, lrs: list[float], cfg: Fig1Size, dev, log=print) -> tuple[Run, list[dict], list[float]]:
+    """Seed 0 at every rate, side by side; then one more rate past the edge while the winner is at it.
+
+    Returns (the winning run, every rate's result, the rates added past the starting grid)."""
+    runs = race([Run(x, y, act, lr, 0, cfg, dev) for lr in sorted(lrs)], log)
+    added = []
+    while (lr := next_rate([r.result() for r in runs], cfg.max_rates)) is not None:
+        best = best_of([r.result() for r in runs])
+        # the newcomer only has to be trained as long as the winner took: it wins only by reaching 25% sooner
+        # (or at the same epoch with a lower error); unreached, all are compared after the same number of epochs
+        cap = best["epochs_to_target"] or len(best["train_error"])
+        log(f"  {act}: best rate {best['lr']:g} is at the edge of {sorted(r.lr for r in runs)}; adding {lr:g}")
+        runs += race([Run(x, y, act, lr, 0, cfg, dev, max_epochs=cap)], log)
+        added.append(lr)
+    results = [r.result() for r in runs]
+    best = best_of(results)
+    return next(r for r in runs if r.lr == best["lr"]), sorted(results, key=lambda r: r["lr"]), added
 
 
 @torch.no_grad()
 def test_error(net: nn.Module, x: torch.Tensor, y: torch.Tensor, device) -> float:
     net.eval()
-    wrong = sum(int((net(x[i:i + 500].to(device)).argmax(1) != y[i:i + 500].to(device)).sum()) for i in range(0, len(x), 500))
+    count = ErrorCounter(k=1)
+    for i in range(0, len(x), 500):
+        count.add(net(x[i:i + 500].to(device)), y[i:i + 500])
     net.train()
-    return wrong / len(x)
+    return count.errors()[0]
 
 
-def activation_study(act: str, x, y, xt, yt, cfg: Fig1Size, device: str, threads: int | None = None, log=print) -> dict:
-    """The learning-rate sweep (seed 0), then the other seeds at the chosen rate."""
+def activation_study(act: str, x, y, xt, yt, cfg: Fig1Size, device: str, threads: int | None = None, log=print,
+                     partial: Path | None = None) -> dict:
+    """The learning-rate sweep (seed 0), then the other seeds at the chosen rate.
+
+    With ``partial``, finished stages (the sweep, each seed) are kept there and
+    skipped when the same study is started again."""
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
-    sweep = race([Run(x, y, act, lr, 0, cfg, dev) for lr in cfg.lrs[act]], log)
-    best = sweep[0]
-    for r in sweep[1:]:
-        if _better(r.result(), best.result()):
-            best = r
-    chosen = best.lr
-    runs = [best] + [race([Run(x, y, act, chosen, s, cfg, dev)], log)[0] for s in range(1, cfg.seeds)]
-    nets = [r.net for r in runs]
-    sweep = [r.result() for r in sweep]
-    runs = [r.result() for r in runs]
-    for r, net in zip(runs, nets):
-        r["test_error"] = test_error(net, xt, yt, dev)
+    key = _study_key(act, x, cfg)
+    state = _read_partial(partial, key)
+    if "sweep" not in state:
+        best, results, added = sweep(x, y, act, cfg.lrs[act], cfg, dev, log)
+        r = best.result()
+        r["test_error"] = test_error(best.net, xt, yt, dev)
+        state.update(sweep=results, added=added, lr=best.lr, runs=[r])
+        _write_partial(partial, state)
+    else:
+        log(f"  {act}: sweep and {len(state['runs'])} seed(s) read from {partial}")
+    chosen = state["lr"]
+    for s in range(len(state["runs"]), cfg.seeds):
+        run_ = race([Run(x, y, act, chosen, s, cfg, dev)], log)[0]
+        r = run_.result()
+        r["test_error"] = test_error(run_.net, xt, yt, dev)
+        state["runs"].append(r)
+        _write_partial(partial, state)
+    runs = state["runs"][:cfg.seeds]
     eps = [r["epochs_to_target"] for r in runs]
     m, s = mean_std([e for e in eps if e])
-    return {"lr": chosen, "sweep": sweep, "runs": runs, "epochs_to_target": eps,
+    rates = [r["lr"] for r in state["sweep"]]
+    return {"lr": chosen, "sweep": state["sweep"], "sweep_start": sorted(cfg.lrs[act]), "sweep_added": state["added"],
+            "lr_inside_sweep": min(rates) < chosen < max(rates), "runs": runs, "epochs_to_target": eps,
             "epochs_mean": m, "epochs_std": s, "all_reached": all(eps)}
+
+
+def _study_key(act: str, x: torch.Tensor, cfg: Fig1Size) -> str:
+    c = dataclasses.asdict(cfg)
+    c["seeds"] = None  # more seeds later may reuse the finished ones
+    return hashlib.sha256(json.dumps([act, len(x), c], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _read_partial(path: Path | None, key: str) -> dict:
+    if path is None or not path.exists():
+        return {"key": key}
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"key": key}
+    return d if d.get("key") == key else {"key": key}
+
+
+def _write_partial(path: Path | None, state: dict) -> None:
+    if path is None:
+        return
+    from alexnet_kit.fsutil import atomic_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(state) + "\n")
 
 
 def run(out: str | Path = "experiments/results", size: str = "default", seeds: int | None = None, max_epochs: int | None = None,
         device: str = "auto", jobs: int = 2, lrs: list[float] | None = None, init: str = "default", log=print) -> dict:
-    """Writes ``fig1_relu_tanh.json``/``.png`` (``fig1_relu_tanh_init-he.*`` with ``init="he"``)."""
-    from .common import pick_device
+    """Writes ``fig1_relu_tanh.json``/``.png`` (``fig1_relu_tanh_init-he.*`` with ``init="he"``).
 
-    import dataclasses
+    An interrupted run resumes from ``fig1_relu_tanh.partial.<activation>.json``."""
+    from ..parallel import pick_device
 
+    if init not in INITS:
+        raise AlexKitError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+    if lrs is not None and len(set(lrs)) < 2:
+        raise AlexKitError(f"--lrs needs at least two different rates to sweep, got {lrs}")
     cfg = dataclasses.replace(SIZES[size])
     if seeds:
         cfg.seeds = seeds
     if max_epochs:
         cfg.max_epochs = max_epochs
     if lrs:
-        cfg.lrs = {"relu": list(lrs), "tanh": list(lrs)}
+        cfg.lrs = {"relu": sorted(set(lrs)), "tanh": sorted(set(lrs))}
     cfg.init = init
     name = NAME if init == "default" else f"{NAME}_init-{init}"
     dev = pick_device(device)
     out = Path(out)
     t_start = time.perf_counter()
     photos, labels, classes = load_cifar("train", cfg.per_class)
-    test_photos, test_labels, _ = load_cifar("test", 200 if size != "tiny" else 10)
+    test_photos, test_labels, _ = load_cifar("test", cfg.test_per_class)
     mean = photos.permute(0, 3, 1, 2).float().mean(0)
-    scale = float(photos.float().std())
-    x, y = to_input(photos, mean, scale), labels
-    xt = to_input(test_photos, mean, scale)
-    log(f"Figure 1: {len(x)} CIFAR-10 training photos, {cfg.seeds} seeds, up to {cfg.max_epochs} epochs, device {dev}")
+    x, y = to_input(photos, mean), labels
+    xt = to_input(test_photos, mean)
+    log(f"Figure 1: {len(x)} CIFAR-10 training photos, widths {cfg.width}, {cfg.seeds} seeds, up to {cfg.max_epochs} epochs, "
+        f"device {dev}")
+    partial = {act: out / f"{name}.partial.{act}.json" for act in ("relu", "tanh")}
 
     jobs = min(jobs, 2) if dev.type == "cpu" else 1
     if jobs > 1:
@@ -244,36 +426,39 @@ def run(out: str | Path = "experiments/results", size: str = "default", seeds: i
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
-            futs = {act: pool.submit(activation_study, act, x, y, xt, test_labels, cfg, str(dev), 1) for act in ("relu", "tanh")}
+            futs = {act: pool.submit(activation_study, act, x, y, xt, test_labels, cfg, str(dev), 1, print, partial[act])
+                    for act in ("relu", "tanh")}
             per_act = {act: f.result() for act, f in futs.items()}
     else:
-        per_act = {act: activation_study(act, x, y, xt, test_labels, cfg, str(dev), None, log) for act in ("relu", "tanh")}
+        per_act = {act: activation_study(act, x, y, xt, test_labels, cfg, str(dev), None, log, partial[act])
+                   for act in ("relu", "tanh")}
     r_eps = [e if e else float("nan") for e in per_act["relu"]["epochs_to_target"]]
     t_eps = [e if e else cfg.max_epochs for e in per_act["tanh"]["epochs_to_target"]]  # a lower bound when not reached
     ratios = [t / r for t, r in zip(t_eps, r_eps)]
     rm, rs = mean_std(ratios)
     results = {
         "paper": {"claim": "ReLU reaches 25% training error about 6x faster than tanh (Figure 1)", "speedup": PAPER_SPEEDUP},
-        "size": size, "config": {k: v for k, v in cfg.__dict__.items()}, "target_train_error": TARGET,
-        "train_photos": len(x), "relu": per_act["relu"], "tanh": per_act["tanh"],
+        "net": "cuda-convnet layers-18pct.cfg: conv5x5 32 + max-pool + rnorm, conv5x5 32 + avg-pool + rnorm, "
+               "conv5x5 64 + avg-pool, fc10; no weight decay",
+        "size": size, "config": dataclasses.asdict(cfg), "target_train_error": TARGET,
+        "train_photos": len(x), "test_photos": len(xt), "relu": per_act["relu"], "tanh": per_act["tanh"],
         "speedup_per_seed": ratios, "speedup_mean": rm, "speedup_std": rs,
         "speedup_is_lower_bound": not per_act["tanh"]["all_reached"],
         "seconds": time.perf_counter() - t_start,
+        "epoch_seconds": {act: _epoch_seconds(per_act[act]) for act in ("relu", "tanh")},
     }
     plot(results, out / f"{name}.png")
     write_results(out, name, results)
+    for p in partial.values():
+        p.unlink(missing_ok=True)
     log(f"ReLU {per_act['relu']['epochs_to_target']} vs tanh {per_act['tanh']['epochs_to_target']} epochs to 25%: "
         f"speedup {rm:.1f} ± {rs:.1f} (paper ~{PAPER_SPEEDUP:g}); {out / (name + '.json')}")
     return results
 
 
-def _better(a: dict, b: dict) -> bool:
-    ea, eb = a["epochs_to_target"], b["epochs_to_target"]
-    if ea and eb:
-        return ea < eb or (ea == eb and a["train_error"][-1] < b["train_error"][-1])
-    if ea or eb:
-        return bool(ea)
-    return a["train_error"][-1] < b["train_error"][-1]
+def _epoch_seconds(study: dict) -> float:
+    runs = study["sweep"] + study["runs"][1:]
+    return sum(r["seconds"] for r in runs) / max(1, sum(len(r["train_error"]) for r in runs))
 
 
 def plot(results: dict, path: Path) -> Path:
@@ -282,22 +467,35 @@ def plot(results: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+    cap = results["config"]["max_epochs"]
     for act, style, colour in (("relu", "-", "tab:blue"), ("tanh", "--", "tab:red")):
         d = results[act]
         for i, r in enumerate(d["runs"]):
             e = r["train_error"]
             ax.plot(range(1, len(e) + 1), e, style, color=colour, alpha=0.8, lw=1.4,
                     label=f"{act} (lr {d['lr']:g}): {d['epochs_mean']:.1f} ± {d['epochs_std']:.1f} epochs" if i == 0 else None)
+        sw = d["sweep"]
+        ax2.plot([r["lr"] for r in sw], [r["epochs_to_target"] or cap for r in sw], style + "o", color=colour, label=act)
+        for r in sw:
+            if not r["epochs_to_target"]:
+                ax2.annotate("x" if r["diverged"] else f">{len(r['train_error'])}", (r["lr"], cap), fontsize=7,
+                             ha="center", va="bottom", color=colour)
     ax.axhline(TARGET, color="k", lw=0.8, ls=":")
     ax.set_xlabel("epochs")
     ax.set_ylabel("training error rate")
-    ax.set_ylim(0, 0.9)
-    ax.set_title(f"Figure 1 (CIFAR-10, {results['train_photos']} photos, {results['config'].get('init', 'default')} init): "
+    ax.set_ylim(0, 0.95)
+    ax.set_title(f"Figure 1 (CIFAR-10, {results['train_photos']} photos, widths {tuple(results['config']['width'])}): "
                  f"ReLU {results['speedup_mean']:.2f}x as fast"
                  f"{' (lower bound)' if results['speedup_is_lower_bound'] else ''}; paper ~6x", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    ax2.set_xscale("log")
+    ax2.set_xlabel("learning rate (epsW), seed 0")
+    ax2.set_ylabel("epochs to 25% (unreached: the epochs run)")
+    ax2.set_title("the sweep", fontsize=9)
+    ax2.legend(fontsize=8)
+    ax2.grid(alpha=0.3)
     fig.tight_layout()
     savefig(fig, path)
     plt.close(fig)
