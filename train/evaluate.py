@@ -19,6 +19,7 @@ import torch
 from alexnet_kit.checkpoint import load_model
 from alexnet_kit.errors import AlexKitError, FileProblem
 from alexnet_kit.images import find_images
+from alexnet_kit.metrics import ErrorCounter, average_crops
 
 
 @dataclass
@@ -77,6 +78,17 @@ def _photo_batches(data: Path, split: str, batch: int, resize: int):
 
 
 @torch.no_grad()
+def ensemble_probs(models, photos, crops: int, device) -> torch.Tensor:
+    """(N, C) probabilities of uint8 photos (N, S, S, 3): each model's softmax averaged over its
+    ``crops`` (§4.1), then over the models (§6). ``models``: (network, its Preprocess) pairs."""
+    probs = None
+    for model, prep in models:
+        p = average_crops(model(prep.crops(photos, crops).to(device)), crops)
+        probs = p if probs is None else probs + p
+    return probs / len(models)
+
+
+@torch.no_grad()
 def evaluate(checkpoints: list[str], data: str | Path, crops: int = 10, batch: int = 16, device: str = "cpu",
              split: str = "val", progress: bool = True) -> EvalResult:
     from tqdm import tqdm
@@ -91,35 +103,25 @@ def evaluate(checkpoints: list[str], data: str | Path, crops: int = 10, batch: i
     index = {c: i for i, c in enumerate(first.classes)}
     # ImageNet's val set is usually laid out in WordNet-id folders (n01440764/...)
     index.update({w: i for i, w in enumerate(first.wnids or [])})
-    data_classes, total, batches, skipped = _photo_batches(Path(data), split, batch, first.preprocess.resize)
+    data_classes, total_photos, batches, skipped = _photo_batches(Path(data), split, batch, first.preprocess.resize)
     unknown = sorted(set(data_classes) - set(index))
     if unknown:
         raise FileProblem(data, f"class(es) the model does not know: {', '.join(unknown[:5])}")
-    k = min(5, len(first.classes))
-    n = w1 = w5 = 0
-    per_class: dict[str, list[int]] = {}
-    bar = tqdm(total=total, unit="photo", desc=f"evaluate ({crops} crop{'s' if crops > 1 else ''})", disable=not progress)
+    total = ErrorCounter()
+    per_class: dict[str, ErrorCounter] = {}
+    bar = tqdm(total=total_photos, unit="photo", desc=f"evaluate ({crops} crop{'s' if crops > 1 else ''})", disable=not progress)
+    pairs = [(model, meta.preprocess) for model, meta in models]
     for photos, names in batches:
-        probs = None
-        for model, meta in models:
-            x = meta.preprocess.crops(photos, crops).to(device)
-            p = torch.softmax(model(x).float(), 1).reshape(len(photos), crops, -1).mean(1)  # §4.1 average over crops
-            probs = p if probs is None else probs + p
-        probs = probs / len(models)  # §6 ensemble: the average of the models' softmaxes
+        probs = ensemble_probs(pairs, photos, crops, device)
         y = torch.tensor([index[c] for c in names], device=probs.device)
-        top = probs.topk(k, 1).indices
-        hit1 = (top[:, 0] == y).cpu().numpy()
-        hitk = (top == y[:, None]).any(1).cpu().numpy()
-        n += len(y)
-        w1 += int((~hit1).sum())
-        w5 += int((~hitk).sum())
-        for c, h in zip(names, hit1):
-            per_class.setdefault(c, [0, 0])
-            per_class[c][0] += int(not h)
-            per_class[c][1] += 1
+        total.add(probs, y)
+        for c in dict.fromkeys(names):
+            mine = torch.tensor([n == c for n in names], device=probs.device)
+            per_class.setdefault(c, ErrorCounter()).add(probs[mine], y[mine])
         bar.update(len(photos))
     bar.close()
-    if not n:
+    if not total.n:
         raise FileProblem(data, "no readable photos to evaluate")
-    return EvalResult(n, w1 / n, w5 / n, crops, [str(c) for c in checkpoints], skipped,
-                      {c: round(a / b, 4) for c, (a, b) in sorted(per_class.items())})
+    top1, top5 = total.errors()
+    return EvalResult(total.n, top1, top5, crops, [str(c) for c in checkpoints], skipped,
+                      {c: round(m.errors()[0], 4) for c, m in sorted(per_class.items())})

@@ -7,6 +7,8 @@
     fig4.py         Figure 4: top-5 predictions and nearest training photos by fc7 distance
 
 Each module has ``run(out, size=..., ...) -> dict`` that writes ``<name>.json``
-and ``<name>.png`` under ``out``; ``alexnet-kit reproduce NAME`` and the
-scripts in the top-level ``experiments/`` folder call it.
+and ``<name>.png`` under ``out``; ``alexnet-kit reproduce NAME`` calls it. They
+train and count through the library (``alexnet_kit.train``: PaperSGD, the
+§4.1 augmentation, the loader's data stream; ``alexnet_kit.metrics``), so a
+fix there reaches their numbers too.
 """

@@ -14,6 +14,13 @@ Every variant trains from the same seeds, data order and budget (epochs,
 learning-rate schedule); the errors are on our held-out split of the shared
 Caltech-101 copy, with centre-crop and ten-crop evaluation. The spread is the
 standard deviation across seeds.
+
+The runs go through the pieces ``alexnet-kit train`` uses: the loader's
+:class:`EpochBatches` (data order and augmentation draws from (seed, epoch,
+batch)), the :class:`Finisher` (§4.1), :class:`PaperSGD` (§5),
+:func:`train_step`, and ``alexnet_kit.metrics`` for every error. What is the
+experiment's own: the variants, a fixed learning-rate schedule, and every
+photo in every epoch (the trainer drops the last short batch).
 """
 from __future__ import annotations
 
@@ -26,14 +33,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from alexnet_kit.metrics import ErrorCounter
 from alexnet_kit.model import AlexNet, AlexNetConfig
-from alexnet_kit.metrics import average_crops
 from alexnet_kit.preprocess import Preprocess
 
+from ..augment import Finisher
+from ..evaluate import ensemble_probs
+from ..loader import EpochBatches, make_loader
+from ..optim import PaperSGD
+from ..parallel import pick_device
+from ..trainer import build_model, train_step
 from .caltech import caltech_split, rgb_statistics
-from .common import mean_std, pick_device, savefig, seed_everything, write_results
+from .common import mean_std, savefig, seed_everything, write_results
 
 NAME = "ablations"
 VARIANTS = ("full", "no_lrn", "no_overlap", "no_dropout", "no_pca")
@@ -44,6 +56,9 @@ PAPER = {
     "no_dropout": {"top1": None, "top5": None, "claim": "without dropout the network overfits substantially; dropout roughly doubles the iterations to converge (§4.2)"},
     "centre_crop": {"top1": None, "top5": None, "claim": "test-time ten-crop averaging (§4.1); the paper gives no single-crop number for its network"},
 }
+#: the data stream of the runs (bumped when it changes, so an interrupted run of an older stream is not resumed):
+#: 2 = the training library's (epoch_order, augment.draw seeded by (seed, epoch, batch), Finisher)
+STREAM = 2
 
 
 @dataclass
@@ -80,91 +95,70 @@ def variant_config(base: AlexNetConfig, variant: str) -> AlexNetConfig:
     return base
 
 
-class Augment:
-    """§4.1: random crops, horizontal reflections and PCA colour noise, then centring (§2)."""
+def pca_std(variant: str) -> float:
+    """§4.1 alpha_i ~ N(0, 0.1); no_pca scales the draws to 0 (they are still drawn, so the crops match)."""
+    return 0.0 if variant == "no_pca" else 0.1
 
-    def __init__(self, mean_chw, std, eigvals, eigvecs, crop: int, pca: bool):
-        self.crop, self.pca = crop, pca
-        self.mean = torch.from_numpy(mean_chw)
-        self.std = torch.from_numpy(std)[:, None, None]
-        # PCA offset P (alpha * lambda) with lambda on the 0..1 pixel scale, returned in
-        # 0..255 units: the same reading of the formula as alexnet_kit.train.augment.
-        self.pl = torch.from_numpy(eigvecs * (eigvals / 255.0)[None, :])
 
-    def __call__(self, photos: np.ndarray, gen: torch.Generator) -> torch.Tensor:
-        n, s = len(photos), photos.shape[1]
-        c = self.crop
-        x = torch.from_numpy(photos).permute(0, 3, 1, 2).float() - self.mean
-        tops = torch.randint(0, s - c + 1, (n,), generator=gen)
-        lefts = torch.randint(0, s - c + 1, (n,), generator=gen)
-        flips = torch.rand(n, generator=gen) < 0.5
-        alphas = torch.randn(n, 3, generator=gen) * 0.1  # §4.1: alpha_i ~ N(0, 0.1), drawn always so data order matches
-        out = torch.empty(n, 3, c, c)
-        for i in range(n):
-            p = x[i, :, tops[i]:tops[i] + c, lefts[i]:lefts[i] + c]
-            out[i] = p.flip(2) if flips[i] else p
-        if self.pca:
-            out += (alphas @ self.pl.T)[:, :, None, None]
-        return out / self.std
+def lr_at(cfg: AblationSize, epoch: int) -> float:
+    """The same schedule for every variant instead of §5's plateau rule (which would give each its
+    own drops): lr for the first three quarters of the epochs, lr / 10 for the last quarter."""
+    return cfg.lr if epoch <= math.ceil(cfg.epochs * 0.75) else cfg.lr / 10
+
+
+def preprocess(cfg: AblationSize, stats) -> Preprocess:
+    mean, std, _, _ = stats
+    return Preprocess(resize=cfg.photo, crop=cfg.crop, mean=mean, std=tuple(float(s) for s in std))
+
+
+def finisher(cfg: AblationSize, stats) -> Finisher:
+    """§4.1 crops, flips and PCA noise, centred by the mean image (§2) and divided by the channel std,
+    exactly as ``alexnet-kit train`` finishes a batch on the CPU."""
+    mean, std, eigvals, eigvecs = stats
+    return Finisher(mean, eigvals, eigvecs, cfg.crop, "cpu", tuple(float(s) for s in std))
 
 
 @torch.no_grad()
 def evaluate(model: AlexNet, photos: np.ndarray, labels: np.ndarray, prep: Preprocess, crops: int, device, batch: int = 50) -> dict:
+    """Held-out top-1/top-5 error in %, softmax averaged over 1 or 10 crops (§4.1)."""
     model.eval()
-    wrong1 = wrong5 = 0
-    y = torch.from_numpy(labels)
-    k = min(5, model.config.num_classes)
+    counter = ErrorCounter()
     for i in range(0, len(photos), batch):
-        x = prep.crops(photos[i:i + batch], crops).to(device)
-        probs = average_crops(model(x), crops).cpu()
-        top = probs.topk(k, 1).indices
-        yb = y[i:i + batch]
-        wrong1 += int((top[:, 0] != yb).sum())
-        wrong5 += int((~(top == yb[:, None]).any(1)).sum())
+        counter.add(ensemble_probs([(model, prep)], photos[i:i + batch], crops, device), torch.from_numpy(labels[i:i + batch]))
     model.train()
-    return {"top1": 100.0 * wrong1 / len(photos), "top5": 100.0 * wrong5 / len(photos)}
+    top1, top5 = counter.errors()
+    return {"top1": 100.0 * top1, "top5": 100.0 * top5}
 
 
 def train_variant(variant: str, seed: int, split, stats, cfg: AblationSize, device, log=print, progress: bool = True) -> tuple[dict, AlexNet]:
-    mean, std, eigvals, eigvecs = stats
+    from tqdm import tqdm
+
     base = AlexNetConfig(num_classes=len(split.classes), conv_channels=cfg.channels, fc_features=cfg.fc,
                          input_size=cfg.crop, init="kaiming")
     config = variant_config(base, variant)
-    seed_everything(seed)
-    model = AlexNet(config).to(device)  # the same seed gives every variant the same data order and draws
-    aug = Augment(mean, std, eigvals, eigvecs, cfg.crop, pca=variant != "no_pca")
-    # §5 update rule (lr inside the velocity), weight decay 0.0005, momentum 0.9
-    vel = [torch.zeros_like(p) for p in model.parameters()]
-    prep = Preprocess(resize=cfg.photo, crop=cfg.crop, mean=mean, std=tuple(float(s) for s in std))
-    gen = torch.Generator().manual_seed(seed)
+    seed_everything(seed)  # dropout's stream; the weights, data order and draws are functions of the seed
+    model = build_model(config, seed).to(device)
+    optimizer = PaperSGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)  # §5
+    fin, prep = finisher(cfg, stats), preprocess(cfg, stats)
+    train = split.train_split()
     history = []
-    n = len(split.train)
+    n = len(train)
     t0 = time.perf_counter()
-    from tqdm import tqdm
-
     bar = tqdm(range(1, cfg.epochs + 1), desc=f"{variant} seed {seed}", unit="epoch", leave=False, disable=not progress)
     for epoch in bar:
-        # the same schedule for everyone instead of §5's plateau rule: /10 for the last quarter
-        lr = cfg.lr if epoch <= math.ceil(cfg.epochs * 0.75) else cfg.lr / 10
-        order = torch.randperm(n, generator=gen).numpy()
-        wrong = loss_sum = 0.0
-        for i in range(0, n, cfg.batch):
-            idx = np.sort(order[i:i + cfg.batch])
-            x = aug(split.train[idx], gen).to(device)
-            y = torch.from_numpy(split.train_labels[idx]).to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            model.zero_grad(set_to_none=True)
-            loss.backward()
-            with torch.no_grad():
-                for p, v in zip(model.parameters(), vel):
-                    v.mul_(0.9).add_(p, alpha=-cfg.weight_decay * lr).add_(p.grad, alpha=-lr)
-                    p.add_(v)
-            wrong += float((logits.argmax(1) != y).sum())
-            loss_sum += float(loss.detach()) * len(idx)
+        optimizer.set_lr(lr_at(cfg, epoch))
+        # every photo once per epoch (drop_last off, unlike `alexnet-kit train`): the last batch is short
+        batches = EpochBatches(train, batch=cfg.batch, seed=seed, epoch=epoch, crop=cfg.crop, train=True,
+                               finisher=fin, pca_std=pca_std(variant), drop_last=False)
+        seen = ErrorCounter(k=1)
+        loss_sum = 0.0
+        for x, y, _ in make_loader(batches):
+            loss, logits = train_step(model, optimizer, x.to(device), y)
+            seen.add(logits, y)
+            loss_sum += float(loss) * len(y)
         val = evaluate(model, split.val, split.val_labels, prep, 1, device)
-        history.append({"epoch": epoch, "lr": lr, "train_loss": loss_sum / n, "train_top1": 100.0 * wrong / n,
-                        "val_top1": val["top1"], "val_top5": val["top5"]})
+        history.append({"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / n,
+                        "train_top1": 100.0 * seen.errors()[0], "val_top1": val["top1"], "val_top5": val["top5"]})
         bar.set_postfix(train=f"{history[-1]['train_top1']:.1f}%", val=f"{val['top1']:.1f}%")
         if not math.isfinite(loss_sum):
             log(f"  {variant} seed {seed}: diverged at epoch {epoch}")
@@ -214,7 +208,8 @@ def seed_study(seed: int, variants: list[str], split, stats, cfg: AblationSize, 
         # resume: runs of an interrupted invocation with the same settings are kept
         try:
             saved = json.loads(progress.read_text())
-            if saved.get("config") == json.loads(json.dumps(dataclasses.asdict(cfg))) and saved.get("classes") == split.classes:
+            if (saved.get("config") == json.loads(json.dumps(dataclasses.asdict(cfg))) and saved.get("classes") == split.classes
+                    and saved.get("stream") == STREAM):
                 done = {r["variant"]: r for r in saved["runs"]}
         except (OSError, ValueError, KeyError):
             done = {}
@@ -231,7 +226,7 @@ def seed_study(seed: int, variants: list[str], split, stats, cfg: AblationSize, 
             save_small_model(model, split, stats, cfg, model_path)
         if progress is not None:
             write_results(progress.parent, progress.stem, {"config": dataclasses.asdict(cfg), "classes": split.classes,
-                                                           "runs": list({**done, **{x["variant"]: x for x in runs}}.values())})
+                                                           "stream": STREAM, "runs": list({**done, **{x["variant"]: x for x in runs}}.values())})
     return runs
 
 
@@ -283,9 +278,7 @@ def save_small_model(model: AlexNet, split, stats, cfg: AblationSize, path: Path
     from alexnet_kit.checkpoint import save_checkpoint
     from alexnet_kit.meta import ModelMeta
 
-    mean, std, _, _ = stats
-    meta = ModelMeta(model.config, list(split.classes), None,
-                     Preprocess(resize=cfg.photo, crop=cfg.crop, mean=mean, std=tuple(float(s) for s in std)),
+    meta = ModelMeta(model.config, list(split.classes), None, preprocess(cfg, stats),
                      trained=True, provenance={"experiment": NAME, "data": "caltech101 subset", "epochs": cfg.epochs,
                                                "train_files": split.train_files})
     save_checkpoint(path, model.cpu(), meta)

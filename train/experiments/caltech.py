@@ -26,6 +26,26 @@ class CaltechSplit:
     val_files: list[str]
     skipped: int
 
+    def train_split(self) -> "ArraySplit":
+        """The training photos as the training library's loader reads a packed split."""
+        return ArraySplit(self.train, self.train_labels)
+
+
+class ArraySplit:
+    """Photos held in memory, read by :class:`alexnet_kit.train.loader.EpochBatches` as it reads a
+    packed :class:`~alexnet_kit.train.packed.Split` (``images``, ``rows``, ``labels``, ``take``),
+    so the experiments draw their batches and augmentation through the same code as ``alexnet-kit train``."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, np.asarray(labels, np.int64)
+        self.rows = np.arange(len(self.labels), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, i: np.ndarray) -> np.ndarray:
+        return self.images[self.rows[np.asarray(i)]]
+
 
 def caltech_split(classes: int = 10, size: int = 256, val_fraction: float = 0.2, seed: int = 0,
                   per_class: int | None = None) -> CaltechSplit:

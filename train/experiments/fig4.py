@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alexnet_kit.metrics import average_crops
-
+from ..evaluate import ensemble_probs
 from .caltech import caltech_split
 from .common import ROOT, load_photos, savefig, write_results
 from .models import find_model
@@ -35,7 +34,7 @@ def fc7_and_top5(net, prep, photos: np.ndarray, batch: int = 32) -> tuple[np.nda
     for i in range(0, len(photos), batch):
         chunk = photos[i:i + batch]
         feats.append(net.fc7_features(prep.crops(chunk, 1)).numpy())
-        p = average_crops(net(prep.crops(chunk, 10)), 10)
+        p = ensemble_probs([(net, prep)], chunk, 10, "cpu")
         top = p.topk(k, 1)
         idx.append(top.indices.numpy())
         prob.append(top.values.numpy())
