@@ -15,7 +15,7 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "AlexNet": "model", "AlexNetConfig": "model",
+    "AlexNet": "model", "AlexNetConfig": "config",
     "TowerAlexNet": "towers",
     "Classifier": "classify", "Label": "classify", "Result": "classify",
     "ModelMeta": "meta",

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CONVENTIONS = ("paper", "divided")
+from .config import LRN_CONVENTIONS as CONVENTIONS
 
 
 def band_matrix(channels_per_group: int, size: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import AlexNetConfig
+from .config import AlexNetConfig
 from .preprocess import Preprocess
 
 FORMAT = "alexnet-kit"

@@ -24,106 +24,32 @@ rounding-up pooling; torchvision's single tower without LRN.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+# The architecture's settings live in a torch-free module (the CLI reads its
+# fields without importing torch); they are importable from here as well.
+from .config import INIT_SCHEMES, AlexNetConfig
 from .lrn import LocalResponseNorm
 
-INIT_SCHEMES = ("paper", "caffe", "kaiming")
-ACTIVATIONS = ("relu", "tanh")
-LRN_SCOPES = ("tower", "all")
 
+def layer_factories(cfg: AlexNetConfig, norm_groups: int, halo: int = 0):
+    """Makers of the activation (§3.1), response normalisation (§3.3) and max-pooling (§3.4) layers.
 
-@dataclass(frozen=True)
-class AlexNetConfig:
-    num_classes: int = 1000
-    conv_channels: tuple[int, int, int, int, int] = (96, 256, 384, 384, 256)
-    fc_features: int = 4096
-    towers: int = 2  # §3.2: the two-GPU split; 1 = the single-tower variant
-    input_size: int = 224  # §2: 224x224 crops of 256x256 images
-    activation: str = "relu"  # §3.1 ReLU; "tanh" for the Figure 1 comparison
-    lrn: bool = True  # §3.3
-    lrn_convention: str = "paper"  # see alexnet_kit.lrn: "paper" or "divided" (alpha/n)
-    lrn_size: int = 5
-    lrn_alpha: float = 1e-4
-    lrn_beta: float = 0.75
-    lrn_k: float = 2.0
-    overlapping_pool: bool = True  # §3.4: z=3, s=2; False gives s=z=2
-    # The three fields below exist for imported weights; their defaults are the paper's.
-    conv1_padding: int = 2  # 224 -> 55x55 maps (§3.5); Caffe's 227 crops need none
-    lrn_scope: str = "tower"  # "tower": each GPU's own maps (§3.3); "all": across every map (Caffe)
-    ceil_pool: bool = False  # pooling output rounds up (Caffe); the ONNX zoo's 224 input needs it for 6x6
-    dropout: float = 0.5  # §4.2
-    init: str = "paper"  # §5; "caffe": bias 0.1 and std 0.005 in fc6/fc7; "kaiming"
-
-    def __post_init__(self):
-        object.__setattr__(self, "conv_channels", tuple(int(c) for c in self.conv_channels))
-        if len(self.conv_channels) != 5:
-            raise ValueError("conv_channels needs five values")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}")
-        if self.init not in INIT_SCHEMES:
-            raise ValueError(f"init must be one of {INIT_SCHEMES}")
-        if self.lrn_scope not in LRN_SCOPES:
-            raise ValueError(f"lrn_scope must be one of {LRN_SCOPES}")
-        if self.conv1_padding < 0:
-            raise ValueError("conv1_padding must be >= 0")
-        for c in self.conv_channels:
-            if c % self.towers:
-                raise ValueError(f"{c} channels do not split into {self.towers} towers")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "AlexNetConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown architecture fields: {sorted(unknown)}")
-        return cls(**d)
-
-    @property
-    def pool(self) -> tuple[int, int]:
-        """(kernel z, stride s) of the max-pooling layers, §3.4."""
-        return (3, 2) if self.overlapping_pool else (2, 2)
-
-    @property
-    def lrn_groups(self) -> int:
-        """Groups of maps LRN normalises within: the towers, or 1 (every map, as Caffe does)."""
-        return self.towers if self.lrn_scope == "tower" else 1
-
-    def pooled(self, n: int) -> int:
-        """Output size of a max-pooling layer on n x n maps."""
-        z, s = self.pool
-        if self.ceil_pool:
-            return -(-(n - z) // s) + 1  # no padding, so every window starts inside the map
-        return (n - z) // s + 1
-
-    def feature_shapes(self) -> dict[str, tuple[int, int, int]]:
-        """(channels, height, width) after each stage, computed like the layers."""
-        c1, c2, c3, c4, c5 = self.conv_channels
-        n = (self.input_size + 2 * self.conv1_padding - 11) // 4 + 1  # conv1 11x11/4
-        shapes = {"conv1": (c1, n, n)}
-        n = self.pooled(n)
-        shapes["pool1"] = (c1, n, n)
-        shapes["conv2"] = (c2, n, n)
-        n = self.pooled(n)
-        shapes["pool2"] = (c2, n, n)
-        shapes["conv3"] = (c3, n, n)
-        shapes["conv4"] = (c4, n, n)
-        shapes["conv5"] = (c5, n, n)
-        n = self.pooled(n)
-        shapes["pool5"] = (c5, n, n)
-        return shapes
-
-    @property
-    def flat_features(self) -> int:
-        return math.prod(self.feature_shapes()["pool5"])
+    ``norm(c)`` normalises c maps in ``norm_groups`` groups; a tower of the
+    split network adds ``halo`` maps borrowed from its neighbours.
+    """
+    act = (lambda: nn.ReLU(inplace=True)) if cfg.activation == "relu" else nn.Tanh
+    if cfg.lrn:
+        def norm(c: int) -> nn.Module:
+            return LocalResponseNorm(c + halo, norm_groups, cfg.lrn_size, cfg.lrn_alpha, cfg.lrn_beta, cfg.lrn_k, cfg.lrn_convention)
+    else:
+        def norm(c: int) -> nn.Module:
+            return nn.Identity()
+    z, s = cfg.pool
+    return act, norm, lambda: nn.MaxPool2d(z, s, ceil_mode=cfg.ceil_pool)
 
 
 class AlexNet(nn.Module):
@@ -134,14 +60,7 @@ class AlexNet(nn.Module):
         cfg = self.config = config or AlexNetConfig()
         c1, c2, c3, c4, c5 = cfg.conv_channels
         g = cfg.towers
-        act = (lambda: nn.ReLU(inplace=True)) if cfg.activation == "relu" else nn.Tanh
-        norm = (
-            (lambda c: LocalResponseNorm(c, cfg.lrn_groups, cfg.lrn_size, cfg.lrn_alpha, cfg.lrn_beta, cfg.lrn_k, cfg.lrn_convention))
-            if cfg.lrn
-            else (lambda c: nn.Identity())
-        )
-        z, s = cfg.pool
-        pool = lambda: nn.MaxPool2d(z, s, ceil_mode=cfg.ceil_pool)  # noqa: E731
+        act, norm, pool = layer_factories(cfg, cfg.lrn_groups)
         # §3.5: conv2, conv4, conv5 see only the maps on their own GPU (groups);
         # conv3 and the fully-connected layers see both GPUs.
         self.conv1 = nn.Conv2d(3, c1, 11, stride=4, padding=cfg.conv1_padding)

@@ -23,8 +23,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .lrn import LocalResponseNorm
-from .model import AlexNet, AlexNetConfig, init_weights
+from .config import AlexNetConfig
+from .model import AlexNet, init_weights, layer_factories
 
 # Layers whose input is every tower's output (cross-device traffic, §3.2).
 CROSS = ("conv3", "fc6", "fc7", "fc8")
@@ -44,16 +44,9 @@ class Tower(nn.Module):
         t = cfg.towers
         c1, c2, c3, c4, c5 = (c // t for c in cfg.conv_channels)
         f = cfg.fc_features // t
-        act = (lambda: nn.ReLU(inplace=True)) if cfg.activation == "relu" else nn.Tanh
         # Across-map LRN normalises the tower's maps plus a halo from each neighbour.
         halo = 2 * (cfg.lrn_size // 2) if cfg.lrn_scope == "all" else 0
-        norm = (
-            (lambda c: LocalResponseNorm(c + halo, 1, cfg.lrn_size, cfg.lrn_alpha, cfg.lrn_beta, cfg.lrn_k, cfg.lrn_convention))
-            if cfg.lrn
-            else (lambda c: nn.Identity())
-        )
-        z, s = cfg.pool
-        pool = lambda: nn.MaxPool2d(z, s, ceil_mode=cfg.ceil_pool)  # noqa: E731
+        act, norm, pool = layer_factories(cfg, 1, halo)
         self.conv1 = nn.Conv2d(3, c1, 11, stride=4, padding=cfg.conv1_padding)
         self.act1, self.norm1, self.pool1 = act(), norm(c1), pool()
         self.conv2 = nn.Conv2d(c1, c2, 5, padding=2)

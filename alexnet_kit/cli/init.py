@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+# The AlexNetConfig fields `init` offers as options (help, choices and defaults come from the fields).
+NETWORK_OPTIONS = ("init", "lrn_convention")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -15,8 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", nargs="?", help="where to write it (default: $ALEXNET_KIT_MODEL or ~/.local/share/alexnet-kit/model.safetensors)")
     p.add_argument("--classes", default="imagenet", help="'imagenet' (the 1000 ILSVRC-2012 classes, shipped) or a file: 'wnid<TAB>name' or one name per line")
     p.add_argument("--caffe-mean", metavar="NPY", help="mean image from Caffe's ilsvrc_2012_mean.npy (BGR, 3x256x256); default: ImageNet's per-channel mean")
-    p.add_argument("--init", default="paper", choices=["paper", "caffe", "kaiming"], help="initialisation scheme (default: the paper's)")
-    p.add_argument("--lrn-convention", default="paper", choices=["paper", "divided"], help="LRN alpha on the sum (the paper's formula) or on the mean (alpha/n: cuda-convnet, Caffe, PyTorch, ONNX)")
+    from ..config import AlexNetConfig, add_options
+
+    add_options(p, AlexNetConfig, only=NETWORK_OPTIONS, show_defaults=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.set_defaults(run=run)
@@ -32,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import save_checkpoint
     from ..errors import AlexKitError, FileProblem
     from ..meta import ModelMeta, imagenet_classes, read_class_file
-    from ..model import AlexNet, AlexNetConfig, count_parameters
+    from ..config import AlexNetConfig, given_options
+    from ..model import AlexNet, count_parameters
     from ..paths import default_model_path
     from ..preprocess import Preprocess, caffe_mean_to_rgb
 
@@ -54,12 +59,12 @@ def run(args: argparse.Namespace) -> int:
             pre = Preprocess(mean=caffe_mean_to_rgb(np.load(args.caffe_mean, allow_pickle=False)))
         except (OSError, ValueError) as e:
             raise FileProblem(args.caffe_mean, f"not a (3, 256, 256) mean image ({e})") from None
+    config = AlexNetConfig(num_classes=len(names), **given_options(args, AlexNetConfig, only=NETWORK_OPTIONS))
     torch.manual_seed(args.seed)
-    config = AlexNetConfig(num_classes=len(names), init=args.init, lrn_convention=args.lrn_convention)
     model = AlexNet(config)
     meta = ModelMeta(
         config, names, wnids, pre, trained=False,
-        provenance={"created_by": f"alexnet-kit {__version__} init", "init": args.init, "seed": args.seed,
+        provenance={"created_by": f"alexnet-kit {__version__} init", "init": config.init, "seed": args.seed,
                     "mean": "caffe ilsvrc_2012_mean" if args.caffe_mean else "imagenet per-channel"},
     )
     digest = save_checkpoint(out, model, meta)

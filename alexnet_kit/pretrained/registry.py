@@ -20,7 +20,7 @@ from importlib import resources
 
 import numpy as np
 
-from ..model import AlexNetConfig
+from ..config import AlexNetConfig
 from . import NAMES as _NAMES
 from ..preprocess import Preprocess, caffe_mean_to_rgb
 
