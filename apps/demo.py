@@ -27,6 +27,7 @@ from pathlib import Path
 import gradio as gr
 
 from alexnet_kit.errors import AlexKitError, ImageError
+from alexnet_kit.paths import example_photos
 
 from .service import NO_INDEX, DemoService
 
@@ -43,9 +44,8 @@ CSS = """
 
 
 def default_examples() -> list[Path]:
-    """examples/photos of the source tree, when the package runs from one."""
-    folder = Path(__file__).resolve().parents[1] / "examples" / "photos"
-    return sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
+    """The example photos: the checkout's examples/photos, else those shipped in the package."""
+    return example_photos()
 
 
 def status_markdown(service: DemoService) -> str:

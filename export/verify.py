@@ -26,21 +26,18 @@ import torch
 from alexnet_kit.engines.base import Engine
 from alexnet_kit.errors import AlexKitError, ImageError
 from alexnet_kit.images import find_images, is_image_path, load_square
-from alexnet_kit.model import AlexNet
 from alexnet_kit.metrics import average_crops
+from alexnet_kit.model import AlexNet
+from alexnet_kit.paths import example_photos, optional_shared
 from alexnet_kit.preprocess import Preprocess
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_PHOTOS = REPO.parent / "shared" / "data" / "photos"
 
 
 def default_photos() -> list[Path]:
-    """The project's example photos, plus ../shared/data/photos when present."""
-    out: list[Path] = []
-    for folder in (REPO / "examples" / "photos", SHARED_PHOTOS):
-        if folder.is_dir():
-            out += sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
-    return out
+    """The example photos (the checkout's, else those shipped in the package), plus the shared data's
+    photos when present."""
+    shared = optional_shared("photos")
+    extra = sorted(p for p in shared.iterdir() if p.is_file() and is_image_path(p)) if shared else []
+    return example_photos() + extra
 
 
 def load_photos(paths: Iterable[str | os.PathLike], size: int) -> np.ndarray:

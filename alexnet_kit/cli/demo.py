@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the demo, with no login, to the network)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--max-upload-mb", type=float, default=20, help="largest accepted upload in MB (default 20)")
-    p.add_argument("--examples", metavar="DIR", help="folder of example photos to offer (default: the repository's examples/photos)")
+    p.add_argument("--examples", metavar="DIR", help="folder of example photos to offer (default: the example photos shipped with alexnet-kit)")
     p.add_argument("--device", default="cpu", help="torch device for checkpoints, e.g. cuda (default cpu)")
     _serving.add_options(p)
     p.set_defaults(run=run)

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8-mode", choices=["static", "dynamic"], default="static",
                    help="static: activations calibrated on real photos (default, faster); dynamic: no calibration")
     p.add_argument("--calibration", nargs="+", metavar="PHOTOS", help="photos or folders to calibrate int8 on (default: the verification photos)")
-    p.add_argument("--photos", nargs="+", metavar="PHOTOS", help="photos or folders to verify on (default: examples/photos and ../shared/data/photos)")
+    p.add_argument("--photos", nargs="+", metavar="PHOTOS", help="photos or folders to verify on (default: the example photos, shipped with the package, and the shared data's photos/ where present)")
     p.add_argument("--min-top1", type=float, default=0.9, help="int8: least top-1 agreement with fp32 on the verification photos (default 0.9)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=run)

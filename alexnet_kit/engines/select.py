@@ -261,21 +261,21 @@ def retime(engine: Engine, m: dict, batch: int, runs: int = 3) -> dict:
 # -- measuring ---------------------------------------------------------------
 
 def gate_photos(limit: int = GATE_PHOTOS) -> list[Path]:
-    """Real photos for the gate: ``$ALEXNET_KIT_GATE_PHOTOS``, else the repository's example photos
-    plus ../shared/data's photos and ImageNet samples where present (spread over the classes)."""
+    """Real photos for the gate: ``$ALEXNET_KIT_GATE_PHOTOS``, else the example photos (the checkout's, or
+    those shipped in the package) plus the shared data's photos and ImageNet samples where present
+    (spread over the classes)."""
     from ..images import is_image_path
+    from ..paths import example_photos, optional_shared
 
-    def folder(p: Path) -> list[Path]:
-        return sorted(f for f in p.rglob("*") if f.is_file() and is_image_path(f)) if p.is_dir() else []
+    def folder(p: Path | None) -> list[Path]:
+        return sorted(f for f in p.rglob("*") if f.is_file() and is_image_path(f)) if p and p.is_dir() else []
 
     env = os.environ.get("ALEXNET_KIT_GATE_PHOTOS")
     if env:
         files = folder(Path(env))
         return files[:: max(1, len(files) // limit)][:limit]
-    repo = Path(__file__).resolve().parents[2]
-    shared = Path(os.environ.get("ALEXNET_KIT_SHARED_DATA", repo.parent / "shared" / "data"))
-    files = folder(repo / "examples" / "photos") + folder(shared / "photos")
-    samples = folder(shared / "imagenet-samples")
+    files = example_photos() + folder(optional_shared("photos"))
+    samples = folder(optional_shared("imagenet-samples"))
     room = max(0, limit - len(files))
     if samples and room:
         files += samples[:: max(1, len(samples) // room)][:room]

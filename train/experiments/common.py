@@ -18,18 +18,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alexnet_kit import paths
 from alexnet_kit.errors import AlexKitError, ImageError
 from alexnet_kit.fsutil import atomic_path
 from alexnet_kit.images import load_square
 
 SIZES = ("tiny", "default", "full")
-ROOT = Path(__file__).resolve().parents[2]
+# The checkout; from an installed wheel the current folder (runs/ and experiments/results/ are looked for there).
+ROOT = paths.checkout() or Path.cwd()
 
 
 def shared_data(*parts: str) -> Path:
-    """A folder in the shared real data (``$ALEXNET_KIT_SHARED_DATA`` or ../shared/data)."""
-    base = Path(os.environ.get("ALEXNET_KIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
-    return base.joinpath(*parts)
+    """A folder in the shared real data (``$ALEXNET_KIT_SHARED_DATA`` or ../shared/data beside the checkout);
+    a one-line error saying how to supply it when it is absent."""
+    return paths.shared_data(*parts)
 
 
 def cache_dir() -> Path:
