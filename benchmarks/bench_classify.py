@@ -42,7 +42,6 @@ import torch
 from machine import describe  # noqa: E402  (benchmarks/machine.py)
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT.parent / "shared" / "data" / "imagenet-samples"
 GFLOP_PER_CROP = 1.45  # 724M multiply-adds of the paper's network at 224x224 (DESIGN.md)
 NAIVE = "naive baseline (1 photo at a time, eager fp32)"
 PATHS = (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"))
@@ -214,10 +213,10 @@ def main() -> int:
     from alexnet_kit.classify import Classifier
     from alexnet_kit.engines import cpu
     from alexnet_kit.images import is_image_path, load_square
+    from alexnet_kit.paths import shared_data
 
-    if not SAMPLES.is_dir():
-        sys.exit(f"needs {SAMPLES} (real ImageNet photos); see ../shared/data/README.md")
-    files = sorted(p for p in SAMPLES.iterdir() if is_image_path(p))
+    samples = shared_data("imagenet-samples")  # real ImageNet photos; a one-line error says how to supply them
+    files = sorted(p for p in samples.iterdir() if is_image_path(p))
     order = [files[i] for i in np.random.default_rng(0).permutation(len(files))]
     bench = order[: args.photos]
     calibration = order[args.photos : args.photos + 64]
@@ -231,7 +230,7 @@ def main() -> int:
     model, meta = load_model(checkpoint)
     print(f"model timed: {checkpoint} ({'trained' if meta.trained else 'UNTRAINED'}, {meta.config.num_classes} classes, "
           f"conv {meta.config.conv_channels}, fc {meta.config.fc_features})")
-    print(f"photos: {len(bench)} from {SAMPLES}, {args.rounds} rounds interleaved, batch {args.batch} photos = {10 * args.batch} crops")
+    print(f"photos: {len(bench)} from {samples}, {args.rounds} rounds interleaved, batch {args.batch} photos = {10 * args.batch} crops")
     arts = ensure_artifacts(checkpoint, args.workdir, calibration)
     engines = open_paths(arts["onnx"], 10 * args.batch, log=lambda s: print("  " + s, flush=True))
     clfs = {name: Classifier(e, crops=10, batch_photos=args.batch) for name, e in engines.items()}

@@ -129,7 +129,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, help="checkpoint or artifact (default: a fresh untrained paper network in a temp dir)")
     ap.add_argument("--index", type=Path, help="similarity index: also load-test /similar")
-    ap.add_argument("--photos", type=Path, default=ROOT / "examples" / "photos")
+    ap.add_argument("--photos", type=Path, help="folder of photos to send (default: the example photos)")
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--runs", type=int, default=3)
@@ -137,14 +137,16 @@ def main() -> int:
 
     from alexnet_kit.apps.service import DemoService
 
-    photos = sorted(p for p in args.photos.iterdir() if p.is_file())
+    from alexnet_kit.paths import example_photos
+
+    photos = sorted(p for p in args.photos.iterdir() if p.is_file()) if args.photos else example_photos()
     tmp = Path(tempfile.mkdtemp(prefix="bench-demo-"))
     model = args.model
     if model is None:
         model = tmp / "paper.safetensors"
         subprocess.run([sys.executable, "-m", "alexnet_kit", "init", str(model)], check=True, cwd=ROOT)
     print(f"machine: {describe('gradio')}; load average {os.getloadavg()[0]:.1f} at start (other processes share the CPU)")
-    print(f"model: {model}; index: {args.index or 'none'}; {len(photos)} photos from {args.photos}")
+    print(f"model: {model}; index: {args.index or 'none'}; {len(photos)} photos from {photos[0].parent}")
     print(f"load: {args.requests} requests, {args.concurrency} concurrent, {args.runs} runs (medians)", flush=True)
 
     endpoints = ["/classify"] + (["/similar"] if args.index else [])

@@ -89,8 +89,10 @@ def bench_conversion(work: Path, rounds: int) -> None:
 
 
 def photo_files(n: int) -> list[Path]:
-    shared = ROOT.parent / "shared" / "data" / "imagenet-samples"
-    files = sorted(shared.glob("*.JPEG")) if shared.is_dir() else sorted((ROOT / "examples" / "photos").iterdir())
+    from alexnet_kit.paths import example_photos, optional_shared
+
+    shared = optional_shared("imagenet-samples")
+    files = sorted(shared.glob("*.JPEG")) if shared else example_photos()
     return (files * (n // max(1, len(files)) + 1))[:n] if len(files) < n else files[:: max(1, len(files) // n)][:n]
 
 

@@ -68,7 +68,7 @@ def pixel_neighbours(paths: list[str], k: int) -> list[list[int]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="a trained checkpoint (or artifact)")
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "caltech101"))
+    ap.add_argument("--data", help="photo folder, one subfolder a class (default: caltech101 in $ALEXNET_KIT_SHARED_DATA or ../shared/data)")
     ap.add_argument("--classes", choices=["trained", "all"], default="trained")
     ap.add_argument("--val-fraction", type=float, help="default: the model's training recipe's, else 0.2")
     ap.add_argument("--seed", type=int, help="split seed (default: the model's training recipe's, else 0)")
@@ -79,10 +79,11 @@ def main() -> int:
     import torch
 
     from alexnet_kit.engines import load_engine
+    from alexnet_kit.paths import shared_data
     from alexnet_kit.search import SimilarityIndex
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    data = Path(args.data)
+    data = Path(args.data) if args.data else shared_data("caltech101")
     folders = sorted(d.name for d in data.iterdir() if d.is_dir() and not d.name.startswith("."))
     meta = load_engine(args.model).meta
     classes = folders

@@ -188,7 +188,7 @@ def pca_sweep(gen: Generator, n: int = 100_000, queries: int = 200) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="checkpoint whose fc7 features are the real data")
-    ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--shared", help="the shared data folder (default: $ALEXNET_KIT_SHARED_DATA or ../shared/data)")
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "alexnet-kit" / "bench"))
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--queries", type=int, default=500)
@@ -209,7 +209,10 @@ def main() -> int:
     print(f"machine: {describe('faiss', 'numpy')}")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average {os.getloadavg()[0]:.1f} (other agents share the CPU)")
     t0 = time.perf_counter()
-    real = real_features(Path(args.model), Path(args.shared), Path(args.cache), crops=1)
+    from alexnet_kit.paths import shared_data
+
+    shared = Path(args.shared) if args.shared else shared_data("caltech101").parent
+    real = real_features(Path(args.model), shared, Path(args.cache), crops=1)
     dim = real.shape[1]
     gen = Generator(real, args.noise, cache=Path(args.cache) / f"generator-{hashlib.sha256(real.tobytes()).hexdigest()[:16]}.npz")
     print(f"real fc7 vectors: {len(real)} x {dim} from {args.model}; top-256 PCs of the real set explain "
@@ -292,7 +295,7 @@ def bench_size(rows, n, X, Q, truth, dim, args):
     ids, p50, p95 = timed_queries(lambda q: flat.search(q, K)[1], Q)
     report(rows, "faiss-flat IndexFlatL2", n, ids, p50, p95, dim * 4, truth)
     numpy_p50 = rows[-2]["p50"]
-    del flat
+    flat = None  # frees the vectors (not `del`: the timed lambda above closes over the name)
     if not args.pca_exact:
         return _ours(rows, n, X, Q, truth, dim, numpy_p50)
     # what the PCA alone keeps: exact search in the reduced space
@@ -303,7 +306,7 @@ def bench_size(rows, n, X, Q, truth, dim, args):
     fr.add(Xr)
     ids, p50, p95 = timed_queries(lambda q: fr.search(pca.apply(q), K)[1], Q)
     report(rows, "pca-exact PCA256 + Flat", n, ids, p50, p95, 256 * 4, truth)
-    del fr, Xr
+    fr = Xr = None
     _ours(rows, n, X, Q, truth, dim, numpy_p50)
 
 
