@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Screenshot the demo in headless chromium.")
     ap.add_argument("--model", required=True)
     ap.add_argument("--index")
-    ap.add_argument("--photo", default=str(Path(__file__).resolve().parents[1] / "examples" / "photos" / "cat.jpg"))
+    ap.add_argument("--photo", help="photo to upload (default: the example cat.jpg)")
     ap.add_argument("--out", default="demo.png")
     ap.add_argument("--width", type=int, default=1280)
     args = ap.parse_args(argv)
@@ -68,14 +68,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{CHROMIUM} is missing: run 'bash scripts/install-browser.sh' (as root)", file=sys.stderr)
         return 2
 
+    from alexnet_kit.paths import example_photos
+
     from .demo import SIMILAR, launch
     from .service import DemoService
+
+    photo = args.photo or next(p for p in example_photos() if p.stem == "cat")
 
     service = DemoService.load(args.model, args.index)
     app = launch(service, port=free_port(), block=False, quiet=True)
     try:
         with browser_page(args.width) as page:
-            upload_and_wait(page, app.local_url, args.photo, min(SIMILAR, service.index_size()))
+            upload_and_wait(page, app.local_url, photo, min(SIMILAR, service.index_size()))
             page.wait_for_timeout(500)  # let the images settle
             page.screenshot(path=args.out, full_page=True)
     finally:
