@@ -27,9 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="tiny: seconds (tests); default: 2 CPU cores; full: a GPU (default: %(default)s)")
     p.add_argument("--seeds", type=int, help="number of seeds (fig1, ablations; default: the size's)")
     p.add_argument("--epochs", type=int, help="fig1: epoch cap; ablations: epochs per run (default: the size's)")
-    p.add_argument("--lrs", help="fig1: comma-separated learning rates to sweep for both activations (default: the size's)")
+    p.add_argument("--lrs", help="fig1: comma-separated starting learning rates (at least two) for both activations; the sweep grows past "
+                        "its edge while the best rate sits there (default: the size's)")
     p.add_argument("--init", choices=("default", "he"), default="default",
-                   help="fig1: PyTorch's default init for both (default), or each activation's He gain (writes fig1_relu_tanh_init-he.*)")
+                   help="fig1: cuda-convnet's per-layer Gaussian init (initW) for both (default), or each activation's He gain (writes fig1_relu_tanh_init-he.*)")
     p.add_argument("--variants", help="ablations: comma-separated subset of full,no_lrn,no_overlap,no_dropout,no_pca")
     p.add_argument("--model", help="fig3/fig4: checkpoint (default: newest under runs/, else the ablations' full model)")
     p.add_argument("--queries", type=int, default=5, help="fig4: test photos (default: %(default)s)")
