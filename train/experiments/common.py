@@ -102,12 +102,6 @@ def machine() -> dict:
     }
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def write_results(out: Path, name: str, results: dict) -> Path:
     """``out/name.json``, written atomically, with the date and the machine."""
     out.mkdir(parents=True, exist_ok=True)
