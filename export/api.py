@@ -62,13 +62,9 @@ def _engine(fmt: str, path: Path):
         from alexnet_kit.engines.onnx import OnnxEngine
 
         return OnnxEngine(path)
-    if fmt == "torchscript":
-        from alexnet_kit.engines.torchscript import TorchScriptEngine
+    from alexnet_kit.engines.torch_archive import ExportedProgramEngine, TorchScriptEngine
 
-        return TorchScriptEngine(path)
-    from alexnet_kit.engines.exported import ExportedProgramEngine
-
-    return ExportedProgramEngine(path)
+    return TorchScriptEngine(path) if fmt == "torchscript" else ExportedProgramEngine(path)
 
 
 def export_checkpoint(

@@ -6,7 +6,7 @@ import os
 import torch
 
 from alexnet_kit.engines.artifact import Envelope
-from alexnet_kit.engines.exported import EXTRA_FILE
+from alexnet_kit.engines.torch_archive import EXTRA_FILE
 from alexnet_kit.model import AlexNet
 
 from .graph import LogitsAndFeatures, example_input

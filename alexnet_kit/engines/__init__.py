@@ -21,8 +21,8 @@ from .base import Engine
 LOADERS: dict[str, str] = {
     ".safetensors": "alexnet_kit.engines.checkpoint:CheckpointEngine",
     ".onnx": "alexnet_kit.engines.onnx:OnnxEngine",
-    ".ts": "alexnet_kit.engines.torchscript:TorchScriptEngine",
-    ".pt2": "alexnet_kit.engines.exported:ExportedProgramEngine",
+    ".ts": "alexnet_kit.engines.torch_archive:TorchScriptEngine",
+    ".pt2": "alexnet_kit.engines.torch_archive:ExportedProgramEngine",
 }
 
 
