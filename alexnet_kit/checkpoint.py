@@ -27,8 +27,6 @@ from .fsutil import atomic_path
 from .meta import ModelMeta
 from .model import AlexNet
 
-SUFFIX = ".safetensors"
-
 
 def weights_digest(state: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()

@@ -39,9 +39,6 @@ class ModelMeta:
         if self.preprocess.crop != self.config.input_size:
             raise ValueError(f"crop {self.preprocess.crop} != model input size {self.config.input_size}")
 
-    def label(self, index: int) -> str:
-        return self.classes[index]
-
     def to_dict(self) -> dict:
         mean = np.ascontiguousarray(self.preprocess.mean, dtype="<f4")
         return {

@@ -27,9 +27,10 @@ class EpochBatches(Dataset):
     """Item ``b`` = batch ``b`` of one epoch: (input, labels, draw).
 
     ``part=(rank, world)`` keeps every world-th photo of each global batch
-    (DDP). ``finisher`` on the CPU: the finished float input (what a worker
-    process computes). ``finisher`` None (the GPU path): the whole uint8 photos
-    and the draw packed in one tensor (:func:`pack_draw`); the device crops,
+    (DDP). With a ``finisher``: the finished float input, computed on the
+    CPU (:meth:`Finisher.from_photos`, what a worker process runs).
+    ``finisher`` None (the GPU path): the whole uint8 photos and the draw
+    packed in one tensor (:func:`pack_draw`); the device crops,
     flips, centres and colours them in one batched pass, so a worker only
     gathers rows and the host makes no per-image strided copies.
     """
@@ -62,14 +63,11 @@ class EpochBatches(Dataset):
         idx = idx[order]
         d.tops, d.lefts, d.flips, d.alphas = d.tops[order], d.lefts[order], d.flips[order], d.alphas[order]
         labels = torch.from_numpy(self.split.labels[idx])
-        if self.finisher is not None and self.finisher.device.type == "cpu":
+        if self.finisher is not None:
             rows = self.split.rows[idx]
             photos = [self.split.images[r] for r in rows]  # memmap views: no copy until the crop
             return self.finisher.from_photos(photos, d), labels, pack_draw(d)
-        photos = torch.from_numpy(self.split.take(idx))
-        if self.finisher is not None:
-            return self.finisher(photos, d), labels, pack_draw(d)
-        return photos, labels, pack_draw(d)
+        return torch.from_numpy(self.split.take(idx)), labels, pack_draw(d)
 
 
 def _quiet_worker(_):

@@ -34,11 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def fail(message: str) -> None:
-    """Stop with a one-line user error (exit status 2)."""
-    raise AlexKitError(message)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

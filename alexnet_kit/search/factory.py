@@ -26,7 +26,6 @@ FLAT_MAX = 20_000
 #: 1 KB (896 bytes of codes + id); fewer lose recall (docs/benchmarks.md: PCA to 256 keeps
 #: 0.92 of the exact top 10 at 100k, 512 keeps 0.95, 768 0.97)
 PCA_DIM = 896
-ALIASES = ("auto", "flat", "ivf", "hnsw")
 
 
 def faiss():
