@@ -20,7 +20,6 @@ from alexnet_kit.config import AlexNetConfig, add_options, check_values, given_o
 from alexnet_kit.errors import AlexKitError, FileProblem
 
 RECIPES = Path(__file__).parent / "recipes"
-REPO = Path(__file__).resolve().parents[1]
 
 # The data decides the number of classes (a [model] value is overridden);
 # every other AlexNetConfig field is a [model] setting and a --model.NAME option.
@@ -152,10 +151,8 @@ def apply_overrides(recipe: Recipe, args) -> Recipe:
 
 
 def resolve_data(path: str) -> Path:
-    """A relative data path from the current folder, else from the repository (shipped examples)."""
-    p = Path(path)
-    if p.exists() or p.is_absolute():
-        return p
-    if (REPO / p).exists():
-        return REPO / p
-    return p
+    """A relative data path from the current folder, else from the checkout (the quickstart's
+    examples/quickstart-data); outside a checkout a missing one fails in one line naming --data."""
+    from alexnet_kit.paths import repo_path
+
+    return repo_path(path, "--data")
