@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "photos" / "chelsea.png"
+from helpers import EXAMPLES
+
+EXAMPLE = EXAMPLES / "chelsea.png"
 
 
 def _png_with_size(path: Path, width: int, height: int) -> None:

@@ -9,15 +9,12 @@ but not 0/1 (else top-5 comparisons are noise).
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples" / "photos"
-SHARED = Path(os.environ.get("ALEXNET_KIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+from helpers import EXAMPLES, SHARED
 
 
 def photo_paths() -> list[Path]:

@@ -13,7 +13,7 @@ from alexnet_kit.meta import ModelMeta
 from alexnet_kit.model import AlexNet
 from alexnet_kit.preprocess import Preprocess
 
-from conftest import make_checkpoint
+from helpers import make_checkpoint
 
 
 def _header_len(path):

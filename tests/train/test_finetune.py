@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import make_checkpoint
+from helpers import ROOT, make_checkpoint
 
 
 @pytest.fixture()
@@ -163,7 +163,7 @@ def test_finetune_on_quickstart_photos_resumes_exactly(tmp_path, tiny_config):
 
     from alexnet_kit.checkpoint import load_checkpoint, read_meta
     from alexnet_kit.classify import Classifier
-    from test_train_parallel import tiny_packed
+    from helpers import tiny_packed
 
     parent_path = make_checkpoint(tmp_path / "parent.safetensors", tiny_config, seed=3, trained=True)
     parent_state, parent_meta = load_checkpoint(parent_path)
@@ -206,7 +206,7 @@ def test_freeze_without_init_from_is_one_line(tmp_path):
 
     proc = subprocess.run([sys.executable, "-m", "alexnet_kit", "train", "--data", "examples/quickstart-data", "--out", str(tmp_path / "o"),
                            "--freeze", "conv", "--quiet"], capture_output=True, text=True, timeout=300,
-                          cwd=__import__("pathlib").Path(__file__).resolve().parents[1])
+                          cwd=ROOT)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "alexnet-kit: error: --freeze and --pretrained-lr-mult need --init-from MODEL (the model to fine-tune)"
 

@@ -25,7 +25,7 @@ from alexnet_kit.train.optim import PaperSGD
 from alexnet_kit.train.packed import PackedDataset
 from alexnet_kit.train.trainer import Trainer, deterministic_setup, resolve_amp, train_step
 
-from test_train_parallel import TINY, tiny_packed
+from helpers import QUICKSTART_DATA, TINY, tiny_packed
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
@@ -130,7 +130,7 @@ def test_a_split_pickles_by_path_and_workers_fork(packed):
 def test_pack_workers_do_not_msync(tmp_path, monkeypatch):
     from alexnet_kit.train import prepare as prep
 
-    root = Path(__file__).resolve().parents[1] / "examples" / "quickstart-data" / "watch"
+    root = QUICKSTART_DATA / "watch"
     photos = sorted(root.glob("*.jpg"))[:3]
     (tmp_path / "train").mkdir()
     with open(tmp_path / "train" / "images.u8", "wb") as f:

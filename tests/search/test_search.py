@@ -10,7 +10,7 @@ from PIL import Image, ImageOps
 
 from alexnet_kit.cli import main
 from alexnet_kit.search import IndexMismatch, SimilarityIndex
-from conftest import make_checkpoint, shared
+from helpers import make_checkpoint, shared
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from PIL import Image, ImageOps
 from alexnet_kit.engines import load_engine
 from alexnet_kit.features import FeatureExtractor, FeatureSettings
 from alexnet_kit.images import load_square
-from conftest import make_checkpoint, shared
+from helpers import make_checkpoint, shared
 
 
 @pytest.fixture(scope="module")

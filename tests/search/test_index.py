@@ -16,9 +16,7 @@ import pytest
 
 from alexnet_kit.cli import main
 from alexnet_kit.search import IndexProblem, SimilarityIndex, builder
-from conftest import make_checkpoint, shared
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT, make_checkpoint, shared
 
 
 @pytest.fixture(scope="module")

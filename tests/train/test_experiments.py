@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import shared
+from helpers import shared
 
 
 @pytest.fixture(scope="module")

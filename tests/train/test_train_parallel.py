@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,21 +14,8 @@ from alexnet_kit.model import AlexNet, AlexNetConfig
 from alexnet_kit.towers import TowerAlexNet
 from alexnet_kit.train.optim import PaperSGD
 from alexnet_kit.train.parallel import grouped_state, grouped_velocity, load_grouped_velocity
-from alexnet_kit.train.prepare import prepare
 from alexnet_kit.train.trainer import train_step
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--model.conv_channels", "16,32,48,48,32", "--model.fc_features", "64"]
-
-
-def tiny_packed(dst: Path, per_class: int = 6) -> Path:
-    src = dst.parent / (dst.name + "-src")
-    for c in ("Leopards", "watch", "airplanes"):
-        (src / c).mkdir(parents=True, exist_ok=True)
-        for p in sorted((ROOT / "examples" / "quickstart-data" / c).glob("*.jpg"))[:per_class]:
-            shutil.copy(p, src / c / p.name)
-    prepare(src, dst, val_fraction=1 / 3, workers=2, progress=False)
-    return dst
+from helpers import TINY, tiny_packed
 
 
 def test_two_tower_step_equals_grouped_step():

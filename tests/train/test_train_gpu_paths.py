@@ -16,7 +16,7 @@ from alexnet_kit.model import AlexNet, AlexNetConfig
 from alexnet_kit.towers import TowerAlexNet
 from alexnet_kit.train.parallel import place, process_group_backend
 
-from test_lrn import lrn_by_the_formula
+from helpers import lrn_by_the_formula
 
 # Ops on CUDA autocast's fp32 list (aten/src/ATen/autocast_mode.cpp, "fp32" ops):
 # any of them in the LRN would hand the next layer fp32 maps on a GPU.

@@ -15,8 +15,8 @@ from alexnet_kit.images import load_square
 from alexnet_kit.meta import ModelMeta
 from alexnet_kit.model import AlexNet, AlexNetConfig
 from alexnet_kit.train.evaluate import evaluate
+from helpers import QUICKSTART_DATA
 
-ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["Leopards", "airplanes", "watch"]
 
 
@@ -25,7 +25,7 @@ def photos(tmp_path_factory):
     d = tmp_path_factory.mktemp("eval-photos")
     for c in CLASSES:
         (d / c).mkdir()
-        for p in sorted((ROOT / "examples" / "quickstart-data" / c).glob("*.jpg"))[:3]:
+        for p in sorted((QUICKSTART_DATA / c).glob("*.jpg"))[:3]:
             shutil.copy(p, d / c / p.name)
     return d
 

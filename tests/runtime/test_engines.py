@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from conftest import EXAMPLES
+from helpers import EXAMPLES
 
 from alexnet_kit.engines import LOADERS, load_engine
 from alexnet_kit.errors import CheckpointError

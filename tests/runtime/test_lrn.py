@@ -3,20 +3,7 @@ import pytest
 import torch
 
 from alexnet_kit.lrn import LocalResponseNorm
-
-
-def lrn_by_the_formula(a, size=5, alpha=1e-4, beta=0.75, k=2.0, divide_by_n=False, groups=1):
-    """b[i] = a[i] / (k + alpha * sum_{j=max(0,i-n/2)}^{min(N-1,i+n/2)} a[j]^2)^beta, per tower."""
-    a = a.double()
-    out = torch.empty_like(a)
-    per = a.shape[1] // groups
-    scale = alpha / size if divide_by_n else alpha
-    for g in range(groups):
-        for i in range(per):
-            lo, hi = max(0, i - size // 2), min(per - 1, i + size // 2)
-            s = (a[:, g * per + lo : g * per + hi + 1] ** 2).sum(1)
-            out[:, g * per + i] = a[:, g * per + i] / (k + scale * s) ** beta
-    return out
+from helpers import lrn_by_the_formula
 
 
 @pytest.mark.parametrize("convention", ["paper", "divided"])

@@ -9,7 +9,7 @@ from alexnet_kit.apps.figures import crops_strip, kernel_grid, normalise_kernel,
 from alexnet_kit.images import load_square
 from alexnet_kit.model import AlexNet, AlexNetConfig
 from alexnet_kit.preprocess import Preprocess
-from conftest import EXAMPLES
+from helpers import EXAMPLES
 
 
 def tile_at(grid: np.ndarray, row: int, col: int, size: int, gap: int, top: int = 0) -> np.ndarray:

@@ -5,7 +5,7 @@ import torch
 from alexnet_kit.metrics import average_crops
 from alexnet_kit.preprocess import Preprocess, caffe_mean_to_rgb
 
-from conftest import shared
+from helpers import shared
 
 
 def photo_batch(n=2, seed=0):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import EXAMPLES, make_checkpoint
+from helpers import EXAMPLES, make_checkpoint
 
 from alexnet_kit.errors import AlexKitError
 from alexnet_kit.feature_export import export_features, partial_dir, read_features

@@ -4,15 +4,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from alexnet_kit.search import SimilarityIndex, builder
-from conftest import make_checkpoint, shared
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT, make_checkpoint, shared
 
 
 @pytest.mark.slow

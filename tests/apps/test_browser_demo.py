@@ -17,7 +17,7 @@ from PIL import Image
 
 from alexnet_kit.apps.demo import caption
 from alexnet_kit.apps.screenshot import CHROMIUM, browser_page, free_port, upload_and_wait
-from conftest import EXAMPLES
+from helpers import EXAMPLES
 
 pytestmark = pytest.mark.slow
 

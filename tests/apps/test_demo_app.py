@@ -14,7 +14,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from alexnet_kit.apps.demo import SIMILAR, TOP, launch  # noqa: E402
 from alexnet_kit.apps.screenshot import free_port  # noqa: E402
 from alexnet_kit.apps.service import NO_INDEX, DemoService  # noqa: E402
-from conftest import EXAMPLES  # noqa: E402
+from helpers import EXAMPLES  # noqa: E402
 
 MAX_UPLOAD_MB = 1
 
@@ -253,7 +253,7 @@ def test_only_the_index_photo_folders_are_served(indexed_server, photo_folder):
 
 def test_index_of_another_model_is_refused(index_path, tmp_path, tiny_config):
     from alexnet_kit.search import IndexMismatch
-    from conftest import make_checkpoint
+    from helpers import make_checkpoint
 
     other = make_checkpoint(tmp_path / "other.safetensors", tiny_config, seed=1)
     with pytest.raises(IndexMismatch, match="not comparable"):

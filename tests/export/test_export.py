@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import EXAMPLES, SHARED, make_checkpoint
+from helpers import EXAMPLES, SHARED, make_checkpoint
 
 from alexnet_kit.checkpoint import load_model, read_meta
 from alexnet_kit.classify import Classifier

@@ -5,11 +5,10 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
 
 
 def test_classify_does_not_import_gradio(tiny_checkpoint):
@@ -72,7 +71,7 @@ def test_demo_missing_index_and_bad_limits(capsys, tiny_checkpoint, tmp_path):
 
 def test_demo_index_of_another_model_is_one_line(capsys, tiny_checkpoint, tmp_path, tiny_config):
     from alexnet_kit.search import SimilarityIndex
-    from conftest import EXAMPLES, make_checkpoint
+    from helpers import EXAMPLES, make_checkpoint
 
     other = make_checkpoint(tmp_path / "other.safetensors", tiny_config, seed=3)
     SimilarityIndex.build([EXAMPLES / "cat.jpg", EXAMPLES / "rocket.jpg"], tmp_path / "i.index", model=other).close()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import EXAMPLES, ROOT, shared
+from helpers import EXAMPLES, ROOT, shared
 
 from alexnet_kit.engines import cpu
 from alexnet_kit.engines.select import Gate, open_engine, read_measurements, sidecar_path

@@ -12,7 +12,7 @@ from alexnet_kit.classify import Classifier
 from alexnet_kit.images import load_square
 
 from badinput import make_corpus
-from conftest import EXAMPLES, shared
+from helpers import EXAMPLES, shared
 
 
 def run_cli(*args, env_model=None):

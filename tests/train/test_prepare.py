@@ -13,9 +13,7 @@ import pytest
 from alexnet_kit.images import load_square
 from alexnet_kit.train.packed import PackedDataset
 from alexnet_kit.train.prepare import prepare
-
-ROOT = Path(__file__).resolve().parents[1]
-QUICK = ROOT / "examples" / "quickstart-data"
+from helpers import QUICKSTART_DATA as QUICK
 
 
 def photo_folder(dst: Path, per_class: int = 4, classes=("Leopards", "watch", "airplanes")) -> Path:

@@ -16,7 +16,7 @@ from alexnet_kit.checkpoint import load_checkpoint, read_meta
 from alexnet_kit.classify import Classifier
 from alexnet_kit.train.checkpointing import list_states, load_state
 
-from test_train_parallel import TINY, tiny_packed
+from helpers import QUICKSTART_DATA, TINY, tiny_packed
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
@@ -92,7 +92,7 @@ def test_ctrl_c_saves_and_resume_finishes_with_a_usable_model(tmp_path):
     assert meta.provenance["recipe"] == "quickstart" and meta.provenance["val_top1_err"] is not None
     assert meta.preprocess.mean.shape == (3, 256, 256)
     # alexnet-kit classify takes it as it is
-    photo = sorted((Path(__file__).resolve().parents[1] / "examples" / "quickstart-data" / "watch").glob("*.jpg"))[0]
+    photo = sorted((QUICKSTART_DATA / "watch").glob("*.jpg"))[0]
     res = Classifier.load(out / "model.safetensors", crops=10).classify_one(photo, top=3)
     assert res.ok and len(res.labels) == 3 and {l.name for l in res.labels} <= set(meta.classes)
     # a training state cannot run code: weights_only refuses a pickled object

@@ -1,0 +1,74 @@
+"""What more than one test file needs: repository paths, the shared-data skip, small models and data sets.
+
+Tests import from here (``from helpers import ...``; pyproject.toml puts tests/
+on pytest's import path), never from conftest.py or from another test module.
+The builders of awkward photos (badinput.py) and of the published weight
+formats (pretrained_files.py) sit next to this file.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ALEXNET_KIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+EXAMPLES = ROOT / "examples" / "photos"
+QUICKSTART_DATA = ROOT / "examples" / "quickstart-data"
+
+# The tiny topology as `alexnet-kit train` options.
+TINY = ["--model.conv_channels", "16,32,48,48,32", "--model.fc_features", "64"]
+
+
+def shared(*parts: str) -> Path:
+    """A path in ../shared/data, or skip the test with the reason."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"real data not available: {p} is absent (see ../shared/data/README.md)")
+    return p
+
+
+def make_checkpoint(path: Path, config=None, seed: int = 0, trained: bool = False) -> Path:
+    from alexnet_kit.checkpoint import save_checkpoint
+    from alexnet_kit.meta import ModelMeta, imagenet_classes
+    from alexnet_kit.model import AlexNet, AlexNetConfig
+
+    config = config or AlexNetConfig()
+    torch.manual_seed(seed)
+    model = AlexNet(config)
+    if config.num_classes == 1000:
+        wnids, names = imagenet_classes()
+    else:
+        wnids, names = None, [f"class_{i}" for i in range(config.num_classes)]
+    save_checkpoint(path, model, ModelMeta(config, names, wnids, trained=trained, provenance={"test": True}))
+    return path
+
+
+def tiny_packed(dst: Path, per_class: int = 6) -> Path:
+    """A packed training set of three quickstart classes, a third of it validation."""
+    from alexnet_kit.train.prepare import prepare
+
+    src = dst.parent / (dst.name + "-src")
+    for c in ("Leopards", "watch", "airplanes"):
+        (src / c).mkdir(parents=True, exist_ok=True)
+        for p in sorted((QUICKSTART_DATA / c).glob("*.jpg"))[:per_class]:
+            shutil.copy(p, src / c / p.name)
+    prepare(src, dst, val_fraction=1 / 3, workers=2, progress=False)
+    return dst
+
+
+def lrn_by_the_formula(a, size=5, alpha=1e-4, beta=0.75, k=2.0, divide_by_n=False, groups=1):
+    """b[i] = a[i] / (k + alpha * sum_{j=max(0,i-n/2)}^{min(N-1,i+n/2)} a[j]^2)^beta, per tower."""
+    a = a.double()
+    out = torch.empty_like(a)
+    per = a.shape[1] // groups
+    scale = alpha / size if divide_by_n else alpha
+    for g in range(groups):
+        for i in range(per):
+            lo, hi = max(0, i - size // 2), min(per - 1, i + size // 2)
+            s = (a[:, g * per + lo : g * per + hi + 1] ** 2).sum(1)
+            out[:, g * per + i] = a[:, g * per + i] / (k + scale * s) ** beta
+    return out
