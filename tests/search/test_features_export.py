@@ -21,6 +21,19 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "alexnet_kit", *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
+def interrupted_after(n: int, fx: FeatureExtractor) -> FeatureExtractor:
+    """The real extractor on fx's engine, one photo a batch; the user presses Ctrl-C once n photos are done."""
+
+    class CtrlC(FeatureExtractor):
+        def extract(self, sources):
+            for i, r in enumerate(super().extract(sources)):
+                if i == n:
+                    raise KeyboardInterrupt
+                yield r
+
+    return CtrlC(fx.engine, batch_photos=1)
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory, tiny_config):
     return make_checkpoint(tmp_path_factory.mktemp("fx") / "tiny.safetensors", tiny_config, seed=2)
@@ -88,19 +101,9 @@ def test_interrupted_run_resumes_and_ends_equal(model, tmp_path):
     photos = walk_photos([EXAMPLES])
     fx = FeatureExtractor.load(model, batch_photos=1)
     whole = export_features(photos, tmp_path / "whole.npz", fx)
-
-    class CtrlC(FeatureExtractor):
-        """The real extractor; the user presses Ctrl-C once three photos are done."""
-
-        def extract(self, sources):
-            for i, r in enumerate(super().extract(sources)):
-                if i == 3:
-                    raise KeyboardInterrupt
-                yield r
-
     out = tmp_path / "resumed.npz"
     with pytest.raises(KeyboardInterrupt):
-        export_features(photos, out, CtrlC(fx.engine, batch_photos=1), chunk=1)
+        export_features(photos, out, interrupted_after(3, fx), chunk=1)
     assert not out.exists() and partial_dir(out).is_dir()
     assert len(list(partial_dir(out).glob("chunk-*.npz"))) >= 1
     report = export_features(photos, out, fx, chunk=1)
@@ -177,17 +180,9 @@ def test_a_resumed_run_keeps_its_precision(model, tmp_path, monkeypatch):
     photos = walk_photos([EXAMPLES])
     bf16 = FeatureExtractor.load(model, engine="torch", precision="bf16", batch_photos=1)
     assert bf16.precision == "bf16"
-
-    class CtrlC(FeatureExtractor):
-        def extract(self, sources):
-            for i, r in enumerate(super().extract(sources)):
-                if i == 2:
-                    raise KeyboardInterrupt
-                yield r
-
     out = tmp_path / "bf16.npz"
     with pytest.raises(KeyboardInterrupt):
-        export_features(photos, out, CtrlC(bf16.engine, batch_photos=1), chunk=1)
+        export_features(photos, out, interrupted_after(2, bf16), chunk=1)
     fp32 = FeatureExtractor.load(model, batch_photos=1)
     with pytest.raises(AlexKitError, match=r"bf16\.npz\.partial: the interrupted run computed its features in bf16, "
                                            r"this one in fp32: run it again with --precision bf16"):
