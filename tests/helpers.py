@@ -11,6 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -58,6 +59,19 @@ def tiny_packed(dst: Path, per_class: int = 6) -> Path:
             shutil.copy(p, src / c / p.name)
     prepare(src, dst, val_fraction=1 / 3, workers=2, progress=False)
     return dst
+
+
+def augment_case():
+    """16 random 256x256 photos, a Finisher with PCA noise and per-channel std, and a random draw
+    (crops, flips, alphas) for them."""
+    from alexnet_kit.train.augment import Finisher, draw
+
+    rng = np.random.default_rng(3)
+    photos = rng.integers(0, 256, (16, 256, 256, 3), dtype=np.uint8)
+    mean = rng.uniform(0, 255, (3, 256, 256)).astype(np.float32)
+    vecs = np.linalg.qr(rng.standard_normal((3, 3)))[0]
+    fin = Finisher(mean, np.array([500.0, 50.0, 5.0]), vecs, 224, std=(60.0, 61.0, 62.0))
+    return photos, fin, draw(16, 256, 224, np.random.default_rng(5))
 
 
 def lrn_by_the_formula(a, size=5, alpha=1e-4, beta=0.75, k=2.0, divide_by_n=False, groups=1):

@@ -6,6 +6,7 @@ import torch
 
 from alexnet_kit.preprocess import Preprocess
 from alexnet_kit.train.augment import Finisher, crop_flip, draw
+from helpers import augment_case
 
 
 def test_centre_view_equals_the_runtime_preprocessing():
@@ -39,12 +40,7 @@ def test_random_crops_flips_and_pca_noise():
 
 
 def test_cpu_fast_path_equals_the_batched_device_path():
-    rng = np.random.default_rng(3)
-    photos = rng.integers(0, 256, (16, 256, 256, 3), dtype=np.uint8)
-    mean = rng.uniform(0, 255, (3, 256, 256)).astype(np.float32)
-    vecs = np.linalg.qr(rng.standard_normal((3, 3)))[0]
-    fin = Finisher(mean, np.array([500.0, 50.0, 5.0]), vecs, 224, std=(60.0, 61.0, 62.0))
-    d = draw(16, 256, 224, np.random.default_rng(5))
+    photos, fin, d = augment_case()
     assert d.flips.any() and not d.flips.all()
     fast = fin.from_photos([p for p in photos], d)
     batched = fin(crop_flip(photos, d, 224), d)

@@ -19,13 +19,13 @@ import torch
 from alexnet_kit.checkpoint import load_checkpoint
 from alexnet_kit.model import AlexNet, AlexNetConfig
 from alexnet_kit.train import checkpointing as ckpt
-from alexnet_kit.train.augment import Finisher, crop_flip, draw, pack_draw
+from alexnet_kit.train.augment import crop_flip, draw, pack_draw
 from alexnet_kit.train.loader import EpochBatches, make_loader
 from alexnet_kit.train.optim import PaperSGD
 from alexnet_kit.train.packed import PackedDataset
 from alexnet_kit.train.trainer import Trainer, deterministic_setup, resolve_amp, train_step
 
-from helpers import QUICKSTART_DATA, TINY, tiny_packed
+from helpers import QUICKSTART_DATA, TINY, augment_case, tiny_packed
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
@@ -252,12 +252,7 @@ def test_deterministic_sets_the_cublas_workspace_before_cuda(monkeypatch):
 
 # -- at scale: crop and flip on the device, equal to the CPU path -----------------------------
 def test_device_pass_on_whole_photos_equals_the_cpu_path():
-    rng = np.random.default_rng(3)
-    photos = rng.integers(0, 256, (16, 256, 256, 3), dtype=np.uint8)
-    mean = rng.uniform(0, 255, (3, 256, 256)).astype(np.float32)
-    vecs = np.linalg.qr(rng.standard_normal((3, 3)))[0]
-    fin = Finisher(mean, np.array([500.0, 50.0, 5.0]), vecs, 224, std=(60.0, 61.0, 62.0))
-    d = draw(16, 256, 224, np.random.default_rng(5))
+    photos, fin, d = augment_case()
     assert d.flips.any() and not d.flips.all()
     cpu = fin.from_photos([p for p in photos], d)  # what CPU workers compute
     whole = fin(torch.from_numpy(photos), pack_draw(d), channels_last=True)  # the GPU path, on the CPU device
