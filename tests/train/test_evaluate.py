@@ -65,6 +65,18 @@ def test_ensemble_averages_softmaxes(tmp_path, photos):
     assert len(res.models) == 2
 
 
+def test_ten_crop_ensemble_and_per_class_errors_equal_a_direct_computation(tmp_path, photos):
+    """§4.1 then §6: each model's softmax averaged over its ten crops, then over the models."""
+    a, b = model_file(tmp_path / "a.safetensors", 0), model_file(tmp_path / "b.safetensors", 1)
+    pa, y = manual_probs(a, photos, 10)
+    pb, _ = manual_probs(b, photos, 10)
+    res = evaluate([str(a), str(b)], photos, crops=10, progress=False)
+    wrong = ((pa + pb) / 2).argmax(1) != y
+    assert res.photos == 9 and res.crops == 10
+    assert res.top1_err == pytest.approx(float(wrong.mean()))
+    assert res.per_class_top1_err == {c: round(float(wrong[y == i].mean()), 4) for i, c in enumerate(CLASSES)}
+
+
 @pytest.mark.slow
 def test_unreadable_photos_are_skipped_and_unknown_classes_refused(tmp_path, photos):
     m = model_file(tmp_path / "a.safetensors", 0)

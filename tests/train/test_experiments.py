@@ -107,21 +107,95 @@ def test_each_variant_changes_exactly_its_one_choice():
         assert {k: b[k] for k in a if a[k] != b[k]} == change
 
 
-def test_augment_pca_noise_is_one_rgb_offset_per_image_and_the_rest_is_identical():
-    from alexnet_kit.train.experiments.ablations import Augment
-    from alexnet_kit.train.experiments.caltech import rgb_statistics
+def test_no_pca_differs_from_full_only_by_one_rgb_offset_per_image_with_the_same_crops():
+    """The ablations augment through the library (the loader's EpochBatches, augment.Finisher);
+    no_pca is pca_std=0: the same draws, so the same crops and mirrors, and no colour offset."""
+    from alexnet_kit.train.experiments import ablations
+    from alexnet_kit.train.experiments.caltech import ArraySplit, rgb_statistics
+    from alexnet_kit.train.loader import EpochBatches
 
     rng = np.random.default_rng(0)
     photos = rng.integers(0, 256, (6, 40, 40, 3), dtype=np.uint8)
-    mean, std, vals, vecs = rgb_statistics(photos)
+    stats = rgb_statistics(photos)
+    mean, std, vals, vecs = stats
     assert np.allclose(vecs.T @ vecs, np.eye(3), atol=1e-5) and (np.diff(vals) <= 0).all()
-    plain = Augment(mean, std, vals, vecs, 32, pca=False)(photos, torch.Generator().manual_seed(1))
-    noisy = Augment(mean, std, vals, vecs, 32, pca=True)(photos, torch.Generator().manual_seed(1))
+    cfg = dataclasses.replace(ablations.SIZES["tiny"], photo=40, crop=32, batch=6)
+    fin = ablations.finisher(cfg, stats)
+    split = ArraySplit(photos, np.zeros(6, np.int64))
+
+    def batch(variant):
+        return EpochBatches(split, batch=6, seed=3, epoch=1, crop=32, train=True, finisher=fin,
+                            pca_std=ablations.pca_std(variant), drop_last=False)[0]
+
+    noisy, _, d_full = batch("full")
+    plain, _, d_plain = batch("no_pca")
     assert plain.shape == (6, 3, 32, 32)
+    assert torch.equal(d_full[:, :3], d_plain[:, :3]) and d_full[:, 2].any() and not d_full[:, 2].all()  # same crops and mirrors
+    assert (d_plain[:, 3:] == 0).all() and (d_full[:, 3:] != 0).all()
+    # no_pca is the plain patch minus the mean image's same patch, over the channel std
+    mean_hwc = mean.transpose(1, 2, 0)
+    for i, (t, l, f) in enumerate(d_plain[:, :3].long().tolist()):
+        ref = (photos[i, t:t + 32, l:l + 32].astype(np.float32) - mean_hwc[t:t + 32, l:l + 32]) / std
+        ref = ref[:, ::-1] if f else ref
+        assert np.allclose(plain[i].numpy().transpose(1, 2, 0), ref, atol=1e-4)
     diff = (noisy - plain) * torch.from_numpy(std)[:, None, None]
     per_image = diff.flatten(2)
     assert torch.allclose(per_image, per_image[:, :, :1].expand_as(per_image), atol=1e-4)  # constant per image and channel
+    lam = vals / 255.0  # §4.1 P (alpha * lambda), lambda on the 0..1 scale, in 0..255 units
+    expect = d_full[:, 3:].numpy() @ (vecs * lam[None, :]).T
+    assert np.allclose(per_image[:, :, 0].numpy(), expect, atol=1e-3)
     assert diff.abs().max() > 0.01 and diff.abs().max() < 30  # a few grey levels, not hundreds
+
+
+def test_ablation_evaluate_equals_a_direct_computation_of_top1_and_top5():
+    from alexnet_kit.model import AlexNet, AlexNetConfig
+    from alexnet_kit.preprocess import Preprocess
+    from alexnet_kit.train.experiments import ablations
+
+    torch.manual_seed(0)
+    net = AlexNet(AlexNetConfig(num_classes=7, conv_channels=(8, 16, 16, 16, 16), fc_features=32, input_size=64, init="kaiming"))
+    rng = np.random.default_rng(1)
+    photos = rng.integers(0, 256, (13, 72, 72, 3), dtype=np.uint8)
+    labels = rng.integers(0, 7, 13)
+    prep = Preprocess(resize=72, crop=64, mean=photos.mean(0).transpose(2, 0, 1).astype(np.float32), std=(60.0, 60.0, 60.0))
+    for crops in (1, 10):
+        got = ablations.evaluate(net, photos, labels, prep, crops, "cpu", batch=5)
+        assert net.training  # back to training mode
+        net.eval()
+        with torch.no_grad():  # §4.1: the softmax averaged over a photo's crops
+            p = torch.softmax(net(prep.crops(photos, crops)), 1).reshape(13, crops, 7).mean(1).numpy()
+        net.train()
+        rank = np.argsort(-p, axis=1)
+        top1 = 100 * np.mean(rank[:, 0] != labels)
+        top5 = 100 * np.mean([y not in r[:5] for y, r in zip(labels, rank)])
+        assert 0 < top5 < top1 < 100
+        assert got == pytest.approx({"top1": top1, "top5": top5})
+
+
+@pytest.mark.slow
+def test_ablations_train_with_paper_sgd_and_the_fixed_schedule(monkeypatch, cache):
+    """Every step is PaperSGD's (§5), at lr for three quarters of the epochs and lr/10 after."""
+    shared("caltech101")
+    from alexnet_kit.train.experiments import ablations
+    from alexnet_kit.train.experiments.caltech import caltech_split, rgb_statistics
+    from alexnet_kit.train.optim import PaperSGD
+
+    steps = []
+    real = PaperSGD.step
+
+    def step(self, closure=None):  # the real step, counted
+        steps.append(self.param_groups[0]["lr"])
+        return real(self, closure)
+
+    monkeypatch.setattr(PaperSGD, "step", step)
+    cfg = dataclasses.replace(ablations.SIZES["tiny"], epochs=4, classes=2, per_class=6)
+    split = caltech_split(cfg.classes, cfg.photo, per_class=cfg.per_class)
+    r, model = ablations.train_variant("full", 0, split, rgb_statistics(split.train), cfg, torch.device("cpu"),
+                                       log=lambda *a: None, progress=False)
+    per_epoch = -(-len(split.train) // cfg.batch)  # every photo, the last batch short
+    assert steps == [cfg.lr] * 3 * per_epoch + [cfg.lr / 10] * per_epoch
+    assert [h["lr"] for h in r["history"]] == [cfg.lr] * 3 + [cfg.lr / 10]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 @pytest.fixture(scope="module")
@@ -267,6 +341,11 @@ def test_an_interrupted_ablation_keeps_its_finished_runs(tmp_path, cache):
     said.clear()
     ablations.seed_study(0, ["no_dropout"], split, stats, other, "cpu", tmp_path, log=said.append)
     assert not any("kept" in s for s in said)
+    progress = tmp_path / "ablations.partial.seed0.json"
+    progress.write_text(json.dumps({**json.loads(progress.read_text()), "stream": ablations.STREAM - 1}))
+    said.clear()
+    ablations.seed_study(0, ["no_dropout"], split, stats, other, "cpu", tmp_path, log=said.append)
+    assert not any("kept" in s for s in said)  # runs of an older data stream are not resumed
 
 
 @pytest.mark.slow
