@@ -67,14 +67,7 @@ def read_meta(path: str | os.PathLike) -> tuple[ModelMeta, dict[str, str]]:
         raise CheckpointError(path, f"not an alexnet-kit checkpoint, or truncated ({first_line(e)})") from None
     if "alexnet_kit" not in header:
         raise CheckpointError(path, "a safetensors file, but not an alexnet-kit checkpoint (no alexnet_kit metadata)")
-    meta_json = header["alexnet_kit"]
-    if hashlib.sha256(meta_json.encode()).hexdigest() != header.get("meta_sha256"):
-        raise CheckpointError(path, "metadata digest mismatch: the file was modified after it was written")
-    try:
-        meta = ModelMeta.from_json(meta_json)
-    except ValueError as e:
-        raise CheckpointError(path, str(e)) from None
-    return meta, header
+    return ModelMeta.from_signed_json(path, header["alexnet_kit"], header.get("meta_sha256")), header
 
 
 def load_checkpoint(path: str | os.PathLike, verify: bool = True) -> tuple[dict[str, torch.Tensor], ModelMeta]:

@@ -8,9 +8,9 @@ other file is needed to classify with a model.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +97,19 @@ class ModelMeta:
             raise ValueError(f"metadata is not valid JSON ({e})") from None
         return cls.from_dict(d)
 
+    @classmethod
+    def from_signed_json(cls, path, meta_json, sha256) -> "ModelMeta":
+        """The metadata a checkpoint or an artifact stores beside its SHA-256; a one-line
+        :class:`~alexnet_kit.errors.CheckpointError` naming ``path`` when they disagree or it is invalid."""
+        from .errors import CheckpointError
+
+        if not isinstance(meta_json, str) or hashlib.sha256(meta_json.encode()).hexdigest() != sha256:
+            raise CheckpointError(path, "metadata digest mismatch: the file was modified after it was written")
+        try:
+            return cls.from_json(meta_json)
+        except ValueError as e:
+            raise CheckpointError(path, str(e)) from None
+
 
 # -- class names ---------------------------------------------------------
 
@@ -111,8 +124,8 @@ def read_class_file(path: str | Path) -> tuple[list[str] | None, list[str]]:
 
 def imagenet_classes() -> tuple[list[str], list[str]]:
     """The 1000 ILSVRC-2012 classes in the standard order: (wnids, names)."""
-    ref = resources.files("alexnet_kit") / "data" / "imagenet_classes.tsv"
-    with resources.as_file(ref) as p:
-        wnids, names = read_class_file(p)
+    from .paths import package_data
+
+    wnids, names = read_class_file(package_data("imagenet_classes.tsv"))
     assert wnids is not None and len(names) == 1000
     return wnids, names

@@ -66,13 +66,7 @@ class Envelope:
             raise CheckpointError(path, f"{KEY} metadata is malformed")
         if d["artifact"] > ENVELOPE_VERSION:
             raise CheckpointError(path, f"written by a newer alexnet-kit (artifact version {d['artifact']}); upgrade alexnet-kit")
-        meta_json = d.get("meta")
-        if not isinstance(meta_json, str) or hashlib.sha256(meta_json.encode()).hexdigest() != d.get("meta_sha256"):
-            raise CheckpointError(path, "metadata digest mismatch: the file was modified after it was written")
+        meta = ModelMeta.from_signed_json(path, d.get("meta"), d.get("meta_sha256"))
         if tuple(d.get("outputs") or ()) != OUTPUTS or not d.get("fingerprint"):
             raise CheckpointError(path, f"{KEY} metadata lacks outputs/fingerprint")
-        try:
-            meta = ModelMeta.from_json(meta_json)
-        except ValueError as e:
-            raise CheckpointError(path, str(e)) from None
         return cls(meta, d["fingerprint"], d.get("source_fingerprint", ""), d.get("precision", "fp32"), d.get("exported_with") or {})
