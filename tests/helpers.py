@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,22 @@ def tiny_packed(dst: Path, per_class: int = 6) -> Path:
             shutil.copy(p, src / c / p.name)
     prepare(src, dst, val_fraction=1 / 3, workers=2, progress=False)
     return dst
+
+
+@contextmanager
+def demo_server(checkpoint: Path, index: Path):
+    """The Gradio demo over (checkpoint, index) on a free local port: yields (app, service), closes both."""
+    from alexnet_kit.apps.demo import launch
+    from alexnet_kit.apps.screenshot import free_port
+    from alexnet_kit.apps.service import DemoService
+
+    service = DemoService.load(checkpoint, index)
+    app = launch(service, port=free_port(), block=False, quiet=True)
+    try:
+        yield app, service
+    finally:
+        app.close()
+        service.close()
 
 
 def augment_case():

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from alexnet_kit.apps.demo import caption
-from alexnet_kit.apps.screenshot import CHROMIUM, browser_page, free_port, upload_and_wait
-from helpers import EXAMPLES
+from alexnet_kit.apps.screenshot import CHROMIUM, browser_page, upload_and_wait
+from helpers import EXAMPLES, demo_server
 
 pytestmark = pytest.mark.slow
 
@@ -34,21 +34,14 @@ def require_chromium() -> None:
 @pytest.fixture(scope="module")
 def demo(tiny_checkpoint, tmp_path_factory):
     require_chromium()
-    from alexnet_kit.apps.demo import launch
-    from alexnet_kit.apps.service import DemoService
     from alexnet_kit.search import SimilarityIndex
 
     base = tmp_path_factory.mktemp("browser")
     photos = base / "photos"
     shutil.copytree(EXAMPLES, photos)
     SimilarityIndex.build([photos], base / "photos.index", model=tiny_checkpoint).close()
-    service = DemoService.load(tiny_checkpoint, base / "photos.index")
-    app = launch(service, port=free_port(), block=False, quiet=True)
-    try:
-        yield app, service
-    finally:
-        app.close()
-        service.close()
+    with demo_server(tiny_checkpoint, base / "photos.index") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from alexnet_kit.apps.demo import SIMILAR, TOP, launch  # noqa: E402
 from alexnet_kit.apps.screenshot import free_port  # noqa: E402
 from alexnet_kit.apps.service import NO_INDEX, DemoService  # noqa: E402
-from helpers import EXAMPLES  # noqa: E402
+from helpers import EXAMPLES, demo_server  # noqa: E402
 
 MAX_UPLOAD_MB = 1
 
@@ -188,13 +188,8 @@ def index_path(tiny_checkpoint, photo_folder, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def indexed_server(tiny_checkpoint, index_path):
-    service = DemoService.load(tiny_checkpoint, index_path)
-    app = launch(service, port=free_port(), block=False, quiet=True)
-    try:
-        yield app, service
-    finally:
-        app.close()
-        service.close()
+    with demo_server(tiny_checkpoint, index_path) as running:
+        yield running
 
 
 def brute_force_ranking(checkpoint, folder, query):
