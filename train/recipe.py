@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # No torch at import time: `alexnet-kit --help` builds every subcommand's parser.
-from alexnet_kit.config import AlexNetConfig, add_options, check_values, given_options, kind, option
+from alexnet_kit.config import AlexNetConfig, add_options, check_values, given_options, option
 from alexnet_kit.errors import AlexKitError, FileProblem
 
 RECIPES = Path(__file__).parent / "recipes"
@@ -132,9 +132,6 @@ def load_recipe(name_or_path: str) -> Recipe:
 
 
 # -- command-line overrides -------------------------------------------------
-
-# TRANSITIONAL (removed with the test update after the tests move): the old name, now derived from the fields.
-_MODEL_FIELDS = {f.name: kind(f) for f in dataclasses.fields(AlexNetConfig) if f.name not in _FROM_DATA}
 
 def add_override_options(parser) -> None:
     g = parser.add_argument_group("recipe overrides (each replaces one value of the recipe)")

@@ -175,3 +175,28 @@ def test_new_fields_are_validated():
         AlexNetConfig(lrn_scope="gpu")
     with pytest.raises(ValueError, match="conv1_padding"):
         AlexNetConfig(conv1_padding=-1)
+
+
+def test_every_default_is_the_papers():
+    assert AlexNetConfig().to_dict() == {
+        "num_classes": 1000, "conv_channels": (96, 256, 384, 384, 256), "fc_features": 4096, "towers": 2, "input_size": 224,
+        "activation": "relu", "lrn": True, "lrn_convention": "paper", "lrn_size": 5, "lrn_alpha": 1e-4, "lrn_beta": 0.75,
+        "lrn_k": 2.0, "overlapping_pool": True, "conv1_padding": 2, "lrn_scope": "tower", "ceil_pool": False,
+        "dropout": 0.5, "init": "paper",
+    }
+
+
+def test_config_lives_in_one_torch_free_module_with_help_and_choices():
+    import alexnet_kit
+    import alexnet_kit.config
+    import alexnet_kit.model
+
+    assert alexnet_kit.model.AlexNetConfig is alexnet_kit.config.AlexNetConfig is alexnet_kit.AlexNetConfig
+    for f in dataclasses.fields(AlexNetConfig):
+        assert f.metadata["help"], f.name
+        for allowed in f.metadata.get("choices", ()):
+            assert getattr(AlexNetConfig(**{f.name: allowed}), f.name) == allowed
+        if "choices" in f.metadata:
+            with pytest.raises(ValueError, match=f"^{f.name} must be one of {', '.join(f.metadata['choices'])}, not 'bogus'$"):
+                AlexNetConfig(**{f.name: "bogus"})
+    assert {f.name for f in dataclasses.fields(AlexNetConfig) if "choices" in f.metadata} == {"activation", "lrn_convention", "lrn_scope", "init"}
