@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -42,6 +43,26 @@ def random_state(config, inputs: torch.Tensor, seed: int = 0, logit_std: float =
     model.fc8.weight.mul_(scale)
     model.fc8.bias.mul_(scale)
     return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+class SourceCase(NamedTuple):
+    pre: object  # the source's Preprocess
+    photos: np.ndarray  # the photos, loaded square at the source's size
+    x: torch.Tensor  # their single centre crops, as the source's network sees them
+    state: dict[str, torch.Tensor]  # random_state for the source's network, scaled on x[:scale_on]
+
+
+def source_case(name: str, paths: list[Path] | None = None, scale_on: int | None = 6) -> SourceCase:
+    """A published source (registry name) with random weights: its preprocessing of ``paths``
+    (default photo_paths()) and a random state whose logits are scaled on the first ``scale_on`` crops (None: all)."""
+    from alexnet_kit.images import load_square
+    from alexnet_kit.pretrained import registry
+
+    src = registry.SOURCES[name]
+    pre = src.preprocess()
+    photos = np.stack([load_square(p, pre.resize) for p in (photo_paths() if paths is None else paths)])
+    x = pre.crops(photos, 1)
+    return SourceCase(pre, photos, x, random_state(src.config, x[:scale_on]))
 
 
 def caffe_weights(state: dict[str, torch.Tensor]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

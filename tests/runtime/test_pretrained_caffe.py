@@ -19,12 +19,11 @@ import torch
 
 from alexnet_kit.checkpoint import load_model, read_meta
 from alexnet_kit.errors import FileProblem
-from alexnet_kit.images import load_square
-from alexnet_kit.pretrained import convert, registry
+from alexnet_kit.pretrained import convert
 from alexnet_kit.pretrained import protobuf as pb
 from alexnet_kit.pretrained.caffe import write_caffemodel
 
-from pretrained_files import EXAMPLES, caffe_weights, deploy_prototxt, photo_paths, random_state
+from pretrained_files import EXAMPLES, caffe_weights, deploy_prototxt, photo_paths, source_case
 
 cv2 = pytest.importorskip("cv2")
 if not hasattr(cv2.dnn, "readNetFromCaffe"):  # OpenCV 5 removed the Caffe reader
@@ -36,11 +35,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
     d = tmp_path_factory.mktemp("caffe")
-    src = registry.SOURCES["caffe"]
-    pre = src.preprocess()
     paths = photo_paths()
-    x = pre.crops(np.stack([load_square(p, pre.resize) for p in paths]), 1)  # RGB, mean subtracted, 227
-    state = random_state(src.config, x[:6])
+    pre, _, x, state = source_case("caffe", paths)  # x: RGB, mean subtracted, 227
     files = {}
     for layout in ("v1", "v2"):
         files[layout] = d / f"alexnet-{layout}.caffemodel"

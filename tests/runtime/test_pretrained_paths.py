@@ -26,7 +26,7 @@ from alexnet_kit.pretrained import registry
 from alexnet_kit.pretrained.caffe import write_caffemodel
 from alexnet_kit.preprocess import Preprocess
 
-from pretrained_files import EXAMPLES, caffe_weights, deploy_prototxt, photo_paths, random_state
+from pretrained_files import EXAMPLES, caffe_weights, deploy_prototxt, photo_paths, random_state, source_case
 
 pytestmark = pytest.mark.slow
 
@@ -35,10 +35,7 @@ pytestmark = pytest.mark.slow
 def caffe(tmp_path_factory):
     """A bvlc_alexnet-shaped V1 caffemodel with random values, served by a local HTTP server."""
     d = tmp_path_factory.mktemp("served")
-    src = registry.SOURCES["caffe"]
-    pre = src.preprocess()
-    photos = np.stack([load_square(p, pre.resize) for p in sorted(EXAMPLES.iterdir())])
-    state = random_state(src.config, pre.crops(photos, 1))
+    state = source_case("caffe", sorted(EXAMPLES.iterdir()), scale_on=None).state
     path = d / "bvlc_alexnet.caffemodel"
     write_caffemodel(path, caffe_weights(state), "v1")
     body = path.read_bytes()

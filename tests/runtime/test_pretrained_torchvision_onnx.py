@@ -14,10 +14,9 @@ import torch
 
 from alexnet_kit.checkpoint import load_model
 from alexnet_kit.errors import FileProblem
-from alexnet_kit.images import load_square
-from alexnet_kit.pretrained import convert, registry
+from alexnet_kit.pretrained import convert
 
-from pretrained_files import TorchvisionAlexNet, photo_paths, random_state, torchvision_state, zoo_onnx
+from pretrained_files import TorchvisionAlexNet, source_case, torchvision_state, zoo_onnx
 
 pytestmark = pytest.mark.slow
 
@@ -50,14 +49,11 @@ def _one_line_failure(r, *words):
 @pytest.fixture(scope="module")
 def tv(tmp_path_factory):
     d = tmp_path_factory.mktemp("tv")
-    src = registry.SOURCES["torchvision"]
-    pre = src.preprocess()
-    photos = np.stack([load_square(p, pre.resize) for p in photo_paths()])
+    pre, photos, _, state = source_case("torchvision")
     # torchvision's transforms, written out: centre crop 224 of the 256 photo, to 0..1, normalise
     c = (256 - 224) // 2
     crop = torch.from_numpy(photos[:, c : c + 224, c : c + 224]).permute(0, 3, 1, 2).float() / 255
     ref_x = (crop - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-    state = random_state(src.config, pre.crops(photos[:6], 1))
     path = d / "alexnet-owt-7be5be79.pth"
     torch.save(torchvision_state(state), path)
     ref_model = TorchvisionAlexNet().eval()
@@ -112,11 +108,7 @@ def test_torchvision_bad_files_one_line(tv, tmp_path, capsys):
 def zoo(tmp_path_factory):
     ort = pytest.importorskip("onnxruntime")
     d = tmp_path_factory.mktemp("zoo")
-    src = registry.SOURCES["onnx-zoo"]
-    pre = src.preprocess()
-    photos = np.stack([load_square(p, pre.resize) for p in photo_paths()])
-    x = pre.crops(photos, 1)
-    state = random_state(src.config, x[:6])
+    _, _, x, state = source_case("onnx-zoo")
     path = d / "bvlcalexnet-12.onnx"
     zoo_onnx(state, path)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
