@@ -103,6 +103,14 @@ def test_every_subcommand_has_help_from_the_wheel(installed):
     assert "--examples DIR" in demo.stdout and "--index" in demo.stdout
 
 
+def test_the_package_data_ships_in_the_wheel(installed):
+    # the pretrained table and Caffe's mean image (read by `pretrained` and every --model caffe) and the class list
+    r = installed.run("python", "-c", "from alexnet_kit.pretrained.registry import SOURCES; from alexnet_kit.meta import "
+                      "imagenet_classes; print(*SOURCES, SOURCES['caffe'].preprocess().mean.shape, len(imagenet_classes()[1]))")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split() == ["caffe", "torchvision", "onnx-zoo", "(3,", "256,", "256)", "1000"]
+
+
 def test_classify_and_export_work_from_the_wheel(installed, tiny_checkpoint):
     run, site, work = installed.run, installed.site, installed.work
     shipped = sorted((site / "alexnet_kit" / "data" / "photos").glob("*.jpg"))
