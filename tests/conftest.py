@@ -34,5 +34,12 @@ def paper_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def kaiming_tiny(tmp_path_factory, tiny_config) -> Path:
+    """The tiny topology, seed 1: untrained, but its fc7 varies from photo to photo (tiny_config's
+    Kaiming init; the paper's N(0, 0.01) with bias 1 makes every untrained fc7 nearly the same vector)."""
+    return make_checkpoint(tmp_path_factory.mktemp("kaiming") / "tiny.safetensors", tiny_config, seed=1)
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, tiny_config) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny.safetensors", tiny_config)

@@ -10,17 +10,7 @@ from PIL import Image, ImageOps
 from alexnet_kit.engines import load_engine
 from alexnet_kit.features import FeatureExtractor, FeatureSettings
 from alexnet_kit.images import load_square
-from helpers import make_checkpoint, shared
-
-
-@pytest.fixture(scope="module")
-def kaiming_tiny(tmp_path_factory):
-    """The tiny topology with Kaiming init: untrained, but its fc7 varies from photo to photo
-    (the paper's N(0, 0.01) init with bias 1 makes every untrained fc7 nearly the same vector)."""
-    from alexnet_kit.model import AlexNetConfig
-
-    cfg = AlexNetConfig(num_classes=10, conv_channels=(16, 32, 48, 48, 32), fc_features=64, init="kaiming")
-    return make_checkpoint(tmp_path_factory.mktemp("kaiming") / "tiny.safetensors", cfg, seed=1)
+from helpers import shared
 
 
 @pytest.fixture(scope="module")

@@ -16,15 +16,7 @@ import pytest
 
 from alexnet_kit.cli import main
 from alexnet_kit.search import IndexProblem, SimilarityIndex, builder
-from helpers import ROOT, make_checkpoint, shared
-
-
-@pytest.fixture(scope="module")
-def kaiming_tiny(tmp_path_factory):
-    from alexnet_kit.model import AlexNetConfig
-
-    cfg = AlexNetConfig(num_classes=10, conv_channels=(16, 32, 48, 48, 32), fc_features=64, init="kaiming")
-    return make_checkpoint(tmp_path_factory.mktemp("kaiming") / "tiny.safetensors", cfg, seed=1)
+from helpers import ROOT, shared
 
 
 def real_photos(n: int, step: int = 37) -> list[Path]:

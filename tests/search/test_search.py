@@ -14,15 +14,6 @@ from helpers import make_checkpoint, shared
 
 
 @pytest.fixture(scope="module")
-def kaiming_tiny(tmp_path_factory):
-    """Tiny topology, Kaiming init: fast, and its fc7 differs from photo to photo."""
-    from alexnet_kit.model import AlexNetConfig
-
-    cfg = AlexNetConfig(num_classes=10, conv_channels=(16, 32, 48, 48, 32), fc_features=64, init="kaiming")
-    return make_checkpoint(tmp_path_factory.mktemp("kaiming") / "tiny.safetensors", cfg, seed=1)
-
-
-@pytest.fixture(scope="module")
 def collection(tmp_path_factory):
     """10 real ImageNet photos, a real photo (lossless PNG), its exact copy and its mirror image."""
     d = tmp_path_factory.mktemp("collection")
