@@ -43,25 +43,117 @@ def read_json(path):
 # ---- Figure 1 --------------------------------------------------------------------
 
 
-def test_four_layer_net_has_four_weight_layers_and_the_chosen_activation():
-    from alexnet_kit.train.experiments.fig1 import FourLayerNet
+def test_four_layer_net_has_cuda_convnets_18pct_shapes_and_the_chosen_activation():
+    from alexnet_kit.train.experiments.fig1 import FourLayerNet, SpatialResponseNorm
 
-    for act, cls in (("relu", torch.nn.ReLU), ("tanh", torch.nn.Tanh)):
+    nn = torch.nn
+    for act, cls in (("relu", nn.ReLU), ("tanh", nn.Tanh)):
+        torch.manual_seed(0)
         net = FourLayerNet(act)
-        weighted = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-        assert len(weighted) == 4
+        weighted = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        # layers-18pct.cfg: conv 5x5 32, 32, 64 (pad 2), fc10 on 4x4x64
+        assert [tuple(m.weight.shape) for m in weighted] == [(32, 3, 5, 5), (32, 32, 5, 5), (64, 32, 5, 5), (10, 1024)]
+        assert all(m.padding == (2, 2) for m in weighted[:3])
         assert sum(isinstance(m, cls) for m in net.modules()) == 3
+        kinds = [type(m) for m in net.features if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, SpatialResponseNorm))]
+        assert kinds == [nn.MaxPool2d, SpatialResponseNorm, nn.AvgPool2d, SpatialResponseNorm, nn.AvgPool2d]
+        # initW 0.0001, 0.01, 0.01, 0.01 (Gaussian std), biases 0
+        stds = [float(m.weight.detach().std()) for m in weighted]
+        assert stds == pytest.approx([1e-4, 1e-2, 1e-2, 1e-2], rel=0.1)
+        assert all(not m.bias.detach().any() for m in weighted)
+        sizes, h = [], torch.zeros(2, 3, 32, 32)
+        for m in net.features:
+            h = m(h)
+            if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
+                sizes.append(h.shape[-1])
+        assert sizes == [16, 8, 4]
         assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    torch.manual_seed(3)
+    a = FourLayerNet("relu")
+    torch.manual_seed(3)
+    b = FourLayerNet("tanh")
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))  # the same draw for both
+
+
+def test_response_norm_and_pools_compute_cuda_convnets_formulas():
+    from alexnet_kit.train.experiments.fig1 import FourLayerNet, SpatialResponseNorm
+
+    torch.manual_seed(0)
+    a = torch.randn(2, 3, 6, 6) * 300  # large enough for the normalisation to matter
+    # rnorm: b = a / (1 + scale / size^2 * sum over the size x size window, clipped at the border) ^ pow
+    ref = torch.empty_like(a)
+    for i in range(6):
+        for j in range(6):
+            s = (a[:, :, max(0, i - 1):i + 2, max(0, j - 1):j + 2] ** 2).sum((2, 3))
+            ref[:, :, i, j] = a[:, :, i, j] / (1 + 5e-5 / 9 * s) ** 0.75
+    out = SpatialResponseNorm(3, 5e-5, 0.75)(a)
+    assert torch.allclose(out, ref, rtol=1e-5)
+    assert (out - a).abs().max() > 1  # not the identity at this scale
+    # pools: outputsX = ceil((S - 3) / 2) + 1, a window clipped at the border averages only the pixels inside
+    net = FourLayerNet("relu")
+    avg = [m for m in net.features if isinstance(m, torch.nn.AvgPool2d)][0]
+    mx = [m for m in net.features if isinstance(m, torch.nn.MaxPool2d)][0]
+    x = torch.randn(1, 2, 8, 8)
+    n = -(-(8 - 3) // 2) + 1
+    want_avg = torch.stack([torch.stack([x[0, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3].mean((1, 2)) for j in range(n)], -1)
+                            for i in range(n)], -2)
+    want_max = torch.stack([torch.stack([x[0, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3].amax((1, 2)) for j in range(n)], -1)
+                            for i in range(n)], -2)
+    assert torch.allclose(avg(x)[0], want_avg, atol=1e-6)
+    assert torch.equal(mx(x)[0], want_max)
+
+
+def test_fig1_trains_with_papersgd_no_weight_decay_and_double_bias_rate():
+    from alexnet_kit.train.experiments.fig1 import FourLayerNet, paper_optimizer
+    from alexnet_kit.train.optim import PaperSGD
+
+    net = FourLayerNet("tanh", width=(4, 4, 8))
+    opt = paper_optimizer(net, 0.01)
+    assert isinstance(opt, PaperSGD)
+    assert all(g["weight_decay"] == 0 and g["momentum"] == 0.9 for g in opt.param_groups)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    torch.nn.functional.cross_entropy(net(x), y).backward()
+    grads = {n: p.grad.clone() for n, p in net.named_parameters()}
+    opt.step()
+    for n, p in net.named_parameters():
+        # first step from zero velocity: w + v with v = -eps * grad (epsB = 2 epsW), nothing pulls w towards 0
+        eps = 0.02 if n.endswith("bias") else 0.01
+        assert torch.allclose(p.detach(), before[n] - eps * grads[n], atol=1e-7), n
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(net.parameters()))
 
 
 def test_sweep_prefers_reaching_the_target_sooner_then_lower_error():
     from alexnet_kit.train.experiments.fig1 import _better
 
-    r = lambda e, err: {"epochs_to_target": e, "train_error": [err]}  # noqa: E731
+    r = lambda e, err, div=False: {"epochs_to_target": e, "train_error": [err], "diverged": div}  # noqa: E731
     assert _better(r(3, 0.2), r(5, 0.1))
     assert not _better(r(None, 0.3), r(9, 0.24))
     assert _better(r(None, 0.3), r(None, 0.4))
     assert _better(r(4, 0.2), r(4, 0.24))
+    assert _better(r(None, 0.9), r(None, 0.8, div=True))
+    assert _better({"epochs_to_target": None, "train_error": [0.5, 0.4]}, {"epochs_to_target": None, "train_error": [0.6, 0.4]})
+
+
+def test_the_best_rate_does_not_depend_on_the_order_of_the_sweep():
+    from alexnet_kit.train.experiments.fig1 import best_of
+
+    tie = [{"lr": lr, "epochs_to_target": None, "train_error": [0.7, 0.6], "diverged": False} for lr in (0.004, 0.001, 0.002)]
+    assert best_of(tie)["lr"] == best_of(tie[::-1])["lr"] == 0.001
+
+
+def test_sweep_grows_past_its_edge_until_the_best_rate_is_inside():
+    from alexnet_kit.train.experiments.fig1 import next_rate
+
+    r = lambda lr, e, err=0.3, div=False: {"lr": lr, "epochs_to_target": e, "train_error": [err], "diverged": div}  # noqa: E731
+    assert next_rate([r(0.001, 9), r(0.002, 6), r(0.004, 4)], 8) == pytest.approx(0.008)  # best at the top
+    assert next_rate([r(0.001, 4), r(0.002, 6), r(0.004, None)], 8) == pytest.approx(0.0005)  # best at the bottom
+    assert next_rate([r(0.001, 9), r(0.002, 4), r(0.004, 6)], 8) is None  # inside
+    assert next_rate([r(0.001, 9), r(0.002, 4), r(0.004, None, div=True)], 8) is None  # the larger rate diverged
+    assert next_rate([r(0.001, 9), r(0.002, 6), r(0.004, 4)], 3) is None  # the cap
+    assert next_rate([r(0.01, None, 0.5), r(0.03, None, 0.4)], 8) == pytest.approx(0.09)  # the grid's own ratio
+    with pytest.raises(ValueError):
+        next_rate([r(0.01, 3)], 8)
 
 
 @pytest.mark.slow
@@ -73,10 +165,18 @@ def test_fig1_tiny_writes_results_and_plot(tmp_path, cache):
     d = read_json(tmp_path / "fig1_relu_tanh.json")
     read_png(tmp_path / "fig1_relu_tanh.png")
     assert d["train_photos"] == 100 and d["target_train_error"] == 0.25
+    assert not list(tmp_path.glob("*.partial.*"))  # removed once the results are written
     for act in ("relu", "tanh"):
         a = d[act]
-        assert a["lr"] in fig1.SIZES["tiny"].lrs[act]
+        rates = [r["lr"] for r in a["sweep"]]
+        assert rates == sorted(rates) and len(set(rates)) == len(rates)
+        assert sorted(fig1.SIZES["tiny"].lrs[act] + a["sweep_added"]) == pytest.approx(rates)
+        assert a["lr"] in rates and a["lr"] == fig1.best_of(a["sweep"])["lr"]
+        # the sweep stops growing only with its best inside, or at the cap
+        assert a["lr_inside_sweep"] or len(rates) == fig1.SIZES["tiny"].max_rates
+        assert a["lr_inside_sweep"] == (min(rates) < a["lr"] < max(rates))
         assert [r["seed"] for r in a["runs"]] == [0, 1] and all(r["lr"] == a["lr"] for r in a["runs"])
+        assert a["runs"][0]["train_error"] == next(r for r in a["sweep"] if r["lr"] == a["lr"])["train_error"]
         for r in a["runs"]:
             assert 1 <= len(r["train_error"]) <= 2
             assert all(0 <= e <= 1 for e in r["train_error"])
@@ -87,10 +187,40 @@ def test_fig1_tiny_writes_results_and_plot(tmp_path, cache):
     assert SIZES_UNCHANGED()
 
 
+@pytest.mark.slow
+def test_fig1_study_resumes_from_its_partial_file(tmp_path, cache):
+    shared("cifar10", "train")
+    from alexnet_kit.train.experiments import fig1
+
+    cfg = dataclasses.replace(fig1.SIZES["tiny"], seeds=1, max_epochs=1, max_rates=2)
+    photos, labels, _ = fig1.load_cifar("train", 3)
+    mean = photos.permute(0, 3, 1, 2).float().mean(0)
+    x, xt = fig1.to_input(photos, mean), fig1.to_input(photos[:6], mean)
+    part = tmp_path / "p.json"
+    first = fig1.activation_study("relu", x, labels, xt, labels[:6], cfg, "cpu", log=lambda *a: None, partial=part)
+    assert json.loads(part.read_text())["lr"] == first["lr"]
+    cfg.seeds = 2  # one more seed: the sweep and seed 0 are read back, only seed 1 trains
+    second = fig1.activation_study("relu", x, labels, xt, labels[:6], cfg, "cpu", log=lambda *a: None, partial=part)
+    assert second["sweep"] == first["sweep"] and second["runs"][0] == first["runs"][0]
+    assert [r["seed"] for r in second["runs"]] == [0, 1]
+    cfg.max_epochs = 2  # another setting: nothing is reused
+    third = fig1.activation_study("relu", x, labels, xt, labels[:6], cfg, "cpu", log=lambda *a: None, partial=part)
+    assert max(len(r["train_error"]) for r in third["sweep"]) == 2
+
+
 def SIZES_UNCHANGED():
     from alexnet_kit.train.experiments import fig1
 
     return fig1.SIZES["tiny"].seeds == 2 and fig1.SIZES["tiny"].max_epochs == 3  # run() overrides must not leak
+
+
+def test_cli_fig1_needs_two_rates_to_sweep(tmp_path, capsys):
+    from alexnet_kit.cli import main
+
+    assert main(["reproduce", "fig1", "--size", "tiny", "--lrs", "0.01", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--lrs" in err and "two" in err and "\n" not in err
+    assert not list(tmp_path.iterdir())
 
 
 # ---- Ablations -------------------------------------------------------------------
