@@ -176,7 +176,8 @@ def test_fig1_tiny_writes_results_and_plot(tmp_path, cache):
         assert a["lr_inside_sweep"] or len(rates) == fig1.SIZES["tiny"].max_rates
         assert a["lr_inside_sweep"] == (min(rates) < a["lr"] < max(rates))
         assert [r["seed"] for r in a["runs"]] == [0, 1] and all(r["lr"] == a["lr"] for r in a["runs"])
-        assert a["runs"][0]["train_error"] == next(r for r in a["sweep"] if r["lr"] == a["lr"])["train_error"]
+        swept = next(r for r in a["sweep"] if r["lr"] == a["lr"])["train_error"]
+        assert a["runs"][0]["train_error"][:len(swept)] == swept  # seed 0 is the sweep's winner, trained on
         for r in a["runs"]:
             assert 1 <= len(r["train_error"]) <= 2
             assert all(0 <= e <= 1 for e in r["train_error"])
@@ -206,6 +207,22 @@ def test_fig1_study_resumes_from_its_partial_file(tmp_path, cache):
     cfg.max_epochs = 2  # another setting: nothing is reused
     third = fig1.activation_study("relu", x, labels, xt, labels[:6], cfg, "cpu", log=lambda *a: None, partial=part)
     assert max(len(r["train_error"]) for r in third["sweep"]) == 2
+
+
+@pytest.mark.slow
+def test_fig1_sweep_compares_rates_at_sweep_epochs_and_trains_the_winner_on(tmp_path, cache):
+    shared("cifar10", "train")
+    from alexnet_kit.train.experiments import fig1
+
+    cfg = dataclasses.replace(fig1.SIZES["tiny"], seeds=1, max_epochs=3, sweep_epochs=1, max_rates=3)
+    photos, labels, _ = fig1.load_cifar("train", 3)
+    x = fig1.to_input(photos, photos.permute(0, 3, 1, 2).float().mean(0))
+    winner, results, added = fig1.sweep(x, labels, "tanh", [0.001, 0.002], cfg, torch.device("cpu"), log=lambda *a: None)
+    assert len(results) == 3 and len(added) == 1  # two rates, the winner at an edge: one more, then the cap
+    assert all(len(r["train_error"]) == 1 for r in results if not r["epochs_to_target"])
+    best = fig1.best_of(results)
+    assert winner.lr == best["lr"] and winner.errors[:1] == best["train_error"]
+    assert len(winner.errors) == 3 or winner.reached  # trained on alone to max_epochs
 
 
 def SIZES_UNCHANGED():
