@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,6 +32,13 @@ def shared(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"real data not available: {p} is absent (see ../shared/data/README.md)")
     return p
+
+
+def free_port() -> int:
+    """A local TCP port nobody listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def make_checkpoint(path: Path, config=None, seed: int = 0, trained: bool = False) -> Path:

@@ -65,6 +65,31 @@ def source_case(name: str, paths: list[Path] | None = None, scale_on: int | None
     return SourceCase(pre, photos, x, random_state(src.config, x[:scale_on]))
 
 
+def top5(p: np.ndarray) -> np.ndarray:
+    """Each row's five best classes, ties in index order."""
+    return np.argsort(-p, axis=1, kind="stable")[:, :5]
+
+
+def refused_in_one_line(capsys, source: str, folder: Path, cases: dict[str, str]) -> dict[str, str]:
+    """`alexnet-kit pretrained SOURCE --file F` (in-process, the console script's main) for each file F
+    in ``folder`` named in ``cases``: exit 2, one line naming F and holding cases[F], no traceback,
+    nothing written. Returns each run's stdout."""
+    from alexnet_kit.cli import main
+
+    stdout = {}
+    for name, words in cases.items():
+        out = folder / f"{name}.safetensors"
+        capsys.readouterr()
+        code = main(["pretrained", source, "--file", str(folder / name), "--out", str(out), "--no-digest-check"])
+        stdout[name], err = capsys.readouterr()
+        assert code == 2, (name, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in err, err
+        assert name in lines[0] and words in lines[0], lines[0]
+        assert not out.exists() and not list(folder.glob(f"{name}.safetensors*"))
+    return stdout
+
+
 def caffe_weights(state: dict[str, torch.Tensor]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Our state dict in Caffe's layout: conv1 sees BGR."""
     out = {}

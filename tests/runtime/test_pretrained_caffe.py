@@ -23,7 +23,7 @@ from alexnet_kit.pretrained import convert
 from alexnet_kit.pretrained import protobuf as pb
 from alexnet_kit.pretrained.caffe import write_caffemodel
 
-from pretrained_files import EXAMPLES, caffe_weights, deploy_prototxt, photo_paths, source_case
+from pretrained_files import EXAMPLES, caffe_weights, deploy_prototxt, photo_paths, refused_in_one_line, source_case, top5
 
 cv2 = pytest.importorskip("cv2")
 if not hasattr(cv2.dnn, "readNetFromCaffe"):  # OpenCV 5 removed the Caffe reader
@@ -50,10 +50,6 @@ def case(tmp_path_factory):
     return dict(dir=d, x=x, state=state, files=files, ref=np.stack(ref), paths=paths, pre=pre)
 
 
-def _top5(p):
-    return np.argsort(-p, axis=1, kind="stable")[:, :5]
-
-
 @pytest.mark.parametrize("layout", ["v1", "v2"])
 def test_import_equals_opencv_on_real_photos(case, layout, tmp_path):
     out = convert("caffe", case["files"][layout], tmp_path / "m.safetensors", digest_check=False)
@@ -67,7 +63,7 @@ def test_import_equals_opencv_on_real_photos(case, layout, tmp_path):
         np.testing.assert_allclose(net.forward(), ref[:2], atol=1e-5)
     assert ref.max() < 0.99 and ref.max(1).min() > 2e-3  # peaked, not saturated: top-5 means something
     np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=0)
-    assert (_top5(ours) == _top5(ref)).all()
+    assert (top5(ours) == top5(ref)).all()
     assert len(case["x"]) >= 5
     assert meta.classes[0] == "tench, Tinca tinca" or meta.wnids[0] == "n01440764"
     assert meta.preprocess.crop == 227 and meta.preprocess.resize_mode == "warp"
@@ -132,7 +128,7 @@ def test_done_when_convert_then_classify_json(case, tmp_path):
     doc = json.loads(r.stdout)
     assert doc["trained"] is True and doc["crops"] == 1
     top = doc["results"][0]["top"]
-    assert [t["index"] for t in top] == list(_top5(case["ref"][:1])[0])
+    assert [t["index"] for t in top] == list(top5(case["ref"][:1])[0])
     reduced = any(w in doc["engine"] for w in ("bf16", "int8"))  # the gate may pick a faster precision
     np.testing.assert_allclose([t["probability"] for t in top], np.sort(case["ref"][0])[::-1][:5], atol=2e-2 if reduced else 1e-4)
 
@@ -174,16 +170,4 @@ def _bad_files(case, d):
 
 
 def test_bad_caffemodels_one_line_nothing_written(case, tmp_path, capsys):
-    from alexnet_kit.cli import main
-
-    expected = _bad_files(case, tmp_path)
-    for name, words in expected.items():
-        out = tmp_path / f"{name}.safetensors"
-        capsys.readouterr()
-        code = main(["pretrained", "caffe", "--file", str(tmp_path / name), "--out", str(out), "--no-digest-check"])
-        err = capsys.readouterr().err
-        assert code == 2, (name, err)
-        lines = err.strip().splitlines()
-        assert len(lines) == 1 and "Traceback" not in err, err
-        assert name in lines[0] and words in lines[0], lines[0]
-        assert not out.exists() and not list(tmp_path.glob(f"{name}.safetensors*"))
+    refused_in_one_line(capsys, "caffe", tmp_path, _bad_files(case, tmp_path))

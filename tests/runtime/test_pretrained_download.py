@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from alexnet_kit.pretrained.download import DownloadError, download
+from helpers import free_port
 
 PAYLOAD = os.urandom(3 * 2**20 + 12345)
 SHA256 = "sha256:" + hashlib.sha256(PAYLOAD).hexdigest()
@@ -121,13 +122,8 @@ def test_http_errors_one_line_nothing_written(server, tmp_path, code):
 
 
 def test_refused_connection_one_line(tmp_path):
-    import socket
-
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     with pytest.raises(DownloadError, match="network error"):
-        download(f"http://127.0.0.1:{port}/w.bin", tmp_path / "w.bin", SHA256, progress=False)
+        download(f"http://127.0.0.1:{free_port()}/w.bin", tmp_path / "w.bin", SHA256, progress=False)
     assert _files(tmp_path) == []
 
 

@@ -16,32 +16,9 @@ from alexnet_kit.checkpoint import load_model
 from alexnet_kit.errors import FileProblem
 from alexnet_kit.pretrained import convert
 
-from pretrained_files import TorchvisionAlexNet, source_case, torchvision_state, zoo_onnx
+from pretrained_files import TorchvisionAlexNet, refused_in_one_line, source_case, top5, torchvision_state, zoo_onnx
 
 pytestmark = pytest.mark.slow
-
-
-def _top5(p):
-    return np.argsort(-p, axis=1, kind="stable")[:, :5]
-
-
-def _cli(capsys, *args):
-    """The CLI in-process (the same main() the console script runs): (exit status, stdout, stderr)."""
-    from alexnet_kit.cli import main
-
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _one_line_failure(r, *words):
-    code, _, err = r
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 # -- torchvision -----------------------------------------------------------
@@ -72,7 +49,7 @@ def test_torchvision_import_equals_torchvisions_topology(tv, tmp_path):
     ref = tv["ref"]
     assert ref.max() < 0.99 and ref.max(1).min() > 2e-3
     np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=0)
-    assert (_top5(ours) == _top5(ref)).all()
+    assert (top5(ours) == top5(ref)).all()
     assert sum(v.numel() for v in model.state_dict().values()) == 61_100_840
     assert meta.config.towers == 1 and not meta.config.lrn and meta.preprocess.crop == 224
     assert meta.provenance["published_accuracy"]["top1"] == 56.522
@@ -95,11 +72,8 @@ def test_torchvision_bad_files_one_line(tv, tmp_path, capsys):
     cases["resnet.pth"] = "layer features.0.weight missing: not torchvision's alexnet"
     (tmp_path / "truncated.pth").write_bytes(tv["path"].read_bytes()[:100_000])
     cases["truncated.pth"] = "truncated"
-    for name, words in cases.items():
-        out = tmp_path / f"{name}.safetensors"
-        r = _cli(capsys, "pretrained", "torchvision", "--file", tmp_path / name, "--out", out, "--no-digest-check")
-        _one_line_failure(r, name, words)
-        assert "unpickled!" not in r[1] and not out.exists()
+    stdout = refused_in_one_line(capsys, "torchvision", tmp_path, cases)
+    assert not any("unpickled!" in s for s in stdout.values())
 
 
 # -- ONNX zoo --------------------------------------------------------------
@@ -126,7 +100,7 @@ def test_zoo_import_equals_onnxruntime_on_the_graph_as_it_is(zoo, tmp_path):
     ref = zoo["ref"]
     assert ref.max() < 0.99 and ref.max(1).min() > 2e-3
     np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=0)
-    assert (_top5(ours) == _top5(ref)).all()
+    assert (top5(ours) == top5(ref)).all()
     assert meta.config.input_size == 224 and meta.config.ceil_pool and meta.config.conv1_padding == 0
     assert meta.config.feature_shapes()["pool5"] == (256, 6, 6)
 
@@ -150,11 +124,7 @@ def test_zoo_bad_files_one_line(zoo, tmp_path, capsys):
     m.graph.initializer.extend(keep)
     onnx.save_model(m, str(tmp_path / "missing.onnx"))
     cases["missing.onnx"] = "layer fc7: initializer fc7_w_0 missing"
-    for name, words in cases.items():
-        out = tmp_path / f"{name}.safetensors"
-        r = _cli(capsys, "pretrained", "onnx-zoo", "--file", tmp_path / name, "--out", out, "--no-digest-check")
-        _one_line_failure(r, name, words)
-        assert not out.exists()
+    refused_in_one_line(capsys, "onnx-zoo", tmp_path, cases)
 
 
 def test_digest_prefix_and_refusal(zoo, tmp_path):

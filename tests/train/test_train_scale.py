@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from alexnet_kit.train.optim import PaperSGD
 from alexnet_kit.train.packed import PackedDataset
 from alexnet_kit.train.trainer import Trainer, deterministic_setup, resolve_amp, train_step
 
-from helpers import QUICKSTART_DATA, TINY, augment_case, tiny_packed
+from helpers import QUICKSTART_DATA, TINY, augment_case, free_port, tiny_packed
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
@@ -164,16 +163,10 @@ def test_prepare_workers_follow_the_cpus_this_process_may_use(tmp_path):
 
 
 # -- defect 7: Ctrl-C on one rank stops every rank at the same step -------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_a_signal_to_one_rank_stops_both_and_rank_0_saves(packed, tmp_path):
     out = tmp_path / "run"
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "alexnet_kit", "train", "--recipe", "quickstart", "--data", str(packed), "--out", str(out),
            "--epochs", "40", "--batch-size", "4", "--workers", "0", "--threads", "1", "--parallel", "data",
            "--checkpoint-every", "2", "--quiet", *TINY]
