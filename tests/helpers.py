@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,6 +34,12 @@ def shared(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"real data not available: {p} is absent (see ../shared/data/README.md)")
     return p
+
+
+def run_cli(*args, env=None) -> subprocess.CompletedProcess:
+    """`python -m alexnet_kit ARGS` in a fresh process: exit status, stdout and stderr as text."""
+    return subprocess.run([sys.executable, "-m", "alexnet_kit", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env=env)
 
 
 def free_port() -> int:

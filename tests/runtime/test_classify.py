@@ -12,11 +12,7 @@ from alexnet_kit.classify import Classifier
 from alexnet_kit.images import load_square
 
 from badinput import make_corpus
-from helpers import EXAMPLES, shared
-
-
-def run_cli(*args, env_model=None):
-    return subprocess.run([sys.executable, "-m", "alexnet_kit", *map(str, args)], capture_output=True, text=True, timeout=300)
+from helpers import EXAMPLES, run_cli, shared
 
 
 def test_real_photos_give_k_distinct_sorted_labels(paper_checkpoint):

@@ -16,18 +16,13 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import EXAMPLES, ROOT, shared
+from helpers import EXAMPLES, ROOT, run_cli, shared
 
 from alexnet_kit.engines import cpu
 from alexnet_kit.engines.select import Gate, open_engine, read_measurements, sidecar_path
 from alexnet_kit.errors import AlexKitError
 
 pytest.importorskip("openvino", reason="the OpenVINO tests need openvino (pip install openvino)")
-
-
-def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "alexnet_kit", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -2,23 +2,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import EXAMPLES, make_checkpoint
+from helpers import EXAMPLES, make_checkpoint, run_cli
 
 from alexnet_kit.errors import AlexKitError
 from alexnet_kit.feature_export import export_features, partial_dir, read_features
 from alexnet_kit.features import FeatureExtractor
 from alexnet_kit.search.builder import walk_photos
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "alexnet_kit", *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
 def interrupted_after(n: int, fx: FeatureExtractor) -> FeatureExtractor:
