@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import make_checkpoint
+from helpers import TINY_WIDTHS, make_checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +24,7 @@ def tiny_config():
     """
     from alexnet_kit.model import AlexNetConfig
 
-    return AlexNetConfig(num_classes=10, conv_channels=(16, 32, 48, 48, 32), fc_features=64, init="kaiming")
+    return AlexNetConfig(num_classes=10, **TINY_WIDTHS, init="kaiming")
 
 
 @pytest.fixture(scope="session")

@@ -24,8 +24,11 @@ SHARED = Path(os.environ.get("ALEXNET_KIT_SHARED_DATA", ROOT.parent / "shared" /
 EXAMPLES = ROOT / "examples" / "photos"
 QUICKSTART_DATA = ROOT / "examples" / "quickstart-data"
 
-# The tiny topology as `alexnet-kit train` options.
-TINY = ["--model.conv_channels", "16,32,48,48,32", "--model.fc_features", "64"]
+# The tiny topology: the paper's layers, narrow (every code path, milliseconds per step), as
+# AlexNetConfig fields and as `alexnet-kit train` options.
+TINY_WIDTHS = dict(conv_channels=(16, 32, 48, 48, 32), fc_features=64)
+TINY = ["--model.conv_channels", ",".join(map(str, TINY_WIDTHS["conv_channels"])),
+        "--model.fc_features", str(TINY_WIDTHS["fc_features"])]
 
 
 def shared(*parts: str) -> Path:

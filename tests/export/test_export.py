@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import EXAMPLES, SHARED, make_checkpoint
+from helpers import EXAMPLES, SHARED, TINY_WIDTHS, make_checkpoint
 
 from alexnet_kit.checkpoint import load_model, read_meta
 from alexnet_kit.classify import Classifier
@@ -38,7 +38,7 @@ def checkpoint(tmp_path_factory) -> Path:
     # Kaiming init: an untrained network whose outputs still differ from photo
     # to photo, so top-5 agreement means something (paper init at this width
     # gives nearly the same logits for every input).
-    config = AlexNetConfig(num_classes=10, conv_channels=(16, 32, 48, 48, 32), fc_features=64, init="kaiming")
+    config = AlexNetConfig(num_classes=10, **TINY_WIDTHS, init="kaiming")
     return make_checkpoint(tmp_path_factory.mktemp("export") / "small.safetensors", config, seed=3)
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from alexnet_kit.lrn import LocalResponseNorm
-from helpers import lrn_by_the_formula
+from helpers import TINY_WIDTHS, lrn_by_the_formula
 
 
 @pytest.mark.parametrize("convention", ["paper", "divided"])
@@ -64,7 +64,7 @@ def test_caffe_across_map_lrn_in_a_two_tower_model_matches_caffes_formula():
     """Caffe normalises across all maps, over the tower boundary: k=1, alpha/n (lrn_layer.cpp)."""
     from alexnet_kit.model import AlexNet, AlexNetConfig
 
-    cfg = AlexNetConfig(conv_channels=(16, 32, 48, 48, 32), fc_features=64, num_classes=10, lrn_scope="all",
+    cfg = AlexNetConfig(**TINY_WIDTHS, num_classes=10, lrn_scope="all",
                         lrn_k=1.0, lrn_convention="divided")
     model = AlexNet(cfg)
     a = torch.relu(torch.randn(2, 16, 5, 5) * 80)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from alexnet_kit.model import AlexNet, AlexNetConfig, count_parameters, neuron_counts
+from helpers import TINY_WIDTHS
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +116,7 @@ def test_fc7_features_are_post_relu_4096(paper_model):
     [dict(activation="tanh"), dict(lrn=False), dict(overlapping_pool=False), dict(towers=1), dict(dropout=0.0)],
 )
 def test_ablation_variants_keep_the_shapes(change):
-    cfg = AlexNetConfig(num_classes=7, conv_channels=(16, 32, 48, 48, 32), fc_features=64, **change)
+    cfg = AlexNetConfig(num_classes=7, **TINY_WIDTHS, **change)
     m = AlexNet(cfg).eval()
     with torch.no_grad():
         out = m(torch.randn(2, 3, 224, 224))

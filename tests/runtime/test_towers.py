@@ -3,6 +3,7 @@ import torch
 
 from alexnet_kit.model import AlexNet, AlexNetConfig
 from alexnet_kit.towers import TowerAlexNet
+from helpers import TINY_WIDTHS
 
 
 def test_two_towers_on_cpu_cpu_equal_the_grouped_model():
@@ -39,7 +40,7 @@ def test_each_tower_holds_half_and_sees_only_its_half_where_the_paper_says():
 
 def test_odd_class_count_splits_unevenly_but_exactly():
     torch.manual_seed(2)
-    cfg = AlexNetConfig(num_classes=101, conv_channels=(16, 32, 48, 48, 32), fc_features=64)
+    cfg = AlexNetConfig(num_classes=101, **TINY_WIDTHS)
     grouped = AlexNet(cfg).eval()
     towers = TowerAlexNet.from_grouped(grouped, ["cpu", "cpu"]).eval()
     assert [t.fc8.out_features for t in towers.towers] == [51, 50]
@@ -56,7 +57,7 @@ def test_two_towers_with_caffes_across_map_lrn_equal_the_grouped_model():
 
     from alexnet_kit.pretrained.registry import CAFFE_CONFIG
 
-    cfg = dataclasses.replace(CAFFE_CONFIG, num_classes=11, conv_channels=(16, 32, 48, 48, 32), fc_features=64)
+    cfg = dataclasses.replace(CAFFE_CONFIG, num_classes=11, **TINY_WIDTHS)
     torch.manual_seed(3)
     grouped = AlexNet(cfg).eval()
     with torch.no_grad():  # activations of pixel scale, so that LRN (k=1) really normalises

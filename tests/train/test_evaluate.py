@@ -15,7 +15,7 @@ from alexnet_kit.images import load_square
 from alexnet_kit.meta import ModelMeta
 from alexnet_kit.model import AlexNet, AlexNetConfig
 from alexnet_kit.train.evaluate import evaluate
-from helpers import QUICKSTART_DATA
+from helpers import QUICKSTART_DATA, TINY_WIDTHS
 
 CLASSES = ["Leopards", "airplanes", "watch"]
 
@@ -32,7 +32,7 @@ def photos(tmp_path_factory):
 
 def model_file(path: Path, seed: int) -> Path:
     torch.manual_seed(seed)
-    cfg = AlexNetConfig(num_classes=3, conv_channels=(16, 32, 48, 48, 32), fc_features=64)
+    cfg = AlexNetConfig(num_classes=3, **TINY_WIDTHS)
     save_checkpoint(path, AlexNet(cfg), ModelMeta(cfg, CLASSES, trained=True))
     return path
 
@@ -96,7 +96,7 @@ def test_unreadable_photos_are_skipped_and_unknown_classes_refused(tmp_path, pho
 def test_wordnet_id_folders_match_like_names(tmp_path, photos):
     """ImageNet's val set comes in wnid folders: they match the model's wnids as names do."""
     torch.manual_seed(0)
-    cfg = AlexNetConfig(num_classes=3, conv_channels=(16, 32, 48, 48, 32), fc_features=64)
+    cfg = AlexNetConfig(num_classes=3, **TINY_WIDTHS)
     wnids = ["n02128385", "n02690373", "n04548280"]  # leopard, airliner, wall clock: stand-ins for the three
     m = tmp_path / "w.safetensors"
     save_checkpoint(m, AlexNet(cfg), ModelMeta(cfg, CLASSES, wnids, trained=True))

@@ -16,7 +16,7 @@ from alexnet_kit.model import AlexNet, AlexNetConfig
 from alexnet_kit.towers import TowerAlexNet
 from alexnet_kit.train.parallel import place, process_group_backend
 
-from helpers import lrn_by_the_formula
+from helpers import TINY_WIDTHS, lrn_by_the_formula
 
 # Ops on CUDA autocast's fp32 list (aten/src/ATen/autocast_mode.cpp, "fp32" ops):
 # any of them in the LRN would hand the next layer fp32 maps on a GPU.
@@ -56,7 +56,7 @@ def test_lrn_stays_in_the_step_dtype_under_autocast_and_matches_the_formula(conv
 
 
 def test_two_towers_keep_channels_last():
-    cfg = AlexNetConfig(num_classes=10, conv_channels=(16, 32, 48, 48, 32), fc_features=64, dropout=0.0)
+    cfg = AlexNetConfig(num_classes=10, **TINY_WIDTHS, dropout=0.0)
     net = place(AlexNet(cfg), "model", torch.device("cpu"), "cpu,cpu", channels_last=True)
     assert isinstance(net, TowerAlexNet)
     convs = [m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d)]

@@ -15,11 +15,11 @@ from alexnet_kit.towers import TowerAlexNet
 from alexnet_kit.train.optim import PaperSGD
 from alexnet_kit.train.parallel import grouped_state, grouped_velocity, load_grouped_velocity
 from alexnet_kit.train.trainer import train_step
-from helpers import TINY, tiny_packed
+from helpers import TINY, TINY_WIDTHS, tiny_packed
 
 
 def test_two_tower_step_equals_grouped_step():
-    cfg = AlexNetConfig(num_classes=10, conv_channels=(16, 32, 48, 48, 32), fc_features=64, dropout=0.0)
+    cfg = AlexNetConfig(num_classes=10, **TINY_WIDTHS, dropout=0.0)
     torch.manual_seed(0)
     grouped = AlexNet(cfg)
     towers = TowerAlexNet.from_grouped(grouped, ["cpu", "cpu"])
@@ -93,7 +93,7 @@ def test_two_tower_training_resumes_on_one_device(tmp_path):
     def run(out, parallel, epochs, resume=None):
         r = load_recipe("quickstart")
         r.out, r.parallel, r.epochs, r.batch_size, r.workers = str(tmp_path / out), parallel, epochs, 4, 0
-        r.model = dict(r.model, conv_channels=(16, 32, 48, 48, 32), fc_features=64, dropout=0.0)
+        r.model = dict(r.model, **TINY_WIDTHS, dropout=0.0)
         t = Trainer(r, data, resume=resume, progress=False)
         t.setup()
         assert t.train() == "done"
@@ -136,7 +136,7 @@ def test_one_process_group_still_runs_every_collective(tmp_path, monkeypatch):
     r = load_recipe("quickstart")
     # 12 photos, batch 2: 6 steps an epoch, 3 epochs = 18 steps, so the stop vote at step 16 runs
     r.out, r.parallel, r.device, r.epochs, r.batch_size, r.workers = str(tmp_path / "out"), "data", "cpu", 3, 2, 0
-    r.model = dict(r.model, conv_channels=(16, 32, 48, 48, 32), fc_features=64, dropout=0.0)
+    r.model = dict(r.model, **TINY_WIDTHS, dropout=0.0)
     t = Trainer(r, data, progress=False)
     try:
         t.setup()

@@ -24,7 +24,7 @@ from alexnet_kit.train.optim import PaperSGD
 from alexnet_kit.train.packed import PackedDataset
 from alexnet_kit.train.trainer import Trainer, deterministic_setup, resolve_amp, train_step
 
-from helpers import QUICKSTART_DATA, TINY, augment_case, free_port, tiny_packed
+from helpers import QUICKSTART_DATA, TINY, TINY_WIDTHS, augment_case, free_port, tiny_packed
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
@@ -39,7 +39,7 @@ def tiny_recipe(out: Path, **values):
 
     r = load_recipe("quickstart")
     r.out, r.batch_size, r.workers, r.threads, r.epochs, r.deterministic = str(out), 4, 0, 1, 1, True
-    r.model = dict(r.model, conv_channels=(16, 32, 48, 48, 32), fc_features=64, dropout=0.0)
+    r.model = dict(r.model, **TINY_WIDTHS, dropout=0.0)
     for k, v in values.items():
         setattr(r, k, v)
     return r
@@ -215,7 +215,7 @@ def test_amp_bf16_on_a_gpu_without_it_is_one_clear_error():
 
 
 def test_a_scaled_step_runs_the_paper_update():
-    cfg = AlexNetConfig(num_classes=10, conv_channels=(16, 32, 48, 48, 32), fc_features=64, dropout=0.0, init="kaiming")
+    cfg = AlexNetConfig(num_classes=10, **TINY_WIDTHS, dropout=0.0, init="kaiming")
     torch.manual_seed(0)
     net = AlexNet(cfg)
     before = {k: v.clone() for k, v in net.state_dict().items()}
