@@ -68,15 +68,20 @@ def make_checkpoint(path: Path, config=None, seed: int = 0, trained: bool = Fals
     return path
 
 
+def quickstart_photos(dst: Path, per_class: int = 4, classes=("Leopards", "watch", "airplanes")) -> Path:
+    """A folder of class folders: the first ``per_class`` real photos of each quickstart class."""
+    for c in classes:
+        (dst / c).mkdir(parents=True, exist_ok=True)
+        for p in sorted((QUICKSTART_DATA / c).glob("*.jpg"))[:per_class]:
+            shutil.copy(p, dst / c / p.name)
+    return dst
+
+
 def tiny_packed(dst: Path, per_class: int = 6) -> Path:
     """A packed training set of three quickstart classes, a third of it validation."""
     from alexnet_kit.train.prepare import prepare
 
-    src = dst.parent / (dst.name + "-src")
-    for c in ("Leopards", "watch", "airplanes"):
-        (src / c).mkdir(parents=True, exist_ok=True)
-        for p in sorted((QUICKSTART_DATA / c).glob("*.jpg"))[:per_class]:
-            shutil.copy(p, src / c / p.name)
+    src = quickstart_photos(dst.parent / (dst.name + "-src"), per_class)
     prepare(src, dst, val_fraction=1 / 3, workers=2, progress=False)
     return dst
 

@@ -15,19 +15,14 @@ from alexnet_kit.images import load_square
 from alexnet_kit.meta import ModelMeta
 from alexnet_kit.model import AlexNet, AlexNetConfig
 from alexnet_kit.train.evaluate import evaluate
-from helpers import QUICKSTART_DATA, TINY_WIDTHS
+from helpers import TINY_WIDTHS, quickstart_photos
 
 CLASSES = ["Leopards", "airplanes", "watch"]
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    d = tmp_path_factory.mktemp("eval-photos")
-    for c in CLASSES:
-        (d / c).mkdir()
-        for p in sorted((QUICKSTART_DATA / c).glob("*.jpg"))[:3]:
-            shutil.copy(p, d / c / p.name)
-    return d
+    return quickstart_photos(tmp_path_factory.mktemp("eval-photos"), per_class=3, classes=CLASSES)
 
 
 def model_file(path: Path, seed: int) -> Path:

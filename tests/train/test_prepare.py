@@ -13,19 +13,11 @@ import pytest
 from alexnet_kit.images import load_square
 from alexnet_kit.train.packed import PackedDataset
 from alexnet_kit.train.prepare import prepare
-from helpers import QUICKSTART_DATA as QUICK
-
-
-def photo_folder(dst: Path, per_class: int = 4, classes=("Leopards", "watch", "airplanes")) -> Path:
-    for c in classes:
-        (dst / c).mkdir(parents=True, exist_ok=True)
-        for p in sorted((QUICK / c).glob("*.jpg"))[:per_class]:
-            shutil.copy(p, dst / c / p.name)
-    return dst
+from helpers import QUICKSTART_DATA as QUICK, quickstart_photos
 
 
 def test_packs_real_photos_exactly_as_the_runtime_decodes_them(tmp_path):
-    src = photo_folder(tmp_path / "src")
+    src = quickstart_photos(tmp_path / "src")
     rep = prepare(src, tmp_path / "packed", val_fraction=0.25, workers=2, progress=False)
     assert rep["packed"] == {"train": 9, "val": 3} and rep["skipped"] == {"train": 0, "val": 0}
     ds = PackedDataset(tmp_path / "packed")
@@ -42,7 +34,7 @@ def test_packs_real_photos_exactly_as_the_runtime_decodes_them(tmp_path):
 
 
 def test_mean_and_pca_match_numpy_on_real_photos(tmp_path):
-    src = photo_folder(tmp_path / "src", per_class=5)
+    src = quickstart_photos(tmp_path / "src", per_class=5)
     prepare(src, tmp_path / "packed", val_fraction=0.2, workers=2, progress=False)
     ds = PackedDataset(tmp_path / "packed")
     photos = np.stack([load_square(f, 256) for f in ds.split("train").files]).astype(np.float64)
@@ -59,7 +51,7 @@ def test_mean_and_pca_match_numpy_on_real_photos(tmp_path):
 
 
 def test_corrupt_files_are_skipped_counted_and_listed(tmp_path):
-    src = photo_folder(tmp_path / "src", per_class=3, classes=("watch", "Leopards"))
+    src = quickstart_photos(tmp_path / "src", per_class=3, classes=("watch", "Leopards"))
     good = sorted((src / "watch").glob("*.jpg"))[0].read_bytes()
     (src / "watch" / "truncated.jpg").write_bytes(good[: len(good) // 3])
     (src / "watch" / "empty.jpg").write_bytes(b"")
@@ -74,7 +66,7 @@ def test_corrupt_files_are_skipped_counted_and_listed(tmp_path):
 
 def test_imagenet_layout_uses_val_folder(tmp_path):
     src = tmp_path / "src"
-    photo_folder(src / "train", per_class=3, classes=("watch", "Leopards"))
+    quickstart_photos(src / "train", per_class=3, classes=("watch", "Leopards"))
     for c in ("watch", "Leopards"):
         (src / "val" / c).mkdir(parents=True)
         shutil.copy(sorted((QUICK / c).glob("*.jpg"))[-1], src / "val" / c / "v.jpg")
@@ -84,7 +76,7 @@ def test_imagenet_layout_uses_val_folder(tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_preparation_resumes_to_the_same_result(tmp_path):
-    src = photo_folder(tmp_path / "src", per_class=4)
+    src = quickstart_photos(tmp_path / "src", per_class=4)
     prepare(src, tmp_path / "a", val_fraction=0.25, workers=2, progress=False)
     prepare(src, tmp_path / "b", val_fraction=0.25, workers=2, progress=False)
     # undo part of b as a killed run leaves it: rows not marked done, stats absent
@@ -113,7 +105,7 @@ def test_cli_prepare_one_line_errors(tmp_path):
     (tmp_path / "flat").mkdir()
     r = subprocess.run(cli + [str(tmp_path / "flat"), str(tmp_path / "out")], capture_output=True, text=True)
     assert r.returncode == 2 and "no class subfolders" in r.stderr
-    src = photo_folder(tmp_path / "src", per_class=2)
+    src = quickstart_photos(tmp_path / "src", per_class=2)
     r = subprocess.run(cli + [str(src), str(tmp_path / "out"), "--classes", "watch,Leopards", "--quiet"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "out" / "dataset.json").read_text())["classes"] == ["Leopards", "watch"]
