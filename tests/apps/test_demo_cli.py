@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, free_port
 
 
 def test_classify_does_not_import_gradio(tiny_checkpoint):
@@ -96,14 +96,11 @@ def die_with_parent() -> None:
 def test_demo_serves_on_localhost(tiny_checkpoint):
     """The real command: starts, answers on 127.0.0.1, says the model is untrained, stops cleanly on SIGTERM."""
     import select
-    import socket
     import time
 
     import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "alexnet_kit", "demo", "--model", str(tiny_checkpoint), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
                             env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}, preexec_fn=die_with_parent)

@@ -15,7 +15,7 @@ from alexnet_kit.towers import TowerAlexNet
 from alexnet_kit.train.optim import PaperSGD
 from alexnet_kit.train.parallel import grouped_state, grouped_velocity, load_grouped_velocity
 from alexnet_kit.train.trainer import train_step
-from helpers import TINY, TINY_WIDTHS, tiny_packed
+from helpers import TINY, TINY_WIDTHS, free_port, tiny_packed
 
 
 def test_two_tower_step_equals_grouped_step():
@@ -111,18 +111,13 @@ def test_two_tower_training_resumes_on_one_device(tmp_path):
 def test_one_process_group_still_runs_every_collective(tmp_path, monkeypatch):
     """torchrun with one process (the GPU check's ddp stage) must exercise the same reductions
     as two: the stop vote every SYNC_EVERY steps, the epoch-end totals and evaluation's sums."""
-    import socket
-
     import torch.distributed as dist
 
     from alexnet_kit.train.packed import PackedDataset
     from alexnet_kit.train.recipe import load_recipe
     from alexnet_kit.train.trainer import SYNC_EVERY, Trainer
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    for k, v in {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+    for k, v in {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}.items():
         monkeypatch.setenv(k, v)
     shapes: list[tuple[int, ...]] = []
     real = dist.all_reduce
