@@ -102,6 +102,18 @@ def demo_server(checkpoint: Path, index: Path):
         service.close()
 
 
+def tiny_recipe(out: Path, **values):
+    """The quickstart recipe on the tiny topology without dropout, writing to ``out``; ``values`` set other fields."""
+    from alexnet_kit.train.recipe import load_recipe
+
+    r = load_recipe("quickstart")
+    r.out = str(out)
+    r.model = dict(r.model, **TINY_WIDTHS, dropout=0.0)
+    for k, v in values.items():
+        setattr(r, k, v)
+    return r
+
+
 def augment_case():
     """16 random 256x256 photos, a Finisher with PCA noise and per-channel std, and a random draw
     (crops, flips, alphas) for them."""

@@ -15,7 +15,7 @@ from alexnet_kit.towers import TowerAlexNet
 from alexnet_kit.train.optim import PaperSGD
 from alexnet_kit.train.parallel import grouped_state, grouped_velocity, load_grouped_velocity
 from alexnet_kit.train.trainer import train_step
-from helpers import TINY, TINY_WIDTHS, free_port, tiny_packed
+from helpers import TINY, TINY_WIDTHS, free_port, tiny_packed, tiny_recipe
 
 
 def test_two_tower_step_equals_grouped_step():
@@ -85,15 +85,12 @@ def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
 def test_two_tower_training_resumes_on_one_device(tmp_path):
     """--parallel model for an epoch, then --parallel none: the same as two epochs on one device."""
     from alexnet_kit.train.packed import PackedDataset
-    from alexnet_kit.train.recipe import load_recipe
     from alexnet_kit.train.trainer import Trainer
 
     data = PackedDataset(tiny_packed(tmp_path / "packed"))
 
     def run(out, parallel, epochs, resume=None):
-        r = load_recipe("quickstart")
-        r.out, r.parallel, r.epochs, r.batch_size, r.workers = str(tmp_path / out), parallel, epochs, 4, 0
-        r.model = dict(r.model, **TINY_WIDTHS, dropout=0.0)
+        r = tiny_recipe(tmp_path / out, parallel=parallel, epochs=epochs, batch_size=4, workers=0)
         t = Trainer(r, data, resume=resume, progress=False)
         t.setup()
         assert t.train() == "done"
@@ -114,7 +111,6 @@ def test_one_process_group_still_runs_every_collective(tmp_path, monkeypatch):
     import torch.distributed as dist
 
     from alexnet_kit.train.packed import PackedDataset
-    from alexnet_kit.train.recipe import load_recipe
     from alexnet_kit.train.trainer import SYNC_EVERY, Trainer
 
     for k, v in {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}.items():
@@ -128,10 +124,8 @@ def test_one_process_group_still_runs_every_collective(tmp_path, monkeypatch):
 
     monkeypatch.setattr(dist, "all_reduce", counting_all_reduce)
     data = PackedDataset(tiny_packed(tmp_path / "packed"))
-    r = load_recipe("quickstart")
     # 12 photos, batch 2: 6 steps an epoch, 3 epochs = 18 steps, so the stop vote at step 16 runs
-    r.out, r.parallel, r.device, r.epochs, r.batch_size, r.workers = str(tmp_path / "out"), "data", "cpu", 3, 2, 0
-    r.model = dict(r.model, **TINY_WIDTHS, dropout=0.0)
+    r = tiny_recipe(tmp_path / "out", parallel="data", device="cpu", epochs=3, batch_size=2, workers=0)
     t = Trainer(r, data, progress=False)
     try:
         t.setup()

@@ -24,7 +24,7 @@ from alexnet_kit.train.optim import PaperSGD
 from alexnet_kit.train.packed import PackedDataset
 from alexnet_kit.train.trainer import Trainer, deterministic_setup, resolve_amp, train_step
 
-from helpers import QUICKSTART_DATA, TINY, TINY_WIDTHS, augment_case, free_port, tiny_packed
+from helpers import QUICKSTART_DATA, TINY, TINY_WIDTHS, augment_case, free_port, tiny_packed, tiny_recipe
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
@@ -34,15 +34,9 @@ def packed(tmp_path_factory) -> Path:
     return tiny_packed(tmp_path_factory.mktemp("scale") / "packed")
 
 
-def tiny_recipe(out: Path, **values):
-    from alexnet_kit.train.recipe import load_recipe
-
-    r = load_recipe("quickstart")
-    r.out, r.batch_size, r.workers, r.threads, r.epochs, r.deterministic = str(out), 4, 0, 1, 1, True
-    r.model = dict(r.model, **TINY_WIDTHS, dropout=0.0)
-    for k, v in values.items():
-        setattr(r, k, v)
-    return r
+def local_recipe(out: Path, **values):
+    """One deterministic epoch of the tiny recipe, batch 4, in this process on one thread."""
+    return tiny_recipe(out, **{"batch_size": 4, "workers": 0, "threads": 1, "epochs": 1, "deterministic": True, **values})
 
 
 def run_trainer(r, data, resume=None) -> Trainer:
@@ -59,7 +53,7 @@ def run_trainer(r, data, resume=None) -> Trainer:
 @pytest.mark.slow
 def test_state_with_cuda_rng_resumes_on_cpu_and_best_is_a_hard_link(packed, tmp_path):
     # checkpoint_minutes ~0: every step is due, so the time-based path writes mid-epoch states
-    first = run_trainer(tiny_recipe(tmp_path / "a", checkpoint_minutes=1e-9, keep_last=10), packed)
+    first = run_trainer(local_recipe(tmp_path / "a", checkpoint_minutes=1e-9, keep_last=10), packed)
     states = ckpt.list_states(first.ckpt_dir)
     assert [int(p.stem.split("-")[1]) for p in states] == [1, 2, 3]  # steps 1, 2 by time; 3 at the epoch end
     end = states[-1]
@@ -72,8 +66,8 @@ def test_state_with_cuda_rng_resumes_on_cpu_and_best_is_a_hard_link(packed, tmp_
     st["rng"]["cuda"] = [torch.zeros(16, dtype=torch.uint8) for _ in range(8)]
     moved = tmp_path / "from-8-gpus.pt"
     torch.save(st, moved)
-    resumed = run_trainer(tiny_recipe(tmp_path / "b", epochs=2), packed, resume=str(moved))
-    plain = run_trainer(tiny_recipe(tmp_path / "c", epochs=2), packed)
+    resumed = run_trainer(local_recipe(tmp_path / "b", epochs=2), packed, resume=str(moved))
+    plain = run_trainer(local_recipe(tmp_path / "c", epochs=2), packed)
     assert resumed.global_step == plain.global_step == 6
     a, _ = load_checkpoint(resumed.out / "last.safetensors")
     b, _ = load_checkpoint(plain.out / "last.safetensors")
@@ -262,7 +256,7 @@ def test_divergence_is_still_caught_with_the_losses_read_in_windows(packed, tmp_
     stops the run with one line naming its step, before the epoch's state is written."""
     from alexnet_kit.errors import AlexKitError
 
-    t = Trainer(tiny_recipe(tmp_path / "div", lr=1e12, epochs=3), PackedDataset(packed), progress=False)
+    t = Trainer(local_recipe(tmp_path / "div", lr=1e12, epochs=3), PackedDataset(packed), progress=False)
     t.setup()
     try:
         with pytest.raises(AlexKitError, match=r"training diverged: loss nan at step \d+"):
