@@ -14,7 +14,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from alexnet_kit.apps.demo import SIMILAR, TOP, launch  # noqa: E402
 from alexnet_kit.apps.screenshot import free_port  # noqa: E402
 from alexnet_kit.apps.service import NO_INDEX, DemoService  # noqa: E402
-from helpers import EXAMPLES, demo_server  # noqa: E402
+from helpers import EXAMPLES, ROOT, demo_server  # noqa: E402
 
 MAX_UPLOAD_MB = 1
 
@@ -105,8 +105,7 @@ def test_upload_size_limit(server, tmp_path):
 @pytest.mark.parametrize("target", ["/etc/passwd", "{root}/pyproject.toml", "{tmp}/../../etc/passwd", "{examples}/cat.jpg"])
 def test_files_outside_the_index_folders_are_refused(server, route, target):
     """Path traversal: nothing outside the allowed folders comes back, whatever the spelling."""
-    root = EXAMPLES.parents[1]
-    path = target.format(root=root, tmp="/tmp/gradio", examples=EXAMPLES)
+    path = target.format(root=ROOT, tmp="/tmp/gradio", examples=EXAMPLES)
     for url in (server.local_url + route + path, server.local_url + route + path.replace("/", "%2F")):
         r = httpx.get(url)
         assert r.status_code in (403, 404), (url, r.status_code)
