@@ -112,8 +112,13 @@ def test_compressed_index_types_build_query_and_update(folder, kaiming_tiny, tmp
 @pytest.mark.slow
 def test_killed_build_resumes_where_it_stopped(tmp_path, paper_checkpoint):
     """SIGKILL a real build mid-way; running it again extracts only what was not committed."""
+    from alexnet_kit.features import FeatureExtractor
+
     folder = make_folder(tmp_path / "photos", real_photos(40, step=23))
     out = tmp_path / "i.index"
+    # The first use of a model measures its engines (minutes on a busy CPU) and stores the choice
+    # beside it: done here, so the build below starts extracting within the wait, in any test order.
+    FeatureExtractor.load(paper_checkpoint)
     cmd = [sys.executable, "-m", "alexnet_kit", "index", "build", str(folder), "--out", str(out),
            "--model", str(paper_checkpoint), "--chunk", "4", "--batch", "2", "-q"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
