@@ -26,10 +26,6 @@ from torch import nn
 from .config import AlexNetConfig
 from .model import AlexNet, init_weights, layer_factories
 
-# Layers whose input is every tower's output (cross-device traffic, §3.2).
-CROSS = ("conv3", "fc6", "fc7", "fc8")
-
-
 def split_sizes(total: int, parts: int) -> list[int]:
     """Sizes of ``parts`` nearly equal slices of ``total`` (first ones larger)."""
     base, extra = divmod(total, parts)

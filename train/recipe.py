@@ -11,7 +11,10 @@ options, their help and the checks are read from the fields.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
