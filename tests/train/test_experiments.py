@@ -210,6 +210,25 @@ def test_fig1_study_resumes_from_its_partial_file(tmp_path, cache):
 
 
 @pytest.mark.slow
+def test_fig1_a_sweep_that_ended_before_the_cap_is_kept_when_the_cap_grows(tmp_path, cache):
+    shared("cifar10", "train")
+    from alexnet_kit.train.experiments import fig1
+
+    cfg = dataclasses.replace(fig1.SIZES["tiny"], seeds=1, max_epochs=2, sweep_epochs=1, max_rates=2)
+    photos, labels, _ = fig1.load_cifar("train", 3)
+    x = fig1.to_input(photos, photos.permute(0, 3, 1, 2).float().mean(0))
+    part, quiet = tmp_path / "p.json", (lambda *a: None)
+    first = fig1.activation_study("tanh", x, labels, x[:6], labels[:6], cfg, "cpu", log=quiet, partial=part)
+    assert first["runs"][0]["epochs_to_target"] is None and len(first["runs"][0]["train_error"]) == 2
+    cfg.max_epochs = 3
+    second = fig1.activation_study("tanh", x, labels, x[:6], labels[:6], cfg, "cpu", log=quiet, partial=part)
+    assert second["sweep"] == first["sweep"]  # the sweep ended at sweep_epochs, before either cap
+    # seed 0 did not reach 25% within the old cap, so it trained again from its seed: the same curve, then one more epoch
+    assert len(second["runs"][0]["train_error"]) == 3
+    assert second["runs"][0]["train_error"][:2] == first["runs"][0]["train_error"]
+
+
+@pytest.mark.slow
 def test_fig1_sweep_compares_rates_at_sweep_epochs_and_trains_the_winner_on(tmp_path, cache):
     shared("cifar10", "train")
     from alexnet_kit.train.experiments import fig1

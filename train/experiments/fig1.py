@@ -337,15 +337,28 @@ def test_error(net: nn.Module, x: torch.Tensor, y: torch.Tensor, device) -> floa
 
 def activation_study(act: str, x, y, xt, yt, cfg: Fig1Size, device: str, threads: int | None = None, log=print,
                      partial: Path | None = None) -> dict:
-    """The learning-rate sweep (seed 0), then the other seeds at the chosen rate.
+    """The learning-rate sweep (seed 0), then the other seeds at the chosen rate, in this process.
 
     With ``partial``, finished stages (the sweep, each seed) are kept there and
-    skipped when the same study is started again."""
+    skipped when the same study is started again. A sweep that ended at
+    ``sweep_epochs`` does not depend on the epoch cap, so it is kept when the
+    cap changes; a seed's run is kept only if it means the same under the new
+    cap (reached 25% within it, or stopped exactly at it), otherwise it is
+    trained again from its seed (the same init and data order, so the same
+    curve as far as the old run went)."""
+    state = sweep_stage(act, x, y, xt, yt, cfg, device, threads, log, partial)
+    for s in seeds_to_train(state, cfg):
+        _put_run(state, seed_run(act, x, y, xt, yt, cfg, device, threads, state["lr"], s, log), partial)
+    return summarise(state, cfg, act)
+
+
+def sweep_stage(act: str, x, y, xt, yt, cfg: Fig1Size, device: str, threads: int | None = None, log=print,
+                partial: Path | None = None) -> dict:
+    """The sweep's state (rates, chosen rate, seed 0's run), read from ``partial`` when it holds this study's."""
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
-    key = _study_key(act, x, cfg)
-    state = _read_partial(partial, key)
+    state = _read_partial(partial, _study_key(act, x, cfg))
     if "sweep" not in state:
         best, results, added = sweep(x, y, act, cfg.lrs[act], cfg, dev, log)
         r = best.result()
@@ -354,25 +367,60 @@ def activation_study(act: str, x, y, xt, yt, cfg: Fig1Size, device: str, threads
         _write_partial(partial, state)
     else:
         log(f"  {act}: sweep and {len(state['runs'])} seed(s) read from {partial}")
-    chosen = state["lr"]
-    for s in range(len(state["runs"]), cfg.seeds):
-        run_ = race([Run(x, y, act, chosen, s, cfg, dev)], log)[0]
-        r = run_.result()
-        r["test_error"] = test_error(run_.net, xt, yt, dev)
-        state["runs"].append(r)
-        _write_partial(partial, state)
+    return state
+
+
+def seeds_to_train(state: dict, cfg: Fig1Size) -> list[int]:
+    runs = state["runs"]
+    return [s for s in range(cfg.seeds) if not (s < len(runs) and _same_under_cap(runs[s], cfg.max_epochs))]
+
+
+def seed_run(act: str, x, y, xt, yt, cfg: Fig1Size, device: str, threads: int | None, lr: float, seed: int,
+             log=print) -> dict:
+    """One seed at the chosen rate, from scratch (seed 0 reproduces the sweep winner's curve)."""
+    if threads:
+        torch.set_num_threads(threads)
+    dev = torch.device(device)
+    run_ = race([Run(x, y, act, lr, seed, cfg, dev)], log)[0]
+    r = run_.result()
+    r["test_error"] = test_error(run_.net, xt, yt, dev)
+    return r
+
+
+def _put_run(state: dict, r: dict, partial: Path | None) -> None:
+    runs, s = state["runs"], r["seed"]
+    if s < len(runs):
+        runs[s] = r
+    elif s == len(runs):
+        runs.append(r)
+    else:
+        raise ValueError(f"seed {s} before seed {len(runs)}")
+    _write_partial(partial, state)
+
+
+def summarise(state: dict, cfg: Fig1Size, act: str) -> dict:
     runs = state["runs"][:cfg.seeds]
     eps = [r["epochs_to_target"] for r in runs]
     m, s = mean_std([e for e in eps if e])
     rates = [r["lr"] for r in state["sweep"]]
-    return {"lr": chosen, "sweep": state["sweep"], "sweep_start": sorted(cfg.lrs[act]), "sweep_added": state["added"],
-            "lr_inside_sweep": min(rates) < chosen < max(rates), "runs": runs, "epochs_to_target": eps,
+    return {"lr": state["lr"], "sweep": state["sweep"], "sweep_start": sorted(cfg.lrs[act]), "sweep_added": state["added"],
+            "lr_inside_sweep": min(rates) < state["lr"] < max(rates), "runs": runs, "epochs_to_target": eps,
             "epochs_mean": m, "epochs_std": s, "all_reached": all(eps)}
+
+
+def _same_under_cap(r: dict, cap: int) -> bool:
+    if r["epochs_to_target"]:
+        return r["epochs_to_target"] <= cap
+    if r["diverged"]:
+        return len(r["train_error"]) <= cap
+    return len(r["train_error"]) == cap
 
 
 def _study_key(act: str, x: torch.Tensor, cfg: Fig1Size) -> str:
     c = dataclasses.asdict(cfg)
     c["seeds"] = None  # more seeds later may reuse the finished ones
+    if cfg.sweep_epochs and cfg.sweep_epochs < cfg.max_epochs:
+        c["max_epochs"] = None  # the sweep ends before the cap: another cap reuses it (the seeds are checked one by one)
     return hashlib.sha256(json.dumps([act, len(x), c], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -429,19 +477,30 @@ def run(out: str | Path = "experiments/results", size: str = "default", seeds: i
     partial = {act: out / f"{name}.partial.{act}.json" for act in ("relu", "tanh")}
 
     jobs = min(jobs, 2) if dev.type == "cpu" else 1
+    acts = ("relu", "tanh")
     if jobs > 1:
-        # one process per activation, one thread each: on a shared CPU two single-threaded
-        # processes lose less time to thread synchronisation than one two-threaded one
+        # one process per task, one thread each: on a shared CPU two single-threaded processes lose less
+        # time to thread synchronisation than one two-threaded one. First each activation's sweep, then
+        # every (activation, seed) still to train, so that one activation's seeds share the two cores.
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
-            futs = {act: pool.submit(activation_study, act, x, y, xt, test_labels, cfg, str(dev), 1, print, partial[act])
-                    for act in ("relu", "tanh")}
-            per_act = {act: f.result() for act, f in futs.items()}
+            futs = {act: pool.submit(sweep_stage, act, x, y, xt, test_labels, cfg, str(dev), 1, print, partial[act])
+                    for act in acts}
+            states = {act: f.result() for act, f in futs.items()}
+            todo = {pool.submit(seed_run, act, x, y, xt, test_labels, cfg, str(dev), 1, states[act]["lr"], s, print): (act, s)
+                    for act in acts for s in seeds_to_train(states[act], cfg)}
+            waiting = {}
+            for f in as_completed(todo):
+                waiting[todo[f]] = f.result()
+                # kept in the partial file as soon as the seeds before it are there
+                for act, s in sorted(waiting):
+                    if s <= len(states[act]["runs"]):
+                        _put_run(states[act], waiting.pop((act, s)), partial[act])
+        per_act = {act: summarise(states[act], cfg, act) for act in acts}
     else:
-        per_act = {act: activation_study(act, x, y, xt, test_labels, cfg, str(dev), None, log, partial[act])
-                   for act in ("relu", "tanh")}
+        per_act = {act: activation_study(act, x, y, xt, test_labels, cfg, str(dev), None, log, partial[act]) for act in acts}
     r_eps = [e if e else float("nan") for e in per_act["relu"]["epochs_to_target"]]
     t_eps = [e if e else cfg.max_epochs for e in per_act["tanh"]["epochs_to_target"]]  # a lower bound when not reached
     ratios = [t / r for t, r in zip(t_eps, r_eps)]
