@@ -7,7 +7,6 @@ formats (pretrained_files.py) sit next to this file.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -19,8 +18,9 @@ import numpy as np
 import pytest
 import torch
 
+from alexnet_kit import paths
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("ALEXNET_KIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 EXAMPLES = ROOT / "examples" / "photos"
 QUICKSTART_DATA = ROOT / "examples" / "quickstart-data"
 
@@ -32,11 +32,21 @@ TINY = ["--model.conv_channels", ",".join(map(str, TINY_WIDTHS["conv_channels"])
 
 
 def shared(*parts: str) -> Path:
-    """A path in ../shared/data, or skip the test with the reason."""
-    p = SHARED.joinpath(*parts)
-    if not p.exists():
-        pytest.skip(f"real data not available: {p} is absent (see ../shared/data/README.md)")
+    """A path in the shared data, found as the package finds it ($ALEXNET_KIT_SHARED_DATA, else
+    ../shared/data beside the checkout), or skip the test with the reason."""
+    p = paths.optional_shared(*parts)
+    if p is None:
+        root = paths.shared_data_root()
+        where = root.joinpath(*parts) if root else "/".join(parts) + " in the shared data"
+        pytest.skip(f"real data not available: {where} is absent (see ../shared/data/README.md; "
+                    f"${paths.SHARED_DATA_ENV} names another copy)")
     return p
+
+
+def photo_paths() -> list[Path]:
+    """The repository's example photos, plus the shared data's photos/ when present."""
+    extra = paths.optional_shared("photos")
+    return sorted(EXAMPLES.iterdir()) + (sorted(extra.iterdir()) if extra else [])
 
 
 def run_cli(*args, env=None) -> subprocess.CompletedProcess:

@@ -15,16 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from helpers import EXAMPLES, SHARED
-
-
-def photo_paths() -> list[Path]:
-    """The repository's example photos, plus ../shared/data/photos when present."""
-    paths = sorted(EXAMPLES.iterdir())
-    shared = SHARED / "photos"
-    if shared.is_dir():
-        paths += sorted(shared.iterdir())
-    return paths
+from helpers import photo_paths
 
 
 @torch.no_grad()

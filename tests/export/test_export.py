@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import EXAMPLES, SHARED, TINY_WIDTHS, make_checkpoint
+from helpers import EXAMPLES, TINY_WIDTHS, make_checkpoint, photo_paths
 
 from alexnet_kit.checkpoint import load_model, read_meta
 from alexnet_kit.classify import Classifier
@@ -24,13 +24,6 @@ from alexnet_kit.model import AlexNetConfig
 from alexnet_kit.metrics import average_crops
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts", "pt2": ".pt2"}
-
-
-def photo_paths() -> list[Path]:
-    paths = sorted(EXAMPLES.iterdir())
-    if (SHARED / "photos").is_dir():
-        paths += sorted((SHARED / "photos").iterdir())
-    return paths
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,8 @@ from alexnet_kit.pretrained import convert
 from alexnet_kit.pretrained import protobuf as pb
 from alexnet_kit.pretrained.caffe import write_caffemodel
 
-from pretrained_files import EXAMPLES, caffe_weights, deploy_prototxt, photo_paths, refused_in_one_line, source_case, top5
+from helpers import EXAMPLES, photo_paths
+from pretrained_files import caffe_weights, deploy_prototxt, refused_in_one_line, source_case, top5
 
 cv2 = pytest.importorskip("cv2")
 if not hasattr(cv2.dnn, "readNetFromCaffe"):  # OpenCV 5 removed the Caffe reader

@@ -26,7 +26,8 @@ from alexnet_kit.pretrained import registry
 from alexnet_kit.pretrained.caffe import write_caffemodel
 from alexnet_kit.preprocess import Preprocess
 
-from pretrained_files import EXAMPLES, caffe_weights, deploy_prototxt, photo_paths, random_state, source_case
+from helpers import EXAMPLES, photo_paths
+from pretrained_files import caffe_weights, deploy_prototxt, random_state, source_case
 
 pytestmark = pytest.mark.slow
 
