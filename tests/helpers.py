@@ -63,6 +63,8 @@ def free_port() -> int:
 
 
 def make_checkpoint(path: Path, config=None, seed: int = 0, trained: bool = False) -> Path:
+    """A checkpoint of AlexNet(config) (default: the paper's network) with seed's initial weights; 1000
+    classes get ImageNet's names, fewer get class_0, class_1, ..."""
     from alexnet_kit.checkpoint import save_checkpoint
     from alexnet_kit.meta import ModelMeta, imagenet_classes
     from alexnet_kit.model import AlexNet, AlexNetConfig
@@ -100,7 +102,6 @@ def tiny_packed(dst: Path, per_class: int = 6) -> Path:
 def demo_server(checkpoint: Path, index: Path):
     """The Gradio demo over (checkpoint, index) on a free local port: yields (app, service), closes both."""
     from alexnet_kit.apps.demo import launch
-    from alexnet_kit.apps.screenshot import free_port
     from alexnet_kit.apps.service import DemoService
 
     service = DemoService.load(checkpoint, index)
