@@ -188,40 +188,50 @@ def test_fig1_tiny_writes_results_and_plot(tmp_path, cache):
     assert SIZES_UNCHANGED()
 
 
-@pytest.mark.slow
-def test_fig1_study_resumes_from_its_partial_file(tmp_path, cache):
+def _fig1_photos():
+    """30 shared CIFAR-10 training photos as fig1's input, and their labels."""
     shared("cifar10", "train")
     from alexnet_kit.train.experiments import fig1
 
-    cfg = dataclasses.replace(fig1.SIZES["tiny"], seeds=1, max_epochs=1, max_rates=2)
     photos, labels, _ = fig1.load_cifar("train", 3)
-    mean = photos.permute(0, 3, 1, 2).float().mean(0)
-    x, xt = fig1.to_input(photos, mean), fig1.to_input(photos[:6], mean)
+    return fig1.to_input(photos, photos.permute(0, 3, 1, 2).float().mean(0)), labels
+
+
+def _fig1_study(act, cfg, x, y, partial):
+    from alexnet_kit.train.experiments import fig1
+
+    return fig1.activation_study(act, x, y, x[:6], y[:6], cfg, "cpu", log=lambda *a: None, partial=partial)
+
+
+@pytest.mark.slow
+def test_fig1_study_resumes_from_its_partial_file(tmp_path, cache):
+    from alexnet_kit.train.experiments import fig1
+
+    x, y = _fig1_photos()
+    cfg = dataclasses.replace(fig1.SIZES["tiny"], seeds=1, max_epochs=1, max_rates=2)
     part = tmp_path / "p.json"
-    first = fig1.activation_study("relu", x, labels, xt, labels[:6], cfg, "cpu", log=lambda *a: None, partial=part)
+    first = _fig1_study("relu", cfg, x, y, part)
     assert json.loads(part.read_text())["lr"] == first["lr"]
     cfg.seeds = 2  # one more seed: the sweep and seed 0 are read back, only seed 1 trains
-    second = fig1.activation_study("relu", x, labels, xt, labels[:6], cfg, "cpu", log=lambda *a: None, partial=part)
+    second = _fig1_study("relu", cfg, x, y, part)
     assert second["sweep"] == first["sweep"] and second["runs"][0] == first["runs"][0]
     assert [r["seed"] for r in second["runs"]] == [0, 1]
     cfg.max_epochs = 2  # another setting: nothing is reused
-    third = fig1.activation_study("relu", x, labels, xt, labels[:6], cfg, "cpu", log=lambda *a: None, partial=part)
+    third = _fig1_study("relu", cfg, x, y, part)
     assert max(len(r["train_error"]) for r in third["sweep"]) == 2
 
 
 @pytest.mark.slow
 def test_fig1_a_sweep_that_ended_before_the_cap_is_kept_when_the_cap_grows(tmp_path, cache):
-    shared("cifar10", "train")
     from alexnet_kit.train.experiments import fig1
 
+    x, y = _fig1_photos()
     cfg = dataclasses.replace(fig1.SIZES["tiny"], seeds=1, max_epochs=2, sweep_epochs=1, max_rates=2)
-    photos, labels, _ = fig1.load_cifar("train", 3)
-    x = fig1.to_input(photos, photos.permute(0, 3, 1, 2).float().mean(0))
-    part, quiet = tmp_path / "p.json", (lambda *a: None)
-    first = fig1.activation_study("tanh", x, labels, x[:6], labels[:6], cfg, "cpu", log=quiet, partial=part)
+    part = tmp_path / "p.json"
+    first = _fig1_study("tanh", cfg, x, y, part)
     assert first["runs"][0]["epochs_to_target"] is None and len(first["runs"][0]["train_error"]) == 2
     cfg.max_epochs = 3
-    second = fig1.activation_study("tanh", x, labels, x[:6], labels[:6], cfg, "cpu", log=quiet, partial=part)
+    second = _fig1_study("tanh", cfg, x, y, part)
     assert second["sweep"] == first["sweep"]  # the sweep ended at sweep_epochs, before either cap
     # seed 0 did not reach 25% within the old cap, so it trained again from its seed: the same curve, then one more epoch
     assert len(second["runs"][0]["train_error"]) == 3
@@ -230,13 +240,11 @@ def test_fig1_a_sweep_that_ended_before_the_cap_is_kept_when_the_cap_grows(tmp_p
 
 @pytest.mark.slow
 def test_fig1_sweep_compares_rates_at_sweep_epochs_and_trains_the_winner_on(tmp_path, cache):
-    shared("cifar10", "train")
     from alexnet_kit.train.experiments import fig1
 
+    x, y = _fig1_photos()
     cfg = dataclasses.replace(fig1.SIZES["tiny"], seeds=1, max_epochs=3, sweep_epochs=1, max_rates=3)
-    photos, labels, _ = fig1.load_cifar("train", 3)
-    x = fig1.to_input(photos, photos.permute(0, 3, 1, 2).float().mean(0))
-    winner, results, added = fig1.sweep(x, labels, "tanh", [0.001, 0.002], cfg, torch.device("cpu"), log=lambda *a: None)
+    winner, results, added = fig1.sweep(x, y, "tanh", [0.001, 0.002], cfg, torch.device("cpu"), log=lambda *a: None)
     assert len(results) == 3 and len(added) == 1  # two rates, the winner at an edge: one more, then the cap
     assert all(len(r["train_error"]) == 1 for r in results if not r["epochs_to_target"])
     best = fig1.best_of(results)
