@@ -79,22 +79,19 @@ class LocalResponseNorm(nn.Module):
             with torch.autocast(x.device.type, enabled=False):
                 return self(x.float()).to(torch.float16)
         d = F.conv2d(x * x, self.weight.to(x.dtype), groups=self.groups) + self.k
-        if x.dtype == torch.bfloat16 and torch.is_autocast_enabled(x.device.type):
-            # Under autocast `pow` (and rsqrt, exp, log) is on CUDA's fp32 list: it
-            # would return fp32 and promote the largest activations of the network
-            # (conv1/conv2 maps) to twice the bytes. sqrt, mul and div keep the
-            # step's dtype; any other beta takes pow with autocast off for one op.
-            if self.beta == 0.75:
-                s = d.sqrt()
-                return x / (s * s.sqrt())
-            with torch.autocast(x.device.type, enabled=False):
-                return x * d.pow(-self.beta)
-        if self.sqrt_power and self.beta == 0.75:
+        # Under autocast `pow` (and rsqrt, exp, log) is on CUDA's fp32 list: it would
+        # return fp32 and promote the largest activations of the network (conv1/conv2
+        # maps) to twice the bytes. sqrt, mul and div keep the step's dtype.
+        bf16_autocast = x.dtype == torch.bfloat16 and torch.is_autocast_enabled(x.device.type)
+        if self.beta == 0.75 and (self.sqrt_power or bf16_autocast):
             # d^-3/4 = 1 / (sqrt(d) * sqrt(sqrt(d))): two correctly rounded
             # square roots instead of a general power (exp and log per
             # element); the same values to a few ulp.
             s = d.sqrt()
             return x / (s * s.sqrt())
+        if bf16_autocast:  # any other beta takes pow with autocast off for one op
+            with torch.autocast(x.device.type, enabled=False):
+                return x * d.pow(-self.beta)
         return x * d.pow(-self.beta)
 
     def extra_repr(self) -> str:
