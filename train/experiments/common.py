@@ -61,8 +61,12 @@ def load_photos(files: list[Path], size: int, what: str = "photos") -> tuple[np.
 
     Bad photos are skipped and counted, never fatal (ok[i] is False).
     """
-    key = hashlib.sha256(("\n".join(str(f) for f in files) + f"|{size}").encode()).hexdigest()[:20]
-    path = cache_dir() / f"{what}-{size}-{key}.npz"
+    # the resize mode is part of the key: a warp model and a crop model on the
+    # same files must not share decoded photos (crop keys stay as they were)
+    mode = getattr(size, "mode", "crop")
+    tag = "" if mode == "crop" else f"|{mode}"
+    key = hashlib.sha256(("\n".join(str(f) for f in files) + f"|{size}{tag}").encode()).hexdigest()[:20]
+    path = cache_dir() / f"{what}-{size}{tag.replace('|', '-')}-{key}.npz"
     if path.exists():
         with np.load(path) as z:
             return z["photos"], z["ok"]
