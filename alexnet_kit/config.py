@@ -76,6 +76,12 @@ def check_values(cls, values: dict, *, types: bool = False, prefix: str = "", er
                 raise error(f"{prefix}{f.name} {why}")
 
 
+def configs_differ(a: dict, b: dict) -> bool:
+    """True when two config dicts (``to_dict`` form) describe different values, lists vs tuples aside."""
+    norm = lambda d: {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in d.items()}  # noqa: E731
+    return norm(a) != norm(b)
+
+
 def _field_values(obj) -> dict:
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
 

@@ -28,11 +28,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from alexnet_kit.config import configs_differ
 from alexnet_kit.errors import AlexKitError, CheckpointError
 from alexnet_kit.meta import ModelMeta
 from alexnet_kit.model import AlexNet, AlexNetConfig
 
-LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+from .parallel import LAYERS
+
 CARRIED = LAYERS[:-1]  # fc8 is the classifier: replaced, never carried over
 FREEZE_GROUPS = {"none": (), "conv": LAYERS[:5], "all": CARRIED}
 
@@ -49,31 +51,27 @@ class Parent:
 
 def load_parent(model: str | os.PathLike) -> Parent:
     """A checkpoint path, or a pretrained name (``caffe``, ...) that :func:`alexnet_kit.paths.resolve_model` knows."""
-    from alexnet_kit.checkpoint import load_checkpoint, read_meta
+    from alexnet_kit.checkpoint import load_checkpoint, weights_fingerprint
     from alexnet_kit.paths import resolve_model
 
     path = resolve_model(str(model))
     if path.suffix.lower() != ".safetensors":
         raise CheckpointError(path, "--init-from needs a checkpoint (.safetensors) with its weights, not an exported artifact")
     state, meta = load_checkpoint(path)
-    return Parent(path, state, meta, read_meta(path)[1]["weights_sha256"])
+    return Parent(path, state, meta, weights_fingerprint(path))
 
 
 def child_config(parent: Parent, num_classes: int, overrides: dict | None = None) -> AlexNetConfig:
     """The parent's architecture with ``num_classes`` outputs; only ``dropout`` may be changed."""
     overrides = dict(overrides or {})
     allowed = {"dropout"}
-    conflicting = {k: v for k, v in overrides.items() if k not in allowed and _differs(getattr(parent.meta.config, k, None), v)}
+    conflicting = {k: v for k, v in overrides.items() if k not in allowed
+                   and configs_differ({k: getattr(parent.meta.config, k, None)}, {k: v})}
     if conflicting:
         raise AlexKitError(f"--init-from {parent.path}: the architecture comes from the parent model; drop the model "
                            f"settings {sorted(conflicting)} (only dropout can change when fine-tuning)")
     fields = {k: v for k, v in overrides.items() if k in allowed}
     return dataclasses.replace(parent.meta.config, num_classes=num_classes, **fields)
-
-
-def _differs(a, b) -> bool:
-    norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
-    return norm(a) != norm(b)
 
 
 def parent_normalisation(parent: Parent, size: int) -> tuple[np.ndarray, tuple[float, float, float]]:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from alexnet_kit import __version__
 from alexnet_kit.checkpoint import save_checkpoint
+from alexnet_kit.config import configs_differ
 from alexnet_kit.errors import AlexKitError
 from alexnet_kit.meta import ModelMeta
 from alexnet_kit.metrics import topk_wrong
@@ -323,7 +324,7 @@ class Trainer:
         if path is None:
             raise AlexKitError(f"--resume: no checkpoint in {self.ckpt_dir} (nothing to resume; drop --resume to start)")
         st = ckpt.load_state(path)
-        if _configs_differ(st["config"], self.config.to_dict()):
+        if configs_differ(st["config"], self.config.to_dict()):
             raise AlexKitError(f"{path}: trained a different architecture than this recipe asks for")
         load_grouped_state(self.net, st["model"])
         load_grouped_velocity(self.net, self.optimizer, st["velocity"])
@@ -665,12 +666,6 @@ class Trainer:
             if dist.is_initialized():
                 dist.destroy_process_group()
 
-
-
-def _configs_differ(a: dict, b: dict) -> bool:
-    """True when two config dicts describe different networks (lists vs tuples aside)."""
-    norm = lambda d: {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in d.items()}  # noqa: E731
-    return norm(a) != norm(b)
 
 
 def _main_thread() -> bool:
