@@ -38,7 +38,6 @@ from alexnet_kit.config import configs_differ
 from alexnet_kit.errors import AlexKitError
 from alexnet_kit.meta import ModelMeta
 from alexnet_kit.metrics import topk_wrong
-from alexnet_kit.model import AlexNet, AlexNetConfig
 from alexnet_kit.preprocess import Preprocess
 
 from . import checkpointing as ckpt
@@ -130,11 +129,6 @@ def git_commit() -> str | None:
         return None
 
 
-def build_model(config: AlexNetConfig, seed: int) -> AlexNet:
-    """The grouped network with its initial weights (fine-tuning extends this: load a parent's)."""
-    return build_grouped(config, seed)
-
-
 def build_optimizer(net: torch.nn.Module, recipe: Recipe) -> PaperSGD:
     """§5 update rule over every parameter of the running form; when fine-tuning, frozen layers
     are left out and carried-over layers learn at ``pretrained_lr_mult`` times the rate."""
@@ -222,7 +216,7 @@ class Trainer:
         self._setup_runtime()
         self._setup_data()
         self._setup_parent()
-        model = build_model(self.config, self.r.seed)
+        model = build_grouped(self.config, self.r.seed)
         if self.parent is not None:
             finetune.transplant(model, self.parent)
             # before DDP wraps it: DDP only hooks parameters that need a gradient
@@ -342,7 +336,7 @@ class Trainer:
 
     def state(self) -> dict:
         """The training state, snapshotted to host memory (safe to write while training goes on)."""
-        self._read_pending()
+        self._drain(keep=0)
         return {
             "model": grouped_state(self.net), "velocity": grouped_velocity(self.net, self.optimizer),
             "schedule": self.schedule.state_dict(), "stall": self.stall.state_dict(),
@@ -399,20 +393,14 @@ class Trainer:
         self._stop = self._stop or agreed
         return agreed
 
-    def _ship_pending(self) -> None:
-        """Start this window's losses on their way to the host; handle the window before it."""
+    def _drain(self, keep: int) -> None:
+        """Start the pending losses on their way to the host, then handle every window but the
+        newest ``keep`` (1 in the loop: that copy overlaps the next steps; 0 before a state is
+        saved and at epoch ends: every loss so far, read now)."""
         if self._pending:
             self._inflight.append(([s for s, _ in self._pending], HostCopy(torch.stack([l.float() for _, l in self._pending]))))
             self._pending.clear()
-        while len(self._inflight) > 1:
-            self._handle(*self._inflight.pop(0))
-
-    def _read_pending(self) -> None:
-        """Every loss so far, read now (before a state is saved and at epoch ends)."""
-        if self._pending:
-            self._inflight.append(([s for s, _ in self._pending], HostCopy(torch.stack([l.float() for _, l in self._pending]))))
-            self._pending.clear()
-        while self._inflight:
+        while len(self._inflight) > keep:
             self._handle(*self._inflight.pop(0))
 
     def _handle(self, steps: list[int], losses: "HostCopy") -> None:
@@ -468,7 +456,7 @@ class Trainer:
                     t_last = now
                     bar.update(r.batch_size)
                     if self.global_step % SYNC_EVERY == 0:
-                        self._ship_pending()
+                        self._drain(keep=1)
                         bar.set_postfix(loss=f"{self._last_loss:.3f}", lr=f"{self.schedule.lr:.2g}", refresh=False)
                     last = self.batch == len(ds)
                     stop = False if last else self._agreed_stop()
@@ -483,7 +471,7 @@ class Trainer:
                         return "max_steps"
                 bar.close()
                 del loader
-                self._read_pending()
+                self._drain(keep=0)
                 self._end_epoch(local_batch)
                 if self._stop_agreed:
                     return self._interrupted()

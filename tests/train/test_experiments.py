@@ -142,8 +142,9 @@ def test_fig1_trains_with_papersgd_no_weight_decay_and_double_bias_rate():
 
 
 def test_sweep_prefers_reaching_the_target_sooner_then_lower_error():
-    from alexnet_kit.train.experiments.fig1 import _better
+    from alexnet_kit.train.experiments.fig1 import _speed_key
 
+    _better = lambda a, b: _speed_key(a) < _speed_key(b)  # noqa: E731  (run a trained faster than run b)
     r = lambda e, err, div=False: {"epochs_to_target": e, "train_error": [err], "diverged": div}  # noqa: E731
     assert _better(r(3, 0.2), r(5, 0.1))
     assert not _better(r(None, 0.3), r(9, 0.24))

@@ -42,8 +42,8 @@ from ..augment import Finisher
 from ..evaluate import ensemble_probs
 from ..loader import EpochBatches, make_loader
 from ..optim import PaperSGD
-from ..parallel import pick_device
-from ..trainer import build_model, train_step
+from ..parallel import build_grouped, pick_device
+from ..trainer import train_step
 from .caltech import caltech_split, rgb_statistics
 from .common import mean_std, savefig, seed_everything, write_results
 
@@ -137,7 +137,7 @@ def train_variant(variant: str, seed: int, split, stats, cfg: AblationSize, devi
                          input_size=cfg.crop, init="kaiming")
     config = variant_config(base, variant)
     seed_everything(seed)  # dropout's stream; the weights, data order and draws are functions of the seed
-    model = build_model(config, seed).to(device)
+    model = build_grouped(config, seed).to(device)
     optimizer = PaperSGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)  # §5
     fin, prep = finisher(cfg, stats), preprocess(cfg, stats)
     train = split.train_split()
@@ -151,11 +151,12 @@ def train_variant(variant: str, seed: int, split, stats, cfg: AblationSize, devi
         batches = EpochBatches(train, batch=cfg.batch, seed=seed, epoch=epoch, crop=cfg.crop, train=True,
                                finisher=fin, pca_std=pca_std(variant), drop_last=False)
         seen = ErrorCounter(k=1)
-        loss_sum = 0.0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # on the device: no host sync per step
         for x, y, _ in make_loader(batches):
             loss, logits = train_step(model, optimizer, x.to(device), y)
             seen.add(logits, y)
-            loss_sum += float(loss) * len(y)
+            loss_sum += loss.double() * len(y)
+        loss_sum = float(loss_sum)
         val = evaluate(model, split.val, split.val_labels, prep, 1, device)
         history.append({"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / n,
                         "train_top1": 100.0 * seen.errors()[0], "val_top1": val["top1"], "val_top5": val["top5"]})

@@ -205,13 +205,14 @@ class Run:
         x, y, b = self.x, self.y, self.size.batch
         perm = torch.randperm(len(x), generator=self.order)
         count = ErrorCounter(k=1)
-        finite = torch.tensor(True)
+        finite = torch.ones((), dtype=torch.bool, device=self.device)  # on the device: no host sync per step
         for i in range(0, len(x), b):
             idx = perm[i:i + b]
             xb = x[idx].to(self.device).contiguous(memory_format=torch.channels_last)
-            loss, logits = train_step(self.net, self.opt, xb, y[idx].to(self.device))
-            count.add(logits, y[idx])
-            finite = finite & torch.isfinite(loss).cpu()
+            yb = y[idx].to(self.device)
+            loss, logits = train_step(self.net, self.opt, xb, yb)
+            count.add(logits, yb)
+            finite &= torch.isfinite(loss)
         err = count.errors()[0]
         self.errors.append(err)
         self.diverged = not bool(finite)
@@ -267,11 +268,6 @@ def _speed_key(r: dict) -> tuple:
     # diverged last; then sooner to 25%; then (same epochs) the lower last error; then the lower mean error (earlier progress)
     e = r["train_error"]
     return (bool(r.get("diverged")), r["epochs_to_target"] or math.inf, e[-1], sum(e) / len(e))
-
-
-def _better(a: dict, b: dict) -> bool:
-    """Whether run ``a`` trained faster than ``b``."""
-    return _speed_key(a) < _speed_key(b)
 
 
 def best_of(results: list[dict]) -> dict:
