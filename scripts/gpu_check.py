@@ -330,7 +330,9 @@ def stage_serve(c: Check) -> dict:
     ev = c.run([sys.executable, "-m", "alexnet_kit", "evaluate", gpu_model, "--data", c.small, "--crops", "10",
                 "--device", c.device, "--json", "--quiet"], timeout=240)
     ev_res = json.loads(ev.stdout[ev.stdout.index("{"):])
-    photos = sorted((REPO / "examples" / "photos").iterdir())
+    from alexnet_kit.paths import example_photos
+
+    photos = example_photos()
     fixed = ["--precision", "fp32"] if c.cpu else []  # the CPU's auto precision measures engines on 200 photos first
     cl = c.run([sys.executable, "-m", "alexnet_kit", "classify", "--model", gpu_model, "--device", c.device, "--engine", "torch",
                 *fixed, "--json", "--top", "3", *photos], timeout=240)
