@@ -63,14 +63,17 @@ def _write_chunk(folder: Path, n: int, paths: list[str], vectors: list[np.ndarra
                      bad_paths=np.asarray([p for p, _ in bad], dtype=str), bad_errors=np.asarray([e for _, e in bad], dtype=str))
 
 
-def _read_chunks(folder: Path, dim: int):
+def _read_chunks(folder: Path, dim: int, with_vectors: bool = True):
+    """(paths, vectors, bad) of the chunks written so far; ``with_vectors=False`` leaves the
+    vectors unread (an .npz member is read only when asked for) and returns an empty array."""
     paths: list[str] = []
     vectors: list[np.ndarray] = []
     bad: list[tuple[str, str]] = []
     for f in sorted(folder.glob("chunk-*.npz")):
         with np.load(f) as z:
             paths += z["paths"].tolist()
-            vectors.append(z["vectors"].reshape(-1, dim))
+            if with_vectors:
+                vectors.append(z["vectors"].reshape(-1, dim))
             bad += list(zip(z["bad_paths"].tolist(), z["bad_errors"].tolist()))
     return paths, (np.concatenate(vectors) if vectors else np.empty((0, dim), np.float32)), bad
 
@@ -119,7 +122,7 @@ def export_features(photos: Sequence[str], out: str | os.PathLike, extractor: Fe
         with atomic_path(state) as tmp:
             tmp.write_text(json.dumps(header))
     wanted = set(photos)
-    done_paths, _, done_bad = _read_chunks(folder, extractor.dim)
+    done_paths, _, done_bad = _read_chunks(folder, extractor.dim, with_vectors=False)  # which photos are done
     done = (set(done_paths) | {p for p, _ in done_bad}) & wanted
     report.resumed = len(done)
     todo = [p for p in photos if p not in done]
