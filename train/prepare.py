@@ -299,11 +299,6 @@ def prepare(src: str | os.PathLike, dst: str | os.PathLike, size: int = 256, val
     mean_hwc = total_sum / n
     mean_rgb = total_sum.reshape(-1, 3).sum(0) / (n * size * size)
     cov = xtx / (n * size * size) - np.outer(mean_rgb, mean_rgb)
-    eigvals, eigvecs = pca_of_covariance(cov)
-    _save_npy(dst / "mean.npy", np.ascontiguousarray(mean_hwc.transpose(2, 0, 1), dtype=np.float32))
-    with atomic_path(dst / "pca.npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, eigvals=eigvals.astype(np.float32), eigvecs=eigvecs.astype(np.float32), cov=cov)
     skipped = [{"file": plans[s].files[r], "split": s, "problem": p} for (s, r), p in sorted(errors.items())]
     report = {
         "source": str(src), "layout": layout, "classes": len(classes),
@@ -311,15 +306,29 @@ def prepare(src: str | os.PathLike, dst: str | os.PathLike, size: int = 256, val
         "skipped": {s: int((status[s] == BAD).sum()) for s in status},
         "skipped_files": skipped, "seconds": round(time.perf_counter() - t0, 1),
     }
+    write_metadata(dst, mean_hwc, cov, classes, report, size=size, layout=layout, val_fraction=val_fraction, seed=seed)
+    return report
+
+
+def write_metadata(dst: Path, mean_hwc: np.ndarray, cov: np.ndarray, classes: list[str], report: dict, *, size: int,
+                   layout: str, val_fraction: float | None, seed: int) -> None:
+    """A packed folder's files beside the rows, each written atomically: the mean image (§2), the
+    RGB PCA (§4.1), the report, the classes, and last ``dataset.json``, which marks it complete.
+
+    ``report``: ``source``, ``packed`` and ``skipped`` (counts per split), optionally ``skipped_files``."""
+    eigvals, eigvecs = pca_of_covariance(cov)
+    _save_npy(dst / "mean.npy", np.ascontiguousarray(mean_hwc.transpose(2, 0, 1), dtype=np.float32))
+    with atomic_path(dst / "pca.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, eigvals=eigvals.astype(np.float32), eigvecs=eigvecs.astype(np.float32), cov=cov)
     _write_text(dst / "report.json", json.dumps(report, indent=1))
-    _write_text(dst / "report.txt", "".join(f"{e['file']}: {e['problem']}\n" for e in skipped))
+    _write_text(dst / "report.txt", "".join(f"{e['file']}: {e['problem']}\n" for e in report.get("skipped_files", [])))
     _write_text(dst / "classes.txt", "".join(c + "\n" for c in classes))
     _write_text(dst / "dataset.json", json.dumps({
         "format": FORMAT, "version": VERSION, "complete": True, "size": size, "classes": classes,
-        "source": str(src), "layout": layout, "val_fraction": val_fraction, "seed": seed,
+        "source": report["source"], "layout": layout, "val_fraction": val_fraction, "seed": seed,
         "counts": report["packed"], "skipped": report["skipped"],
     }, indent=1))
-    return report
 
 
 def pca_of_covariance(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,14 +7,13 @@ without a 140 GB download. Nothing here learns anything useful.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .packed import FORMAT, OK, VERSION
-from .prepare import pca_of_covariance
+from .packed import OK
+from .prepare import write_metadata
 
 
 def write_synthetic_packed(dst: str | Path, classes: int = 1000, per_class: int = 20, val_per_class: int = 1,
@@ -44,15 +43,8 @@ def write_synthetic_packed(dst: str | Path, classes: int = 1000, per_class: int 
     mean = pool.mean(0, dtype=np.float64)  # every train row is a pool row, near-uniformly repeated
     px = pool.reshape(-1, 3).astype(np.float64)
     cov = np.cov(px, rowvar=False, bias=True)
-    vals, vecs = pca_of_covariance(cov)
-    np.save(dst / "mean.npy", np.ascontiguousarray(mean.transpose(2, 0, 1), dtype=np.float32))
-    np.savez(dst / "pca.npz", eigvals=vals.astype(np.float32), eigvecs=vecs.astype(np.float32), cov=cov)
-    (dst / "classes.txt").write_text("".join(c + "\n" for c in names))
-    (dst / "report.json").write_text(json.dumps({"source": "synthetic", "packed": counts, "skipped": {"train": 0, "val": 0}}))
-    (dst / "dataset.json").write_text(json.dumps({
-        "format": FORMAT, "version": VERSION, "complete": True, "size": size, "classes": names, "source": "synthetic",
-        "layout": "synthetic", "val_fraction": None, "seed": seed, "counts": counts, "skipped": {"train": 0, "val": 0},
-    }))
+    write_metadata(dst, mean, cov, names, {"source": "synthetic", "packed": counts, "skipped": {"train": 0, "val": 0}},
+                   size=size, layout="synthetic", val_fraction=None, seed=seed)
     return dst
 
 
