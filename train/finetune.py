@@ -134,12 +134,13 @@ def param_groups(net: nn.Module, frozen: tuple[str, ...], pretrained_lr_mult: fl
     """
     if pretrained_lr_mult < 0:
         raise AlexKitError("--pretrained-lr-mult must be at least 0")
+    freeze(net, frozen)
     carried, new = [], []
     for name, p in net.named_parameters():
         layer = _layer_of(name)
         if layer in frozen:
-            p.requires_grad_(False)
-        elif layer == "fc8":
+            continue
+        if layer == "fc8":
             new.append(p)
         else:
             carried.append(p)
@@ -147,6 +148,13 @@ def param_groups(net: nn.Module, frozen: tuple[str, ...], pretrained_lr_mult: fl
     if carried:
         groups.append({"params": carried, "lr_mult": float(pretrained_lr_mult)})
     return groups
+
+
+def freeze(net: nn.Module, frozen: tuple[str, ...]) -> None:
+    """``requires_grad=False`` on the parameters of the ``frozen`` layers (any form of the network)."""
+    for name, p in net.named_parameters():
+        if _layer_of(name) in frozen:
+            p.requires_grad_(False)
 
 
 def _layer_of(param_name: str) -> str | None:

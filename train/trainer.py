@@ -219,8 +219,9 @@ class Trainer:
         model = build_grouped(self.config, self.r.seed)
         if self.parent is not None:
             finetune.transplant(model, self.parent)
-            # before DDP wraps it: DDP only hooks parameters that need a gradient
-            finetune.param_groups(model, finetune.parse_freeze(self.r.freeze), self.r.pretrained_lr_mult)
+            # before DDP wraps it: DDP only hooks parameters that need a gradient (build_optimizer
+            # freezes the running form again: the towers build fresh parameters from this model)
+            finetune.freeze(model, self.frozen)
         self.net = place(model, self.r.parallel, self.device, self.r.model_devices, self.dist,
                          channels_last=self.channels_last)
         self._setup_finishers()  # after placing: the GPU finisher runs on the net's input device
@@ -272,6 +273,7 @@ class Trainer:
         (pretrained filters expect the pixels they were trained on)."""
         r = self.r
         self.parent = finetune.load_parent(r.init_from) if r.init_from else None
+        self.frozen = finetune.parse_freeze(r.freeze) if self.parent is not None else ()
         if self.parent is None:
             self.config = r.model_config(self.data.num_classes)
             self.std = self._input_std()
@@ -283,7 +285,7 @@ class Trainer:
         self.std = None if all(s == 1.0 for s in std) else std
         if self.dist.main:
             print(f"fine-tuning {self.parent.path} (fingerprint {self.parent.fingerprint[:16]}): conv1-fc7 carried over, "
-                  f"fc8 new with {self.data.num_classes} classes, frozen: {', '.join(finetune.parse_freeze(r.freeze)) or 'none'}",
+                  f"fc8 new with {self.data.num_classes} classes, frozen: {', '.join(self.frozen) or 'none'}",
                   file=sys.stderr)
 
     def _input_std(self):
@@ -637,7 +639,7 @@ class Trainer:
                 "best_val_top1_err": self.best_val if math.isfinite(self.best_val) else None,
                 "git_commit": git_commit(), "parallel": self.r.parallel, "world_size": self.dist.world,
                 **({"fine_tuned_from": {"path": str(self.parent.path), "fingerprint": self.parent.fingerprint,
-                                        "source": self.parent.meta.provenance.get("source"), "frozen": list(finetune.parse_freeze(self.r.freeze)),
+                                        "source": self.parent.meta.provenance.get("source"), "frozen": list(self.frozen),
                                         "pretrained_lr_mult": self.r.pretrained_lr_mult}} if self.parent is not None else {}),
             },
         )
