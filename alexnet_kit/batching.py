@@ -28,10 +28,10 @@ class Loaded:
     error: ImageError | None = None
 
 
-def _load(src: ImageSource, size: int) -> Loaded:
+def _load(src: ImageSource, size: int, mode: str = "crop") -> Loaded:
     name = source_name(src)
     try:
-        return Loaded(src, name, load_square(src, size))
+        return Loaded(src, name, load_square(src, size, mode))
     except ImageError as e:
         return Loaded(src, name, None, e)
 
@@ -40,17 +40,21 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def iter_loaded(sources: Iterable[ImageSource], size: int = 256, workers: int | None = None, prefetch: int = 32) -> Iterator[Loaded]:
-    """Photos in input order, decoded by ``workers`` threads up to ``prefetch`` ahead."""
+def iter_loaded(sources: Iterable[ImageSource], size: int = 256, workers: int | None = None, prefetch: int = 32,
+                mode: str = "crop") -> Iterator[Loaded]:
+    """Photos in input order, decoded by ``workers`` threads up to ``prefetch`` ahead.
+
+    ``size`` and ``mode`` as in :func:`alexnet_kit.images.load_square`.
+    """
     workers = workers or default_workers()
     if workers <= 1:
         for src in sources:
-            yield _load(src, size)
+            yield _load(src, size, mode)
         return
     pending: collections.deque[Future] = collections.deque()
     with ThreadPoolExecutor(workers, thread_name_prefix="alexnet-kit-decode") as pool:
         for src in sources:
-            pending.append(pool.submit(_load, src, size))
+            pending.append(pool.submit(_load, src, size, mode))
             if len(pending) >= prefetch:
                 yield pending.popleft().result()
         while pending:
@@ -58,7 +62,7 @@ def iter_loaded(sources: Iterable[ImageSource], size: int = 256, workers: int | 
 
 
 def iter_batches(
-    sources: Iterable[ImageSource], batch: int, size: int = 256, workers: int | None = None
+    sources: Iterable[ImageSource], batch: int, size: int = 256, workers: int | None = None, mode: str = "crop"
 ) -> Iterator[tuple[list[Loaded], np.ndarray]]:
     """(entries, photos): every entry in order, and the readable ones stacked (K, R, R, 3).
 
@@ -66,7 +70,7 @@ def iter_batches(
     readable ones in the same order, possibly none.
     """
     entries: list[Loaded] = []
-    for item in iter_loaded(sources, size, workers, prefetch=max(2 * batch, 16)):
+    for item in iter_loaded(sources, size, workers, prefetch=max(2 * batch, 16), mode=mode):
         entries.append(item)
         if len(entries) == batch:
             yield entries, _stack(entries, size)

@@ -22,7 +22,7 @@ from .batching import iter_batches
 from .engines import Engine
 from .engines.select import serving_engine
 from .errors import ImageError
-from .images import ImageSource, load_square, source_name
+from .images import ImageSource, source_name
 from .metrics import average_crops
 
 
@@ -96,7 +96,7 @@ class Classifier:
     def classify(self, sources: Iterable[ImageSource], top: int = 5) -> Iterator[Result]:
         """One :class:`Result` per source, in order; unreadable photos carry ``error``."""
         size = self.meta.preprocess.resize
-        batches = iter_batches(sources, self.batch_photos, size, self.workers)
+        batches = iter_batches(sources, self.batch_photos, size, self.workers, mode=self.meta.preprocess.resize_mode)
         # Crops of batch i+1 are cut in a helper thread while the model runs
         # on batch i (decoding is already threaded further ahead), so the
         # model never waits for preprocessing.
@@ -127,7 +127,7 @@ class Classifier:
 
     def classify_one(self, source: ImageSource, top: int = 5) -> Result:
         """Classify one photo; raises :class:`ImageError` if it cannot be read."""
-        photo = load_square(source, self.meta.preprocess.resize)
+        photo = self.meta.preprocess.load(source)
         return Result(source, source_name(source), self.top_labels(self.probabilities(photo[None])[0], top))
 
 

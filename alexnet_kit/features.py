@@ -28,7 +28,7 @@ import numpy as np
 from .batching import iter_batches
 from .engines import Engine
 from .engines.select import serving_engine
-from .images import ImageSource, load_square
+from .images import ImageSource
 
 METRICS = ("cosine", "euclidean")
 #: fc7 and fc6 after their ReLU (§6.1 uses fc7), pool5 flattened (the last convolutional features)
@@ -151,7 +151,7 @@ class FeatureExtractor:
     def extract(self, sources: Iterable[ImageSource]) -> Iterator[Extracted]:
         """One :class:`Extracted` per source, in order; unreadable ones carry ``error``."""
         size = self.meta.preprocess.resize
-        for entries, photos in iter_batches(sources, self.batch_photos, size, self.workers):
+        for entries, photos in iter_batches(sources, self.batch_photos, size, self.workers, mode=self.meta.preprocess.resize_mode):
             vectors = iter(self.features(photos))
             for e in entries:
                 if e.error is not None:
@@ -161,7 +161,7 @@ class FeatureExtractor:
 
     def extract_one(self, source: ImageSource) -> np.ndarray:
         """One photo's vector; raises :class:`~alexnet_kit.errors.ImageError` if unreadable."""
-        return self.features(load_square(source, self.meta.preprocess.resize)[None])[0]
+        return self.features(self.meta.preprocess.load(source)[None])[0]
 
 
 __all__ = ["FeatureExtractor", "FeatureSettings", "Extracted", "l2_normalise"]

@@ -18,6 +18,12 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError, existing_file
 
+# How a photo becomes resize x resize before cropping:
+#   "crop": short side to `resize`, then the central square (§2);
+#   "warp": the whole photo squeezed to resize x resize, aspect ratio lost
+#           (Caffe's convert_imageset, which made bvlc_alexnet's training data).
+RESIZE_MODES = ("crop", "warp")
+
 # Truncated files are errors, never silently grey-filled.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -140,14 +146,17 @@ def warp_resize(img: Image.Image, size: int = 256) -> np.ndarray:
     return np.array(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
-def load_square(src: ImageSource, size: int = 256) -> np.ndarray:
+def load_square(src: ImageSource, size: int = 256, mode: str = "crop") -> np.ndarray:
     """A photo as the network sees it before cropping: uint8 (size, size, 3).
 
-    ``size`` is ``meta.preprocess.resize``; when it carries ``mode="warp"``
-    (see :class:`alexnet_kit.preprocess.SquareSize`) the photo is warped as
-    the model's source did, otherwise cropped to a square as in §2.
+    ``size`` and ``mode`` are ``meta.preprocess.resize`` and
+    ``meta.preprocess.resize_mode`` (or call ``meta.preprocess.load(src)``):
+    ``"warp"`` squeezes the whole photo as the model's source did (Caffe),
+    ``"crop"`` takes the central square as in §2.
     """
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
     img = open_image(src, min_size=size)
-    if getattr(size, "mode", "crop") == "warp":
+    if mode == "warp":
         return warp_resize(img, size)
     return square_crop_resize(img, size)

@@ -12,38 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .images import RESIZE_MODES, ImageSource, load_square
+
 # ImageNet's per-channel RGB mean on a 0..255 scale, for a checkpoint that has
 # no mean image of its own yet (an untrained one).
 IMAGENET_RGB_MEAN = (123.68, 116.779, 103.939)
-
-# How a photo becomes resize x resize before cropping:
-#   "crop": short side to `resize`, then the central square (§2);
-#   "warp": the whole photo squeezed to resize x resize, aspect ratio lost
-#           (Caffe's convert_imageset, which made bvlc_alexnet's training data).
-RESIZE_MODES = ("crop", "warp")
-
-
-class SquareSize(int):
-    """The square side ``Preprocess.resize``, an ``int`` that also knows its resize mode.
-
-    Every caller that decodes photos passes ``meta.preprocess.resize`` on to
-    :func:`alexnet_kit.images.load_square`; carrying the mode inside that
-    value lets a warped source (Caffe) be decoded its own way on every path
-    without changing their signatures. It compares, hashes and serialises
-    as the plain int.
-    """
-
-    mode: str
-
-    def __new__(cls, value: int, mode: str = "crop"):
-        if mode not in RESIZE_MODES:
-            raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
-        obj = super().__new__(cls, int(value))
-        obj.mode = mode
-        return obj
-
-    def __repr__(self) -> str:
-        return int.__repr__(self)
 
 
 @dataclass
@@ -54,7 +27,8 @@ class Preprocess:
     mean (3,), RGB, on the 0..255 scale; ``std`` divides after the mean is
     subtracted (1 in the paper, which feeds raw centred pixels). A source that
     scales to 0..1 first (torchvision) is the same arithmetic with its mean
-    and std multiplied by 255. ``resize_mode``: see :data:`RESIZE_MODES`.
+    and std multiplied by 255. ``resize_mode``: see :data:`RESIZE_MODES`;
+    :meth:`load` decodes a photo with both ``resize`` and ``resize_mode``.
     """
 
     resize: int = 256
@@ -64,7 +38,9 @@ class Preprocess:
     resize_mode: str = "crop"
 
     def __post_init__(self):
-        self.resize = SquareSize(self.resize, self.resize_mode)
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
+        self.resize = int(self.resize)
         self.std = tuple(float(s) for s in self.std)
         if self.mean is None:
             self.mean = np.asarray(IMAGENET_RGB_MEAN, dtype=np.float32)
@@ -75,6 +51,10 @@ class Preprocess:
             raise ValueError(f"crop {self.crop} must fit in resize {self.resize}")
         self._mean_t = torch.from_numpy(self.mean if self.mean.ndim == 3 else self.mean[:, None, None].copy())
         self._std_t = torch.tensor(self.std, dtype=torch.float32)[:, None, None]
+
+    def load(self, src: ImageSource) -> np.ndarray:
+        """A photo decoded as this model expects: uint8 (resize, resize, 3), ``resize_mode`` applied."""
+        return load_square(src, self.resize, self.resize_mode)
 
     def normalise(self, photos: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 (N, R, R, 3) -> float32 (N, 3, R, R), mean subtracted, std divided."""

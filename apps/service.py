@@ -17,7 +17,6 @@ import numpy as np
 from alexnet_kit.classify import Classifier, Label
 from alexnet_kit.errors import AlexKitError, ImageError
 from alexnet_kit.features import FeatureExtractor
-from alexnet_kit.images import load_square
 
 from .figures import crops_strip, kernel_grid
 
@@ -119,7 +118,7 @@ class DemoService:
         file) rather than the server's temporary path.
         """
         try:
-            return load_square(path, self.meta.preprocess.resize)
+            return self.meta.preprocess.load(path)
         except ImageError as e:
             raise ImageError(name or e.path, e.problem) from None
 

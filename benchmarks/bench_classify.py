@@ -78,13 +78,12 @@ def paper_checkpoint(workdir: Path) -> Path:
 
 def naive(model, preprocess, files: list[Path]) -> list[int]:
     """The baseline: one photo at a time, nothing overlapped."""
-    from alexnet_kit.images import load_square
     from alexnet_kit.metrics import average_crops
 
     out = []
     with torch.inference_mode():
         for f in files:
-            x = preprocess.crops(load_square(f, preprocess.resize)[None], 10)
+            x = preprocess.crops(preprocess.load(f)[None], 10)
             out.append(int(average_crops(model(x), 10)[0].argmax()))
     return out
 
@@ -149,7 +148,7 @@ def agreement(onnx: Path, meta, files: list[Path], batch: int = 8) -> None:
     from alexnet_kit.metrics import average_crops
 
     engines = open_paths(onnx, batch * 10)
-    photos = load_photos(files, meta.preprocess.resize)
+    photos = load_photos(files, meta.preprocess.resize, meta.preprocess.resize_mode)
     outs = {}
     for name, engine in engines.items():
         probs, feats = [], []
@@ -212,7 +211,7 @@ def main() -> int:
     from alexnet_kit.checkpoint import load_model
     from alexnet_kit.classify import Classifier
     from alexnet_kit.engines import cpu
-    from alexnet_kit.images import is_image_path, load_square
+    from alexnet_kit.images import is_image_path
     from alexnet_kit.paths import shared_data
 
     samples = shared_data("imagenet-samples")  # real ImageNet photos; a one-line error says how to supply them
@@ -236,7 +235,7 @@ def main() -> int:
     clfs = {name: Classifier(e, crops=10, batch_photos=args.batch) for name, e in engines.items()}
     for name, e in engines.items():
         print(f"  {name:<18} runs: {e.description}")
-    ready = meta.preprocess.crops(np.stack([load_square(f, meta.preprocess.resize) for f in bench[: args.batch]]), 10)
+    ready = meta.preprocess.crops(np.stack([meta.preprocess.load(f) for f in bench[: args.batch]]), 10)
 
     def ceiling(engine) -> float:
         passes = max(1, len(bench) // args.batch)

@@ -95,7 +95,7 @@ def export_checkpoint(
     out = Path(out) if out else default_output(checkpoint, fmt, int8)
     if out.suffix.lower() != FORMATS[fmt]:
         raise AlexKitError(f"{out}: a {fmt} artifact must end in {FORMATS[fmt]} (the runtime picks the engine by suffix)")
-    test_photos = photos_for(photos, meta.preprocess.resize)
+    test_photos = photos_for(photos, meta.preprocess.resize, meta.preprocess.resize_mode)
     reference = run_batches(model.logits_and_features, meta.preprocess.crops(test_photos, crops))
     exported_with = {"torch": torch.__version__, "format": fmt, "checkpoint": Path(checkpoint).name}
     precision = "fp32"
@@ -112,7 +112,7 @@ def export_checkpoint(
                 with tempfile.TemporaryDirectory(prefix="alexnet-kit-export-") as work:
                     fp32 = Path(work) / "fp32.onnx"
                     export_onnx(model, Envelope(meta, source, source, "fp32", exported_with), fp32)
-                    cal = photos_for(calibration, meta.preprocess.resize) if calibration else test_photos
+                    cal = photos_for(calibration, meta.preprocess.resize, meta.preprocess.resize_mode) if calibration else test_photos
                     quantize(fp32, tmp, envelope, int8_mode, meta.preprocess.crops(cal, 1), Path(work))
             else:
                 envelope = Envelope(meta, source, source, precision, exported_with)

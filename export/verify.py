@@ -40,12 +40,12 @@ def default_photos() -> list[Path]:
     return example_photos() + extra
 
 
-def load_photos(paths: Iterable[str | os.PathLike], size: int) -> np.ndarray:
-    """uint8 (N, size, size, 3); unreadable files are skipped."""
+def load_photos(paths: Iterable[str | os.PathLike], size: int, mode: str = "crop") -> np.ndarray:
+    """uint8 (N, size, size, 3), decoded with resize ``mode``; unreadable files are skipped."""
     photos = []
     for p in paths:
         try:
-            photos.append(load_square(p, size))
+            photos.append(load_square(p, size, mode))
         except ImageError:
             continue
     if not photos:
@@ -135,10 +135,10 @@ def compare(
     return ParityReport(n, len(x), max_logit, scale, max_feat, identical, top1, tol, exact, not reasons, "; ".join(reasons))
 
 
-def photos_for(paths: Sequence[str | os.PathLike] | None, size: int) -> np.ndarray:
+def photos_for(paths: Sequence[str | os.PathLike] | None, size: int, mode: str = "crop") -> np.ndarray:
     """Photos from files or folders (recursively), or the default set."""
     if not paths:
         files = default_photos()
     else:
         files = find_images(paths)
-    return load_photos(files, size)
+    return load_photos(files, size, mode)

@@ -46,12 +46,11 @@ class SourceCase(NamedTuple):
 def source_case(name: str, paths: list[Path] | None = None, scale_on: int | None = 6) -> SourceCase:
     """A published source (registry name) with random weights: its preprocessing of ``paths``
     (default photo_paths()) and a random state whose logits are scaled on the first ``scale_on`` crops (None: all)."""
-    from alexnet_kit.images import load_square
     from alexnet_kit.pretrained import registry
 
     src = registry.SOURCES[name]
     pre = src.preprocess()
-    photos = np.stack([load_square(p, pre.resize) for p in (photo_paths() if paths is None else paths)])
+    photos = np.stack([pre.load(p) for p in (photo_paths() if paths is None else paths)])
     x = pre.crops(photos, 1)
     return SourceCase(pre, photos, x, random_state(src.config, x[:scale_on]))
 

@@ -37,7 +37,7 @@ class EvalResult:
                 "models": self.models, "skipped": len(self.skipped), "per_class_top1_err": self.per_class_top1_err}
 
 
-def _photo_batches(data: Path, split: str, batch: int, resize: int):
+def _photo_batches(data: Path, split: str, batch: int, resize: int, mode: str = "crop"):
     """(class names, total, iterator of (uint8 photos, class-name labels), skipped list)."""
     from .packed import PackedDataset, is_prepared
 
@@ -68,7 +68,7 @@ def _photo_batches(data: Path, split: str, batch: int, resize: int):
     skipped: list[str] = []
 
     def gen():
-        for entries, photos in iter_batches([str(p) for p, _ in files], batch, resize):
+        for entries, photos in iter_batches([str(p) for p, _ in files], batch, resize, mode=mode):
             ok = [e for e in entries if e.photo is not None]
             skipped.extend(str(e.error) for e in entries if e.photo is None)
             if ok:
@@ -103,7 +103,8 @@ def evaluate(checkpoints: list[str], data: str | Path, crops: int = 10, batch: i
     index = {c: i for i, c in enumerate(first.classes)}
     # ImageNet's val set is usually laid out in WordNet-id folders (n01440764/...)
     index.update({w: i for i, w in enumerate(first.wnids or [])})
-    data_classes, total_photos, batches, skipped = _photo_batches(Path(data), split, batch, first.preprocess.resize)
+    data_classes, total_photos, batches, skipped = _photo_batches(Path(data), split, batch, first.preprocess.resize,
+                                                                  first.preprocess.resize_mode)
     unknown = sorted(set(data_classes) - set(index))
     if unknown:
         raise FileProblem(data, f"class(es) the model does not know: {', '.join(unknown[:5])}")

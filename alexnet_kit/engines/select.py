@@ -284,12 +284,11 @@ def gate_photos(limit: int = GATE_PHOTOS) -> list[Path]:
 
 def _crops(meta, photos: Sequence[Path]) -> torch.Tensor:
     from ..errors import ImageError
-    from ..images import load_square
 
     loaded = []
     for p in photos:
         try:
-            loaded.append(load_square(p, meta.preprocess.resize))
+            loaded.append(meta.preprocess.load(p))
         except ImageError:
             continue
     if not loaded:

@@ -57,7 +57,7 @@ def crops(checkpoint):
     from alexnet_kit.export.verify import load_photos
 
     _, meta = load_model(checkpoint)
-    return meta.preprocess.crops(load_photos(photo_paths(), meta.preprocess.resize), 10)
+    return meta.preprocess.crops(load_photos(photo_paths(), meta.preprocess.resize, meta.preprocess.resize_mode), 10)
 
 
 @pytest.mark.slow
@@ -220,7 +220,7 @@ def test_verification_detects_a_different_function(checkpoint, artifacts, tmp_pa
 
     other = make_checkpoint(tmp_path / "other.safetensors", load_model(checkpoint)[1].config, seed=4)
     model, meta = load_model(other)
-    photos = load_photos(photo_paths(), meta.preprocess.resize)
+    photos = load_photos(photo_paths(), meta.preprocess.resize, meta.preprocess.resize_mode)
     report = compare(load_engine(artifacts["onnx"]), model, meta.preprocess, photos)
     assert not report.passed and "logits differ" in report.reason
     same = compare(load_engine(artifacts["onnx"]), load_model(checkpoint)[0], meta.preprocess, photos)

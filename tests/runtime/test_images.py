@@ -69,3 +69,24 @@ def test_jpeg_draft_decoding_stays_close_to_full_decode(tmp_path):
     fast = load_square(p).astype(int)
     full = square_crop_resize(Image.open(p).convert("RGB")).astype(int)
     assert np.abs(fast - full).mean() < 3
+
+
+def test_resize_mode_is_an_explicit_argument_and_preprocess_load_applies_it():
+    from helpers import EXAMPLES
+
+    from alexnet_kit.images import warp_resize
+    from alexnet_kit.preprocess import Preprocess
+
+    path = EXAMPLES / "fish-bike.jpg"
+    crop, warp = load_square(path, 64), load_square(path, 64, mode="warp")
+    assert np.array_equal(crop, load_square(path, 64, mode="crop"))
+    assert np.array_equal(warp, warp_resize(open_image(path, min_size=64), 64))
+    assert not np.array_equal(crop, warp)
+    pre = Preprocess(resize=64, crop=56, resize_mode="warp")
+    assert type(pre.resize) is int and f"{pre.resize}" == "64"
+    assert np.array_equal(pre.load(path), warp)
+    assert np.array_equal(Preprocess(resize=64, crop=56).load(path), crop)
+    with pytest.raises(ValueError, match="resize mode"):
+        load_square(path, 64, mode="squash")
+    with pytest.raises(ValueError, match="resize mode"):
+        Preprocess(resize_mode="squash")

@@ -19,7 +19,6 @@ import pytest
 import torch
 
 from alexnet_kit.checkpoint import load_model, save_checkpoint
-from alexnet_kit.images import load_square
 from alexnet_kit.meta import ModelMeta
 from alexnet_kit.model import AlexNet
 from alexnet_kit.pretrained import registry
@@ -112,7 +111,7 @@ def test_ten_crop_classify_agrees_with_opencv(caffe, cached):
     net = cv2.dnn.readNetFromCaffe(str(caffe["dir"] / "deploy.prototxt"), str(caffe["path"]))
     pre = clf.meta.preprocess
     for p, r in zip(paths, results):
-        x = pre.crops(load_square(p, pre.resize)[None], 10).numpy()[:, ::-1]
+        x = pre.crops(pre.load(p)[None], 10).numpy()[:, ::-1]
         net.setInput(np.ascontiguousarray(x))
         ref = net.forward().mean(0)
         assert [l.index for l in r.labels] == list(np.argsort(-ref, kind="stable")[:5])
@@ -152,7 +151,7 @@ def test_two_tower_form_of_the_imported_caffe_model(cached):
 
     grouped, meta = load_model(cached["path"])
     towers = TowerAlexNet.from_grouped(grouped, ["cpu", "cpu"]).eval()
-    x = meta.preprocess.crops(np.stack([load_square(p, meta.preprocess.resize) for p in sorted(EXAMPLES.iterdir())[:3]]), 1)
+    x = meta.preprocess.crops(np.stack([meta.preprocess.load(p) for p in sorted(EXAMPLES.iterdir())[:3]]), 1)
     with torch.no_grad():
         torch.testing.assert_close(towers(x), grouped(x), rtol=1e-5, atol=1e-5)
 
@@ -163,7 +162,7 @@ def _narrow(config, preprocess: Preprocess, path, seed: int = 0):
     cfg = dataclasses.replace(config, num_classes=10, conv_channels=(16, 32, 48, 48, 32) if config.towers == 2 else (16, 24, 48, 32, 32),
                               fc_features=64)
     pre = preprocess
-    x = pre.crops(np.stack([load_square(p, pre.resize) for p in sorted(EXAMPLES.iterdir())]), 1)
+    x = pre.crops(np.stack([pre.load(p) for p in sorted(EXAMPLES.iterdir())]), 1)
     state = random_state(cfg, x, seed=seed)
     model = AlexNet(cfg)
     model.load_state_dict(state)

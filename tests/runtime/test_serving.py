@@ -50,7 +50,7 @@ def gate_photos():
 def real_crops(meta, photos, crops=1):
     from alexnet_kit.export.verify import load_photos
 
-    return meta.preprocess.crops(load_photos(photos, meta.preprocess.resize), crops)
+    return meta.preprocess.crops(load_photos(photos, meta.preprocess.resize, meta.preprocess.resize_mode), crops)
 
 
 def test_openvino_fp32_matches_pytorch_to_1e4(artifacts, tiny_checkpoint):

@@ -43,19 +43,18 @@ def read_json(path):
 def test_load_photos_caches_warp_and_crop_apart(tmp_path, monkeypatch):
     from helpers import EXAMPLES
 
-    from alexnet_kit.preprocess import SquareSize
     from alexnet_kit.train.experiments.common import load_photos
 
     monkeypatch.setenv("ALEXNET_KIT_CACHE", str(tmp_path))
     files = [EXAMPLES / "cat.jpg", EXAMPLES / "fish-bike.jpg"]
-    crop, ok_c = load_photos(files, SquareSize(64, "crop"))
-    warp, ok_w = load_photos(files, SquareSize(64, "warp"))
+    crop, ok_c = load_photos(files, 64, mode="crop")
+    warp, ok_w = load_photos(files, 64, mode="warp")
     assert ok_c.all() and ok_w.all()
     assert not np.array_equal(crop, warp)
     assert len(list(tmp_path.glob("*.npz"))) == 2
     # each comes back from its own cache file, not the other's
-    assert np.array_equal(load_photos(files, SquareSize(64, "warp"))[0], warp)
-    assert np.array_equal(load_photos(files, SquareSize(64, "crop"))[0], crop)
+    assert np.array_equal(load_photos(files, 64, mode="warp")[0], warp)
+    assert np.array_equal(load_photos(files, 64, mode="crop")[0], crop)
 
 
 # ---- Figure 1 --------------------------------------------------------------------

@@ -48,7 +48,7 @@ class ArraySplit:
 
 
 def caltech_split(classes: int = 10, size: int = 256, val_fraction: float = 0.2, seed: int = 0,
-                  per_class: int | None = None) -> CaltechSplit:
+                  per_class: int | None = None, mode: str = "crop") -> CaltechSplit:
     folders = class_folders(shared_data("caltech101"))
     folders = sorted(folders, key=lambda f: (-len(photo_files(f)), f.name))[:classes]
     rng = np.random.default_rng(seed)
@@ -61,7 +61,7 @@ def caltech_split(classes: int = 10, size: int = 256, val_fraction: float = 0.2,
         n_val = max(1, round(len(files) * val_fraction))
         va += [(p, label) for p in files[:n_val]]
         tr += [(p, label) for p in files[n_val:]]
-    photos, ok = load_photos([p for p, _ in tr + va], size, what="caltech101")
+    photos, ok = load_photos([p for p, _ in tr + va], size, what="caltech101", mode=mode)
     labels = np.array([l for _, l in tr + va], np.int64)
     n = len(tr)
     keep_tr, keep_va = ok[:n], ok[n:]

@@ -56,14 +56,13 @@ def photo_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
-def load_photos(files: list[Path], size: int, what: str = "photos") -> tuple[np.ndarray, np.ndarray]:
-    """Decode ``files`` to uint8 (N, size, size, 3), cached; returns (photos, ok mask).
+def load_photos(files: list[Path], size: int, what: str = "photos", mode: str = "crop") -> tuple[np.ndarray, np.ndarray]:
+    """Decode ``files`` to uint8 (N, size, size, 3) with resize ``mode``, cached; returns (photos, ok mask).
 
     Bad photos are skipped and counted, never fatal (ok[i] is False).
     """
     # the resize mode is part of the key: a warp model and a crop model on the
     # same files must not share decoded photos (crop keys stay as they were)
-    mode = getattr(size, "mode", "crop")
     tag = "" if mode == "crop" else f"|{mode}"
     key = hashlib.sha256(("\n".join(str(f) for f in files) + f"|{size}{tag}").encode()).hexdigest()[:20]
     path = cache_dir() / f"{what}-{size}{tag.replace('|', '-')}-{key}.npz"
@@ -76,7 +75,7 @@ def load_photos(files: list[Path], size: int, what: str = "photos") -> tuple[np.
     ok = np.ones(len(files), bool)
     for i, f in enumerate(tqdm(files, desc=f"decode {what}", unit="img", leave=False)):
         try:
-            photos[i] = load_square(f, size)
+            photos[i] = load_square(f, size, mode)
         except ImageError as e:
             ok[i] = False
             print(f"skipped {e}")

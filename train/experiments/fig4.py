@@ -65,7 +65,8 @@ def photo_sets(meta, size: str) -> tuple[list[str], list[str], str]:
     split = None
     if prov.get("train_files"):
         classes = [c for c in meta.classes]
-        split = caltech_split(len(classes), meta.preprocess.resize, per_class=12 if size == "tiny" else None)
+        split = caltech_split(len(classes), meta.preprocess.resize, per_class=12 if size == "tiny" else None,
+                              mode=meta.preprocess.resize_mode)
         if sorted(split.classes) == sorted(classes):
             train = list(prov["train_files"])
             held = [f for f in split.val_files if f not in set(train)]
@@ -79,7 +80,8 @@ def photo_sets(meta, size: str) -> tuple[list[str], list[str], str]:
                     f"the model's own training split ({plan}); queries from its validation side")
         except (OSError, ValueError, KeyError):
             pass
-    split = caltech_split(10 if size != "tiny" else 3, meta.preprocess.resize, per_class=12 if size == "tiny" else None)
+    split = caltech_split(10 if size != "tiny" else 3, meta.preprocess.resize, per_class=12 if size == "tiny" else None,
+                          mode=meta.preprocess.resize_mode)
     return split.train_files, split.val_files, "the training side of our Caltech-101 split (seed 0, 20% held out)"
 
 
@@ -109,9 +111,9 @@ def run(out: str | Path = "experiments/results", model: str | Path | None = None
             chosen.append(f)
         if len(chosen) == queries:
             break
-    gal, ok = load_photos([Path(f) for f in gallery_files], res, what="gallery")
+    gal, ok = load_photos([Path(f) for f in gallery_files], res, what="gallery", mode=prep.resize_mode)
     gal, gal_files = gal[ok], [f for f, k in zip(gallery_files, ok) if k]
-    qs, ok = load_photos([Path(f) for f in chosen], res, what="queries")
+    qs, ok = load_photos([Path(f) for f in chosen], res, what="queries", mode=prep.resize_mode)
     qs, q_files = qs[ok], [f for f, k in zip(chosen, ok) if k]
     q_feat, top_idx, top_p = fc7_and_top5(net, prep, qs)
     g_feat = gallery_features(net, prep, gal)
