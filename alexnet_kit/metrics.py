@@ -20,14 +20,21 @@ def average_crops(logits: torch.Tensor, crops: int) -> torch.Tensor:
     return probs.reshape(-1, crops, probs.shape[1]).mean(1)
 
 
-def topk_wrong(scores: torch.Tensor, y: torch.Tensor, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
-    """(top-1 misses, top-k misses) of a batch, as tensors on ``scores``' device (no host sync).
+def topk_misses(scores: torch.Tensor, y: torch.Tensor, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per photo, whether the label is not the top-1 / not among the top-k: two (N,) bool tensors
+    on ``scores``' device (no host sync).
 
     ``scores``: logits or probabilities, (N, C); ``k`` is capped at C (a 3-class net's top-5 is its top-3).
     """
     y = y.to(scores.device, non_blocking=True)
     top = scores.topk(min(k, scores.shape[1]), 1).indices
-    return (top[:, 0] != y).sum(), (~(top == y[:, None]).any(1)).sum()
+    return top[:, 0] != y, ~(top == y[:, None]).any(1)
+
+
+def topk_wrong(scores: torch.Tensor, y: torch.Tensor, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """(top-1 misses, top-k misses) of a batch, as counts on ``scores``' device (no host sync)."""
+    miss1, missk = topk_misses(scores, y, k)
+    return miss1.sum(), missk.sum()
 
 
 class ErrorCounter:
@@ -41,11 +48,13 @@ class ErrorCounter:
         self.wrong1: torch.Tensor | int = 0
         self.wrongk: torch.Tensor | int = 0
 
-    def add(self, scores: torch.Tensor, y: torch.Tensor) -> None:
-        w1, wk = topk_wrong(scores, y, self.k)
-        self.wrong1 = self.wrong1 + w1
-        self.wrongk = self.wrongk + wk
+    def add(self, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Count a batch; returns its per-photo top-1 misses ((N,) bool, on the device), e.g. for per-class errors."""
+        miss1, missk = topk_misses(scores, y, self.k)
+        self.wrong1 = self.wrong1 + miss1.sum()
+        self.wrongk = self.wrongk + missk.sum()
         self.n += len(y)
+        return miss1
 
     def errors(self) -> tuple[float, float]:
         """(top-1 error, top-k error) as fractions; NaN before any photo was counted."""

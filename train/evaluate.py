@@ -109,20 +109,20 @@ def evaluate(checkpoints: list[str], data: str | Path, crops: int = 10, batch: i
     if unknown:
         raise FileProblem(data, f"class(es) the model does not know: {', '.join(unknown[:5])}")
     total = ErrorCounter()
-    per_class: dict[str, ErrorCounter] = {}
+    per_class: dict[str, list[int]] = {}  # class -> [top-1 misses, photos]
     bar = tqdm(total=total_photos, unit="photo", desc=f"evaluate ({crops} crop{'s' if crops > 1 else ''})", disable=not progress)
     pairs = [(model, meta.preprocess) for model, meta in models]
     for photos, names in batches:
         probs = ensemble_probs(pairs, photos, crops, device)
         y = torch.tensor([index[c] for c in names], device=probs.device)
-        total.add(probs, y)
-        for c in dict.fromkeys(names):
-            mine = torch.tensor([n == c for n in names], device=probs.device)
-            per_class.setdefault(c, ErrorCounter()).add(probs[mine], y[mine])
+        for c, miss in zip(names, total.add(probs, y).tolist()):
+            counts = per_class.setdefault(c, [0, 0])
+            counts[0] += miss
+            counts[1] += 1
         bar.update(len(photos))
     bar.close()
     if not total.n:
         raise FileProblem(data, "no readable photos to evaluate")
     top1, top5 = total.errors()
     return EvalResult(total.n, top1, top5, crops, [str(c) for c in checkpoints], skipped,
-                      {c: round(m.errors()[0], 4) for c, m in sorted(per_class.items())})
+                      {c: round(wrong / n, 4) for c, (wrong, n) in sorted(per_class.items())})

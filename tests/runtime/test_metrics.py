@@ -31,7 +31,8 @@ def test_error_counter_sums_batches_like_one_batch():
     c = ErrorCounter()
     assert np.isnan(c.errors()[0])
     for i in range(0, 100, 30):
-        c.add(scores[i:i + 30], y[i:i + 30])
+        miss = c.add(scores[i:i + 30], y[i:i + 30])  # per photo: the label is not the top-1
+        assert miss.tolist() == [bool(s.argmax() != t) for s, t in zip(scores[i:i + 30], y[i:i + 30])]
     w1, w5 = _loop_errors(scores.numpy(), y.numpy(), 5)
     assert c.n == 100 and c.errors() == (w1 / 100, w5 / 100)
 
