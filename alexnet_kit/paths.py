@@ -99,6 +99,11 @@ def repo_path(path: str | os.PathLike, flag: str) -> Path:
     raise AlexKitError(f"{p}: not found{where}; pass {flag} DIR")
 
 
+def cache_root() -> Path:
+    """``$XDG_CACHE_HOME/alexnet-kit`` (``~/.cache/alexnet-kit`` when unset): downloads, measurements."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alexnet-kit"
+
+
 def default_model_path() -> Path:
     """``$ALEXNET_KIT_MODEL``, else ``$XDG_DATA_HOME/alexnet-kit/model.safetensors``."""
     env = os.environ.get("ALEXNET_KIT_MODEL")

@@ -17,12 +17,10 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 def open_engine(args: argparse.Namespace, model, batch: int, quiet: bool = False):
     """The engine for ``model`` as the options ask; says on stderr which one runs (unless ``quiet``)."""
-    import sys
+    from ..engines.select import open_engine as choose, stderr_log
 
-    from ..engines.select import open_engine as choose
-
-    log = None if quiet else (lambda s: print(f"alexnet-kit: {s}", file=sys.stderr, flush=True))
-    engine = choose(model, args.engine, args.precision, device=getattr(args, "device", "cpu"), batch=batch, log=log)
+    engine = choose(model, args.engine, args.precision, device=getattr(args, "device", "cpu"), batch=batch,
+                    log=None if quiet else stderr_log)
     if not quiet:
-        print(f"alexnet-kit: engine: {engine.choice}", file=sys.stderr, flush=True)
+        stderr_log(f"engine: {engine.choice}")
     return engine

@@ -56,9 +56,11 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise AlexKitError(f"the demo needs Gradio ({e}); install it with: pip install 'alexnet-kit[demo]'") from None
 
+    from ..engines.select import stderr_log
+
     service = DemoService.load(model, args.index, device=args.device, engine=args.engine, precision=args.precision,
-                               log=lambda s: print(f"alexnet-kit: {s}", file=sys.stderr, flush=True))
-    print(f"alexnet-kit: engine: {service.classifier.engine.choice}", file=sys.stderr, flush=True)
+                               log=stderr_log)
+    stderr_log(f"engine: {service.classifier.engine.choice}")
     if not service.trained:
         print(f"warning: {model} holds untrained (freshly initialised) weights; the page says so", file=sys.stderr)
     if args.host not in ("127.0.0.1", "localhost", "::1"):

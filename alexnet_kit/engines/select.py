@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from ..errors import AlexKitError, CheckpointError
+from ..paths import cache_root
 from . import cpu
 from .base import Engine
 
@@ -158,9 +159,8 @@ def sidecar_path(model: Path) -> Path:
 
 
 def cache_path(model: Path) -> Path:
-    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     key = hashlib.sha256(str(model.resolve()).encode()).hexdigest()[:24]
-    return home / "alexnet-kit" / "serving" / f"{key}.json"
+    return cache_root() / "serving" / f"{key}.json"
 
 
 def read_measurements(model: str | os.PathLike) -> list[dict]:
@@ -473,6 +473,11 @@ def open_engine(model: str | os.PathLike, engine: str = "auto", precision: str =
     return e
 
 
+def stderr_log(message: str) -> None:
+    """How the CLI and the demo tell the user what the choice of engine is doing."""
+    print(f"alexnet-kit: {message}", file=sys.stderr, flush=True)
+
+
 def serving_engine(path, device: str = "cpu", engine: str | None = None, precision: str | None = None,
                    batch: int = 80, **options) -> Engine:
     """The file's own engine (both None), or the one :func:`open_engine` chooses and verifies."""
@@ -482,7 +487,7 @@ def serving_engine(path, device: str = "cpu", engine: str | None = None, precisi
         return load_engine(path, device=device)
     # a one-time measurement pauses for tens of seconds: say so on stderr unless the caller chose where
     if options.get("log") is None:
-        options["log"] = lambda s: print(f"alexnet-kit: {s}", file=sys.stderr, flush=True)
+        options["log"] = stderr_log
     return open_engine(path, engine or "auto", precision or "auto", device=device, batch=batch, **options)
 
 

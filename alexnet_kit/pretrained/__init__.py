@@ -28,8 +28,9 @@ __all__ = ["NAMES", "convert", "ensure", "fetch", "cache_dir", "cached_checkpoin
 
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/alexnet-kit/pretrained`` (``~/.cache/...`` when unset)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "alexnet-kit" / "pretrained"
+    from ..paths import cache_root
+
+    return cache_root() / "pretrained"
 
 
 def cached_checkpoint(name: str) -> Path:
