@@ -52,8 +52,10 @@ class Result:
         return {"path": self.name, "top": [l.to_dict() for l in self.labels], "error": self.error}
 
 
+BATCH_PHOTOS = 8  # photos per forward pass (80 crops with ten-crop): the engine is measured at this batch
+
 class Classifier:
-    def __init__(self, engine: Engine, crops: int = 10, batch_photos: int = 8, workers: int | None = None):
+    def __init__(self, engine: Engine, crops: int = 10, batch_photos: int = BATCH_PHOTOS, workers: int | None = None):
         if crops not in (1, 10):
             raise ValueError("crops must be 1 or 10")
         self.engine = engine
@@ -71,7 +73,7 @@ class Classifier:
         fp32; with either (``"auto"`` included) :func:`~alexnet_kit.engines.select.open_engine`
         chooses and verifies (the CLI's default is auto).
         """
-        return cls(serving_engine(path, device, engine, precision, crops * kw.get("batch_photos", 8)), crops=crops, **kw)
+        return cls(serving_engine(path, device, engine, precision, crops * kw.get("batch_photos", BATCH_PHOTOS)), crops=crops, **kw)
 
     @property
     def trained(self) -> bool:

@@ -82,6 +82,12 @@ def l2_normalise(v: np.ndarray) -> np.ndarray:
     return (v / np.maximum(norm, 1e-12)).astype(np.float32, copy=False)
 
 
+def default_batch_photos(crops: int) -> int:
+    """Photos per forward pass when the caller does not say: about 64 crops, big enough for the
+    BLAS, small enough for memory (the engine is measured and tuned at that batch)."""
+    return max(1, 64 // crops)
+
+
 class FeatureExtractor:
     """fc7 vectors from an :class:`Engine`, batched, decoding ahead in threads."""
 
@@ -103,8 +109,7 @@ class FeatureExtractor:
             where = getattr(engine, "path", None) or "this model"
             raise AlexKitError(f"{where}: {layer} features need a checkpoint (.safetensors); an exported artifact "
                                f"computes {', '.join(engine.feature_layers)} only (it has no {layer} output)")
-        # about 64 crops per forward pass: big enough for the BLAS, small enough for memory
-        self.batch_photos = batch_photos or max(1, 64 // crops)
+        self.batch_photos = batch_photos or default_batch_photos(crops)
         self.workers = workers
 
     @classmethod
@@ -112,7 +117,7 @@ class FeatureExtractor:
              engine: str | None = None, precision: str | None = None, **kw) -> "FeatureExtractor":
         # ``layer=`` passes through **kw
         """``engine``/``precision``: as :meth:`Classifier.load <alexnet_kit.classify.Classifier.load>`."""
-        batch = crops * (kw.get("batch_photos") or max(1, 64 // crops))
+        batch = crops * (kw.get("batch_photos") or default_batch_photos(crops))
         return cls(serving_engine(path, device, engine, precision, batch), crops=crops, metric=metric, **kw)
 
     @property
@@ -139,10 +144,7 @@ class FeatureExtractor:
         if len(photos) == 0:
             return np.empty((0, self.dim), np.float32)
         x = self.meta.preprocess.crops(photos, self.crops)
-        if self.settings.layer == "fc7":
-            f = self.engine.features(x)
-        else:
-            f = self.engine.layer_features(x, self.settings.layer)
+        f = self.engine.layer_features(x, self.settings.layer)
         f = f.numpy().astype(np.float32, copy=False)
         if self.crops > 1:
             f = f.reshape(len(photos), self.crops, -1).mean(1)

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import AlexKitError
     from ..feature_export import export_features
-    from ..features import FeatureExtractor
+    from ..features import FeatureExtractor, default_batch_photos
     from ..paths import resolve_model
     from ..search.builder import walk_photos
 
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     photos = walk_photos(args.photos)
     if not photos:
         raise AlexKitError("no image files found in " + " ".join(args.photos))
-    batch_photos = args.batch or max(1, 64 // args.crops)
+    batch_photos = args.batch or default_batch_photos(args.crops)
     if args.layer != "fc7" and model.suffix.lower() != ".safetensors":
         raise AlexKitError(f"{model}: {args.layer} features need a checkpoint (.safetensors); an exported artifact "
                            f"computes fc7 only (it has no {args.layer} output)")

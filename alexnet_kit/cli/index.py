@@ -82,12 +82,12 @@ def run(args: argparse.Namespace) -> int:
     if cmd == "build":
         from ..paths import resolve_model
 
-        from ..features import FeatureExtractor
+        from ..features import FeatureExtractor, default_batch_photos
 
         model = resolve_model(args.model)
         if args.batch is not None and args.batch < 1:
             raise AlexKitError("--batch must be at least 1")
-        batch_photos = args.batch or max(1, 64 // args.crops)
+        batch_photos = args.batch or default_batch_photos(args.crops)
         if args.precision == "auto" and not args.force:  # a resumed bf16 build goes on in bf16
             args.precision = builder.extraction_precision(args.out, builder.index_precision(args.out), args.device) or "auto"
         engine = _serving.open_engine(args, model, batch=batch_photos * args.crops)

@@ -57,11 +57,11 @@ class CheckpointEngine(Engine):
 
     @torch.inference_mode()
     def layer_features(self, x: torch.Tensor, layer: str) -> torch.Tensor:
+        if layer == "fc7":
+            return self.features(x)
         m = self.model
         with self._autocast():
-            if layer == "fc7":
-                out = m.fc7_features(self._input(x))
-            elif layer == "fc6":
+            if layer == "fc6":
                 out = m.act6(m.fc6(m.conv_features(self._input(x))))
             elif layer == "pool5":
                 out = m.conv_features(self._input(x))
