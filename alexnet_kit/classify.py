@@ -54,6 +54,7 @@ class Result:
 
 BATCH_PHOTOS = 8  # photos per forward pass (80 crops with ten-crop): the engine is measured at this batch
 
+
 class Classifier:
     def __init__(self, engine: Engine, crops: int = 10, batch_photos: int = BATCH_PHOTOS, workers: int | None = None):
         if crops not in (1, 10):
