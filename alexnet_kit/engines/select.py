@@ -264,11 +264,11 @@ def gate_photos(limit: int = GATE_PHOTOS) -> list[Path]:
     """Real photos for the gate: ``$ALEXNET_KIT_GATE_PHOTOS``, else the example photos (the checkout's, or
     those shipped in the package) plus the shared data's photos and ImageNet samples where present
     (spread over the classes)."""
-    from ..images import is_image_path
+    from ..images import find_images
     from ..paths import example_photos, optional_shared
 
     def folder(p: Path | None) -> list[Path]:
-        return sorted(f for f in p.rglob("*") if f.is_file() and is_image_path(f)) if p and p.is_dir() else []
+        return [Path(f) for f in find_images([p])] if p and p.is_dir() else []
 
     env = os.environ.get("ALEXNET_KIT_GATE_PHOTOS")
     if env:
