@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -33,6 +32,7 @@ from machine import describe  # noqa: E402
 
 from alexnet_kit.model import AlexNet, AlexNetConfig  # noqa: E402
 from alexnet_kit.train.optim import PaperSGD  # noqa: E402
+from alexnet_kit.train.synthetic import time_steps  # noqa: E402
 from alexnet_kit.train.trainer import train_step  # noqa: E402
 
 MODELS = {
@@ -40,22 +40,6 @@ MODELS = {
     "caltech10": dict(conv_channels=(32, 64, 96, 96, 64), fc_features=1024),
     "paper": dict(),
 }
-
-
-def sync(dev):
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_steps(step, x, y, steps: int, warmup: int, dev) -> float:
-    for _ in range(warmup):
-        step(x, y)
-    sync(dev)
-    t = time.perf_counter()
-    for _ in range(steps):
-        step(x, y)
-    sync(dev)
-    return steps * len(y) / (time.perf_counter() - t)
 
 
 def main() -> int:

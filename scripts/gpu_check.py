@@ -155,6 +155,7 @@ def synthetic_step(r, num_classes: int, steps: int, warmup: int) -> float:
     import torch
 
     from alexnet_kit.train.parallel import build_grouped, place
+    from alexnet_kit.train.synthetic import time_steps
     from alexnet_kit.train.trainer import build_optimizer, cuda_bf16_native, resolve_amp, train_step
 
     dev = torch.device(r.device if r.device != "auto" else "cuda")
@@ -166,16 +167,7 @@ def synthetic_step(r, num_classes: int, steps: int, warmup: int) -> float:
     scaler = torch.amp.GradScaler(dev.type) if scaled else None
     x = (torch.randn(r.batch_size, 3, cfg.input_size, cfg.input_size, device=dev) * 50).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, num_classes, (r.batch_size,), device=dev)
-    for _ in range(warmup):
-        train_step(fwd, opt, x, y, amp, scaler=scaler)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(steps):
-        train_step(fwd, opt, x, y, amp, scaler=scaler)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * r.batch_size / (time.perf_counter() - t)
+    return time_steps(lambda xb, yb: train_step(fwd, opt, xb, yb, amp, scaler=scaler), x, y, steps, warmup, dev)
 
 
 class GpuBusy:

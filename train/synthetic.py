@@ -48,6 +48,24 @@ def write_synthetic_packed(dst: str | Path, classes: int = 1000, per_class: int 
     return dst
 
 
+def time_steps(step, x, y, steps: int, warmup: int, device) -> float:
+    """Images/s of ``step(x, y)``: ``warmup`` calls, then ``steps`` timed ones between device syncs."""
+    import torch
+
+    def sync():
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        step(x, y)
+    sync()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step(x, y)
+    sync()
+    return steps * len(y) / (time.perf_counter() - t)
+
+
 def timed_run(recipe, data, warmup: int = 10) -> dict:
     """Run the trainer itself (``recipe.max_steps`` steps) and time its steady state.
 
