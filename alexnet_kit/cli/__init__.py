@@ -4,7 +4,8 @@ Each module in this package defines ``register(subparsers)``, which adds its
 parser and sets ``run``; a module imports nothing heavy at import time, so
 ``alexnet-kit classify`` never pays for the training stack or Gradio. User
 errors (:class:`~alexnet_kit.errors.AlexKitError`) become one line on stderr
-and exit status 2; Ctrl-C exits 130.
+and exit status 2. A long job stopped by SIGTERM or SIGINT saves its work and
+exits 128 + the signal's number (:mod:`alexnet_kit.interrupt`).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pkgutil
 import sys
 
 from ..errors import AlexKitError
+from ..interrupt import Aborted, Interrupted
 
 PROG = "alexnet-kit"
 
@@ -42,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     except AlexKitError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:  # the job saved its work first
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return e.exit_status
+    except Aborted as e:
+        print(f"{PROG}: aborted ({e})", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
