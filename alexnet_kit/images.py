@@ -50,6 +50,15 @@ def find_images(paths: Iterable[str | os.PathLike]) -> list[str]:
     return out
 
 
+def empty_folder_problem(folder: Path) -> str:
+    """One line saying why a folder the user named holds no photo."""
+    files = [f for f in folder.rglob("*") if f.is_file()]
+    if not files:
+        return f"{folder}: empty folder, no photos in it"
+    return (f"{folder}: no photos in this folder ({len(files)} file{'s' if len(files) != 1 else ''}, none named "
+            f"like an image: {', '.join(sorted(IMAGE_SUFFIXES)[:6])}, ...)")
+
+
 def source_name(src: ImageSource) -> str:
     if isinstance(src, (str, os.PathLike)):
         return os.fspath(src)

@@ -1,6 +1,6 @@
 """Where things live when the user does not say.
 
-Three places, found here and nowhere else:
+Four places, found here and nowhere else:
 
 * **package data** (``alexnet_kit/data/...``: the class list, Caffe's mean
   image, a few real photos), through :mod:`importlib.resources`, so it is
@@ -10,9 +10,11 @@ Three places, found here and nowhere else:
   photos and the quickstart data under ``examples/``; ``None`` from a wheel;
 * the optional **shared data** (real data sets too large for the
   repository): ``$ALEXNET_KIT_SHARED_DATA``, else ``../shared/data`` beside
-  the checkout.
+  the checkout;
+* the **user's folders** (XDG): the cache (downloads, measurements), the
+  data folder (default indexes) and the config file (:mod:`.settings`).
 
-A feature that needs a file from the latter two where it is absent fails
+A feature that needs a file from the checkout or the shared data where it is absent fails
 with one line naming the file and the flag or variable that supplies it.
 """
 from __future__ import annotations
@@ -104,41 +106,16 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alexnet-kit"
 
 
-def default_model_path() -> Path:
-    """``$ALEXNET_KIT_MODEL``, else ``$XDG_DATA_HOME/alexnet-kit/model.safetensors``."""
-    env = os.environ.get("ALEXNET_KIT_MODEL")
-    if env:
-        return Path(env)
-    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return data_home / "alexnet-kit" / "model.safetensors"
+def data_root() -> Path:
+    """``$XDG_DATA_HOME/alexnet-kit`` (``~/.local/share/alexnet-kit`` when unset): the user's own indexes."""
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "alexnet-kit"
 
 
-def resolve_model(arg: str | os.PathLike | None) -> Path:
-    """The model file a command should use, given what the user passed (or nothing).
+def index_root() -> Path:
+    """Where ``index build`` puts an index given no ``--out``, and where ``--index NAME`` looks."""
+    return data_root() / "indexes"
 
-    Every command that takes a model goes through here, so a model can be
-    named the same way everywhere: a path, a pretrained name (``caffe``,
-    ``torchvision``, ``onnx-zoo``: downloaded and converted into the cache on
-    first use, the cached checkpoint afterwards; an existing file of that
-    name still wins), or nothing for the default.
-    Raises a one-line :class:`~alexnet_kit.errors.AlexKitError` when there is
-    no such model.
-    """
-    from .errors import AlexKitError
 
-    if arg is None or str(arg) == "":
-        path = default_model_path()
-        if not path.exists():
-            raise AlexKitError(f"no model at {path}: pass --model PATH, or create one with 'alexnet-kit init' (untrained) "
-                               "or 'alexnet-kit train'")
-        return path
-    path = Path(arg)
-    if path.exists():
-        return path
-    from .pretrained import NAMES
-
-    if str(arg) in NAMES:
-        from .pretrained import ensure
-
-        return ensure(str(arg))
-    raise AlexKitError(f"{path}: model file not found (pretrained names: {', '.join(NAMES)})")
+def config_file() -> Path:
+    """``$XDG_CONFIG_HOME/alexnet-kit/config.toml`` (``~/.config/...`` when unset): the user's defaults."""
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "alexnet-kit" / "config.toml"

@@ -20,8 +20,8 @@ from alexnet_kit.features import FeatureExtractor
 
 from .figures import crops_strip, kernel_grid
 
-NO_INDEX = ("No similarity index loaded: start the demo with --index PATH "
-            "(build one with 'alexnet-kit index build PHOTOS --out PATH --model MODEL').")
+NO_INDEX = ("No similarity index loaded: build one with 'alexnet-kit index build ~/Pictures' (the default "
+            "index, which the demo then opens), or start the demo with --index PATH.")
 
 
 @dataclass

@@ -10,8 +10,14 @@ from helpers import TINY_WIDTHS, make_checkpoint
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
-    """Never touch the user's default model location from a test."""
-    monkeypatch.setenv("ALEXNET_KIT_MODEL", str(tmp_path_factory.getbasetemp() / "default-model.safetensors"))
+    """Never touch the user's defaults from a test, and never download: the default model is a file
+    that is not there (a test of the defaults sets its own), the config and index folders are the
+    test run's own, and downloads are off (a test of them turns them on, against a local server)."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("ALEXNET_KIT_MODEL", str(base / "default-model.safetensors"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(base / "xdg-config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(base / "xdg-data"))
+    monkeypatch.setenv("ALEXNET_KIT_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")

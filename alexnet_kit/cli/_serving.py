@@ -1,8 +1,11 @@
-"""The --engine / --precision options shared by classify, features, index build and the demo."""
+"""The --model, --engine and --precision options shared by classify, features, index build and the demo."""
 from __future__ import annotations
 
 import argparse
 
+MODEL_HELP = ("checkpoint, exported artifact or pretrained name (caffe, torchvision, onnx-zoo); default: "
+              "$ALEXNET_KIT_MODEL, else model in ~/.config/alexnet-kit/config.toml, else caffe (BVLC's bvlc_alexnet, "
+              "the paper's network, downloaded once on first use)")
 ENGINE_HELP = ("onnxruntime, openvino (.onnx artifacts), torch (checkpoints, .ts, .pt2), or auto (default): the "
                "fastest that passes the precision gate on this CPU, measured once and stored beside the model")
 PRECISION_HELP = ("fp32, bf16 (only on a CPU with amx_bf16 or avx512_bf16), int8 (the int8 export beside an .onnx), "

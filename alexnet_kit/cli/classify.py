@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "stderr; the others are still classified, and the exit status is then 1.",
     )
     p.add_argument("photos", nargs="+", metavar="PHOTO", help="image files, or folders (searched recursively)")
-    p.add_argument("-m", "--model", help="checkpoint or exported artifact (default: $ALEXNET_KIT_MODEL or ~/.local/share/alexnet-kit/model.safetensors)")
+    p.add_argument("-m", "--model", help=_serving.MODEL_HELP)
     p.add_argument("-k", "--top", type=int, default=5, help="labels per photo (default 5)")
     p.add_argument("--crops", type=int, choices=[1, 10], default=10, help="10: corners + centre + mirrors (the paper); 1: centre crop")
     p.add_argument("--json", action="store_true", help="one JSON document with every result")
@@ -30,18 +30,18 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from ..classify import Classifier
-    from ..images import find_images
     from ..errors import AlexKitError
-    from ..paths import resolve_model
+    from ..settings import resolve_model
+    from ._photos import named_photos
 
     if args.top < 1:
         raise AlexKitError("--top must be at least 1")
-    model = resolve_model(args.model)
-    photos = find_images(args.photos)
-    if not photos:
-        raise AlexKitError("no image files found in " + " ".join(args.photos))
     if args.batch < 1:
         raise AlexKitError("--batch must be at least 1")
+    photos, empty = named_photos(args.photos)
+    if not photos:
+        return 1
+    model = resolve_model(args.model)
     engine = _serving.open_engine(args, model, batch=args.batch * args.crops)
     clf = Classifier(engine, crops=args.crops, batch_photos=args.batch)
     if not clf.trained:
@@ -71,5 +71,4 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
     if failures:
         print(f"alexnet-kit: {failures} of {len(photos)} photos could not be read", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if failures or empty else 0

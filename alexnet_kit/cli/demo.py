@@ -15,8 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(the paper's Figure 3). API endpoints /classify and /similar work from gradio_client. "
         "Binds 127.0.0.1 unless --host says otherwise; there is no public share link.",
     )
-    p.add_argument("--model", help="checkpoint (.safetensors) or exported artifact (default: $ALEXNET_KIT_MODEL or ~/.local/share/alexnet-kit/model.safetensors)")
-    p.add_argument("--index", help="similarity index of a photo folder; without it the page says that no index is loaded")
+    p.add_argument("--model", help=_serving.MODEL_HELP)
+    p.add_argument("--index", help="index folder or name (default: $ALEXNET_KIT_INDEX, else index in the config file, else "
+                   "the index named 'default' when there is one; without an index the page says how to build one)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the demo, with no login, to the network)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--max-upload-mb", type=float, default=20, help="largest accepted upload in MB (default 20)")
@@ -34,11 +35,16 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import AlexKitError
     from ..images import is_image_path
-    from ..paths import resolve_model
+    from ..settings import index_choice, resolve_index, resolve_model
 
-    model = resolve_model(args.model)
-    if args.index and not Path(args.index).exists():
-        raise AlexKitError(f"{args.index}: index not found")
+    if args.index or index_choice().why != "built in":  # named: it must be there
+        args.index = str(resolve_index(args.index))
+    else:  # the default index, when one was built
+        try:
+            args.index = str(resolve_index())
+        except AlexKitError as e:
+            args.index = None
+            print(f"alexnet-kit: {e}", file=sys.stderr)
     if not 0 < args.max_upload_mb <= 1024:
         raise AlexKitError("--max-upload-mb must be between 0 and 1024")
     if not 0 < args.port < 65536:
@@ -55,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         from ..apps.service import DemoService
     except ImportError as e:
         raise AlexKitError(f"the demo needs Gradio ({e}); install it with: pip install 'alexnet-kit[demo]'") from None
+    model = resolve_model(args.model)  # after the cheap checks: it may download the default model
 
     from ..engines.select import stderr_log
 

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("photos", nargs="+", metavar="PHOTOS", help="folders or image files")
     p.add_argument("-o", "--out", required=True, metavar="FILE", help="output file: .npz or .parquet")
-    p.add_argument("-m", "--model", help="checkpoint or exported artifact (default: $ALEXNET_KIT_MODEL or ~/.local/share/alexnet-kit/model.safetensors)")
+    p.add_argument("-m", "--model", help=_serving.MODEL_HELP)
     p.add_argument("--layer", choices=["fc7", "fc6", "pool5"], default="fc7",
                    help="fc7 (default, §6.1) or fc6 after their ReLU, or pool5 flattened")
     p.add_argument("--crops", type=int, choices=[1, 10], default=1,
@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import AlexKitError
     from ..feature_export import export_features
     from ..features import FeatureExtractor, default_batch_photos
-    from ..paths import resolve_model
-    from ..search.builder import walk_photos
+    from ..settings import resolve_model
+    from ._photos import named_photos
 
     if args.batch is not None and args.batch < 1:
         raise AlexKitError("--batch must be at least 1")
@@ -51,10 +51,10 @@ def run(args: argparse.Namespace) -> int:
     from ..feature_export import check_output
 
     check_output(Path(args.out), args.force)  # before the photos are walked and the model is loaded
-    model = resolve_model(args.model)
-    photos = walk_photos(args.photos)
+    photos, empty = named_photos(args.photos, walk=True)
     if not photos:
-        raise AlexKitError("no image files found in " + " ".join(args.photos))
+        return 1
+    model = resolve_model(args.model)
     batch_photos = args.batch or default_batch_photos(args.crops)
     if args.layer != "fc7" and model.suffix.lower() != ".safetensors":
         raise AlexKitError(f"{model}: {args.layer} features need a checkpoint (.safetensors); an exported artifact "
@@ -71,4 +71,4 @@ def run(args: argparse.Namespace) -> int:
     resumed = f", {report.resumed} from the interrupted run" if report.resumed else ""
     print(f"wrote {args.out}: {report.written} vectors of {report.dim} ({extractor.settings.describe()}){resumed}, "
           f"{len(report.errors)} unreadable skipped; model {extractor.fingerprint[:16]}")
-    return 1 if report.errors else 0
+    return 1 if report.errors or empty else 0

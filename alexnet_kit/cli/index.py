@@ -5,7 +5,7 @@ import argparse
 
 from . import _serving
 
-MODEL_HELP = "checkpoint or exported artifact (default: $ALEXNET_KIT_MODEL or ~/.local/share/alexnet-kit/model.safetensors)"
+INDEX_HELP = "index folder, or the name of one in ~/.local/share/alexnet-kit/indexes (default: the default index)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,8 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "recursively), extract fc7 features in batches and write the index folder OUT. Unreadable "
                         "photos are skipped and reported. Run it again after an interruption to resume.")
     b.add_argument("photos", nargs="+", metavar="PHOTOS", help="folders or image files")
-    b.add_argument("-o", "--out", required=True, metavar="INDEX", help="index folder to create")
-    b.add_argument("-m", "--model", help=MODEL_HELP)
+    b.add_argument("-o", "--out", metavar="INDEX", help="index folder to create (default: the default index, "
+                   "~/.local/share/alexnet-kit/indexes/default, which 'similar' and 'demo' open when given no --index; "
+                   "$ALEXNET_KIT_INDEX or index in the config file name another)")
+    b.add_argument("-m", "--model", help=_serving.MODEL_HELP)
     b.add_argument("--crops", type=int, choices=[1, 10], default=1,
                    help="1: centre crop (default, one pass per photo); 10: mean over the ten crops of §4.1 (mirror-invariant, 10x slower)")
     b.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine",
@@ -37,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a = isub.add_parser("add", help="take in new and changed photos", description="Extract features of photos "
                         "that are new or changed (size and mtime, then SHA-256) and skip the rest. Without PHOTOS, "
                         "rescans the folders the index was built from. Also finishes an interrupted add or remove.")
-    a.add_argument("index", metavar="INDEX")
+    a.add_argument("index", metavar="INDEX", help=INDEX_HELP.replace(" (default: the default index)", ""))
     a.add_argument("photos", nargs="*", metavar="PHOTOS", help="folders or image files (default: the index's folders)")
     a.add_argument("-m", "--model", help="the index's model, if it moved (must be the same weights)")
     a.add_argument("--rebuild", action="store_true", help="rebuild the FAISS index from the stored vectors (retrains a compressed one)")
@@ -45,13 +47,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     r = isub.add_parser("remove", help="forget photos", description="Remove photos from the index: the given files, "
                         "every photo under the given folders, and with --missing every photo whose file is gone.")
-    r.add_argument("index", metavar="INDEX")
+    r.add_argument("index", metavar="INDEX", help=INDEX_HELP.replace(" (default: the default index)", ""))
     r.add_argument("paths", nargs="*", metavar="PATH")
     r.add_argument("--missing", action="store_true", help="also remove photos whose file no longer exists")
 
-    i = isub.add_parser("info", help="describe an index", description="What an index holds: photos, model, feature "
-                        "settings, index type, memory per photo; checks both files' integrity.")
-    i.add_argument("index", metavar="INDEX")
+    i = isub.add_parser("info", help="describe an index, or list the user's indexes", description="What an index holds: "
+                        "photos, model, feature settings, index type, memory per photo; checks both files' integrity. "
+                        "Without INDEX: the indexes in ~/.local/share/alexnet-kit/indexes and which one is the default.")
+    i.add_argument("index", metavar="INDEX", nargs="?", help="index folder or name (default: list them)")
     i.add_argument("--json", action="store_true")
     i.add_argument("--errors", action="store_true", help="list the unreadable photos")
     p.set_defaults(run=run)
@@ -78,15 +81,20 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import AlexKitError
     from ..search import builder
 
+    from ..settings import build_target, resolve_index, resolve_model
+
     cmd = args.index_command
     if cmd == "build":
-        from ..paths import resolve_model
-
         from ..features import FeatureExtractor, default_batch_photos
+        from ._photos import named_photos
 
-        model = resolve_model(args.model)
         if args.batch is not None and args.batch < 1:
             raise AlexKitError("--batch must be at least 1")
+        args.out = str(build_target(args.out))
+        photos, empty = named_photos(args.photos, walk=True)
+        if not photos:
+            return 1
+        model = resolve_model(args.model)
         batch_photos = args.batch or default_batch_photos(args.crops)
         if args.precision == "auto" and not args.force:  # a resumed bf16 build goes on in bf16
             args.precision = builder.extraction_precision(args.out, builder.index_precision(args.out), args.device) or "auto"
@@ -97,14 +105,15 @@ def run(args: argparse.Namespace) -> int:
             # 'index add' then compute the same features
             report = builder.build(args.photos, args.out, engine.path or model, crops=args.crops, metric=args.metric,
                                    index_type=args.index_type, device=args.device, force=args.force, chunk=args.chunk,
-                                   progress=not args.quiet, batch_photos=args.batch, extractor=extractor)
+                                   progress=not args.quiet, batch_photos=args.batch, extractor=extractor, walked=photos)
         except ValueError as e:  # an index type FAISS does not know
             raise AlexKitError(str(e)) from None
         _report(report, ("resumed and built " if report.resumed else "built ") + args.out)
-        return 1 if report.bad else 0
+        return 1 if report.bad or empty else 0
+    if args.index is None:
+        return _list()
+    args.index = str(resolve_index(args.index))
     if cmd == "add":
-        from ..paths import resolve_model
-
         model = resolve_model(args.model) if args.model else None  # a path or a pretrained name; default: the index's
         report = builder.add(args.index, args.photos or None, model=model, device=args.device, chunk=args.chunk,
                              progress=not args.quiet, rebuild_index=args.rebuild, batch_photos=args.batch)
@@ -117,6 +126,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"removed {report.removed} photos from {args.index}; {report.indexed} remain")
         return 0
     return _info(args)
+
+
+def _list() -> int:
+    """The user's indexes, and which one 'similar' and 'demo' open by default."""
+    from ..paths import index_root
+    from ..search import SimilarityIndex
+    from ..settings import EXAMPLE_FOLDER, index_choice, list_indexes
+
+    choice = index_choice()
+    folders = list_indexes()
+    if not folders:
+        print(f"no indexes in {index_root()} yet: alexnet-kit index build {EXAMPLE_FOLDER}")
+    for folder in folders:
+        with SimilarityIndex.open(folder) as idx:
+            d = idx.info()
+        mark = "*" if choice.value in (folder.name, str(folder)) else " "
+        print(f"{mark} {folder.name:<16} {d['photos']:>9,} photos  {', '.join(d['roots'] or [])}")
+    print(f"default index: {choice.value} ({choice.why})")
+    return 0
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -5,21 +5,62 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="show a model file's metadata", description="Show what a checkpoint (or exported artifact) holds: architecture, classes, preprocessing, provenance, fingerprint.")
-    p.add_argument("model", help="checkpoint (.safetensors) or artifact")
+    p = sub.add_parser("info", help="show a model file's metadata, or which model and index are the defaults",
+                       description="Show what a checkpoint (or exported artifact) holds: architecture, classes, "
+                       "preprocessing, provenance, fingerprint. Without MODEL: which model and index the commands use "
+                       "when given none, and why (--model/--index, $ALEXNET_KIT_MODEL/$ALEXNET_KIT_INDEX, "
+                       "~/.config/alexnet-kit/config.toml, or built in), without downloading anything.")
+    p.add_argument("model", nargs="?", help="checkpoint (.safetensors), artifact or pretrained name (default: describe the defaults)")
     p.add_argument("--json", action="store_true", help="print the metadata as JSON (without the mean image)")
     p.set_defaults(run=run)
 
 
+def defaults(as_json: bool) -> int:
+    """The default model and index and why, without fetching either."""
+    import json
+    from pathlib import Path
+
+    from ..paths import config_file
+    from ..pretrained import NAMES, cached_checkpoint
+    from ..settings import index_choice, is_index_name, index_path, model_choice, offline
+
+    m, i = model_choice(), index_choice()
+    if m.value in NAMES and not Path(m.value).exists():
+        from ..pretrained.registry import source
+
+        ckpt = cached_checkpoint(m.value)
+        src = source(m.value)
+        state = (f"in the cache: {ckpt}" if ckpt.exists() else
+                 f"not downloaded yet: the first command that needs it fetches {src.url} into {ckpt.parent}")
+        model_line = f"{m.value}: {src.title}; {state}"
+    else:
+        model_line = m.value
+    ipath = index_path(i.value) if is_index_name(i.value) else Path(i.value).expanduser()
+    d = {"model": m.value, "model_from": m.why, "model_detail": model_line, "index": i.value, "index_from": i.why,
+         "index_path": str(ipath), "index_exists": ipath.exists(), "offline": offline(), "config_file": str(config_file()),
+         "config_file_exists": config_file().is_file()}
+    if as_json:
+        print(json.dumps(d, indent=2))
+        return 0
+    print(f"default model  {model_line} ({m.why})")
+    print(f"default index  {ipath} ({i.why}){'' if ipath.exists() else '; not built yet: alexnet-kit index build ~/Pictures'}")
+    print(f"downloads      {'off (offline mode)' if d['offline'] else 'on'}")
+    print(f"config file    {config_file()}{'' if d['config_file_exists'] else ' (none)'}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import json
+
+    if args.model is None:
+        return defaults(args.json)
 
     from ..engines import load_engine
     from ..model import AlexNet, count_parameters
 
     import torch
 
-    from ..paths import resolve_model
+    from ..settings import resolve_model
 
     from ..engines import cpu
     from ..engines.select import describe_measurements, read_measurements, sidecar_path

@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(§5: N(0, 0.01), biases 1 in conv2/4/5 and fc6/fc7). Classify works with it at once and "
         "says plainly that the weights are untrained.",
     )
-    p.add_argument("out", nargs="?", help="where to write it (default: $ALEXNET_KIT_MODEL or ~/.local/share/alexnet-kit/model.safetensors)")
+    p.add_argument("out", help="where to write it (.safetensors); use it with --model OUT, or make it the default "
+                   "with ALEXNET_KIT_MODEL=OUT or model = \"OUT\" in ~/.config/alexnet-kit/config.toml")
     p.add_argument("--classes", default="imagenet", help="'imagenet' (the 1000 ILSVRC-2012 classes, shipped) or a file: 'wnid<TAB>name' or one name per line")
     p.add_argument("--caffe-mean", metavar="NPY", help="mean image from Caffe's ilsvrc_2012_mean.npy (BGR, 3x256x256); default: ImageNet's per-channel mean")
     from ..config import AlexNetConfig, add_options
@@ -38,10 +39,9 @@ def run(args: argparse.Namespace) -> int:
     from ..meta import ModelMeta, imagenet_classes, read_class_file
     from ..config import AlexNetConfig, given_options
     from ..model import AlexNet, count_parameters
-    from ..paths import default_model_path
     from ..preprocess import Preprocess, caffe_mean_to_rgb
 
-    out = Path(args.out) if args.out else default_model_path()
+    out = Path(args.out)
     if out.exists() and not args.force:
         raise AlexKitError(f"{out}: already exists (use --force to overwrite)")
     if args.classes == "imagenet":

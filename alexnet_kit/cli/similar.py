@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "that is itself in the index is left out of its own results.",
     )
     p.add_argument("photo", metavar="PHOTO")
-    p.add_argument("-i", "--index", required=True, metavar="INDEX", help="index folder from 'alexnet-kit index build'")
+    p.add_argument("-i", "--index", metavar="INDEX", help="index folder, or the name of one in ~/.local/share/alexnet-kit/indexes "
+                   "(default: $ALEXNET_KIT_INDEX, else index in ~/.config/alexnet-kit/config.toml, else the one named "
+                   "'default', which 'alexnet-kit index build PHOTOS' writes)")
     p.add_argument("-k", "--top", type=int, default=8, help="how many (default 8)")
     p.add_argument("--json", action="store_true", help="one JSON document")
     p.add_argument("-m", "--model", help="the index's model, if it moved (must be the same weights)")
@@ -27,17 +29,18 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from ..errors import AlexKitError
-    from ..paths import resolve_model
+    from ..settings import resolve_index, resolve_model
     from ..search import SimilarityIndex
 
     if args.top < 1:
         raise AlexKitError("--top must be at least 1")
+    index = resolve_index(args.index)
     model = resolve_model(args.model) if args.model else None  # a path or a pretrained name; default: the index's
-    with SimilarityIndex.open(args.index, model=model, crops=args.crops, metric=args.metric, device=args.device) as idx:
+    with SimilarityIndex.open(index, model=model, crops=args.crops, metric=args.metric, device=args.device) as idx:
         hits = idx.query(args.photo, top=args.top)
         info = idx.info()
     if args.json:
-        print(json.dumps({"query": args.photo, "index": args.index, "metric": info["feature_settings"]["metric"],
+        print(json.dumps({"query": args.photo, "index": str(index), "metric": info["feature_settings"]["metric"],
                           "exact": info["exact"], "hits": [h.to_dict() for h in hits]}, indent=2))
         return 0
     for h in hits:

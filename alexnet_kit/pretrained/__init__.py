@@ -113,34 +113,68 @@ def convert(name: str, file: str | os.PathLike, out: str | os.PathLike, digest_c
 
 
 def ensure(name: str, progress: bool = True) -> Path:
-    """The cached checkpoint for ``name``: downloaded and converted on first use, reused afterwards."""
+    """The cached checkpoint for ``name``: downloaded and converted on first use, reused afterwards.
+
+    Before a download one stderr line (with the progress bar, unless ``progress`` is off) says what is fetched, from where, how
+    big it is and where it goes. Offline (:func:`alexnet_kit.settings.offline`)
+    or when the download fails, one :class:`AlexKitError` line names the
+    address, the failure and the ways out; nothing is left in the cache but a
+    resumable ``.part`` file of an interrupted transfer."""
     from .registry import source
 
     ckpt = cached_checkpoint(name)
     if ckpt.exists():
         return ckpt
     src = source(name)
+    if not (cache_dir() / src.filename).exists():
+        _check_online(src)
     with _cache_lock(name):  # two commands started together must not write the same .part file
         if ckpt.exists():  # the other one finished while we waited
             return ckpt
-        return convert(name, _download(src, progress), ckpt, src=src)
+        return convert(name, _download(src, progress, then=ckpt), ckpt, src=src)
 
 
 def fetch(name: str, progress: bool = True) -> Path:
     """The source's published file in the cache, downloaded (digest checked) when missing."""
     from .registry import source
 
+    src = source(name)
+    if not (cache_dir() / src.filename).exists():
+        _check_online(src)
     with _cache_lock(name):
-        return _download(source(name), progress)
+        return _download(src, progress)
 
 
-def _download(src, progress: bool) -> Path:
+def ways_out(name: str) -> str:
+    return (f"with the file at hand: alexnet-kit pretrained {name} --file FILE; "
+            "or name another model: --model PATH (a checkpoint or exported artifact)")
+
+
+def _check_online(src) -> None:
+    from ..settings import OFFLINE_ENV, offline
+
+    if offline():
+        raise AlexKitError(f"{src.name} weights are not in {cache_dir()} and offline mode ({OFFLINE_ENV}=1 or "
+                           f"offline = true in the config file) forbids fetching {src.url}; {ways_out(src.name)}")
+
+
+def _download(src, progress: bool, then: Path | None = None) -> Path:
     # the caller holds _cache_lock: flock is per open file, so taking it again here would wait forever
-    from .download import download
+    import sys
+
+    from .download import DownloadError, download
 
     raw = cache_dir() / src.filename
     if not raw.exists():
-        download(src.url, raw, src.digest, progress=progress)
+        size = f"{src.size / 1e6:,.0f} MB" if src.size else "about 244 MB"
+        after = f", then converted to {then}" if then else ""
+        if progress:
+            print(f"alexnet-kit: downloading the {src.name} weights ({src.title}; {size}) from {src.url} to {raw} "
+                  f"(once{after})", file=sys.stderr, flush=True)
+        try:
+            download(src.url, raw, src.digest, progress=progress)
+        except DownloadError as e:
+            raise DownloadError(f"{e}; {ways_out(src.name)}") from None
     return raw
 
 

@@ -304,12 +304,15 @@ def _family(wanted: str, current: str) -> str:
 def build(photos: Iterable[str | os.PathLike], out: str | os.PathLike, model: str | os.PathLike, *,
           crops: int = 1, metric: str = "cosine", index_type: str = "auto", device: str = "cpu",
           force: bool = False, chunk: int = CHUNK, progress: bool = False, batch_photos: int | None = None,
-          workers: int | None = None, extractor: FeatureExtractor | None = None) -> UpdateReport:
-    """Index the photos into the folder ``out``; resumes an interrupted build of the same photos."""
+          workers: int | None = None, extractor: FeatureExtractor | None = None,
+          walked: list[str] | None = None) -> UpdateReport:
+    """Index the photos into the folder ``out``; resumes an interrupted build of the same photos.
+
+    ``walked``: :func:`walk_photos` of ``photos``, when the caller has it already."""
     t0 = time.perf_counter()
     root = Path(out)
     report = UpdateReport()
-    photo_list = walk_photos(photos)
+    photo_list = walked if walked is not None else walk_photos(photos)
     if root.exists() and not root.is_dir():
         raise IndexProblem(root, "exists and is not an index folder")
     # resuming a build: the precision it started in (a bf16 build goes on in bf16)

@@ -132,6 +132,7 @@ def test_cli_server_error_one_line_and_empty_cache(server, tmp_path, monkeypatch
     from alexnet_kit.cli import main
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("ALEXNET_KIT_OFFLINE")
     monkeypatch.setenv("ALEXNET_KIT_PRETRAINED_CAFFE_URL", f"{server}/status/{code}")
     assert main(["pretrained", "caffe", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -146,7 +147,7 @@ def test_cli_server_error_one_line_and_empty_cache(server, tmp_path, monkeypatch
 
 @pytest.mark.slow
 @pytest.mark.parametrize("out", [False, True])
-def test_cli_download_waits_for_the_cache_lock(server, tmp_path, out):
+def test_cli_download_waits_for_the_cache_lock(server, tmp_path, out, monkeypatch):
     """`pretrained caffe` (with or without --out) downloads under the same lock as `--model caffe`:
     while another process holds it, this one waits instead of writing the same .part file."""
     import fcntl
@@ -155,6 +156,7 @@ def test_cli_download_waits_for_the_cache_lock(server, tmp_path, out):
     import time
 
     cache = tmp_path / "cache"
+    monkeypatch.delenv("ALEXNET_KIT_OFFLINE")
     env = {**os.environ, "XDG_CACHE_HOME": str(cache), "ALEXNET_KIT_PRETRAINED_CAFFE_URL": f"{server}/status/404"}
     lock = cache / "alexnet-kit" / "pretrained" / ".caffe.lock"
     lock.parent.mkdir(parents=True)

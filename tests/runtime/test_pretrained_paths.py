@@ -61,11 +61,12 @@ def caffe(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cached(caffe, tmp_path_factory):
     """``--model caffe`` on first use: downloaded from the (local) URL and converted into the XDG cache."""
-    from alexnet_kit.paths import resolve_model
+    from alexnet_kit.settings import resolve_model
 
     cache = tmp_path_factory.mktemp("xdg-cache")
     mp = pytest.MonkeyPatch()
     mp.setenv("XDG_CACHE_HOME", str(cache))
+    mp.delenv("ALEXNET_KIT_OFFLINE", raising=False)
     mp.setenv("ALEXNET_KIT_PRETRAINED_CAFFE_URL", caffe["url"])
     mp.setenv("ALEXNET_KIT_PRETRAINED_CAFFE_DIGEST", caffe["digest"])
     try:
@@ -77,7 +78,7 @@ def cached(caffe, tmp_path_factory):
 
 def test_pretrained_name_downloads_converts_then_reuses_the_cache(caffe, cached, tmp_path, monkeypatch):
     from alexnet_kit.checkpoint import read_meta
-    from alexnet_kit.paths import resolve_model
+    from alexnet_kit.settings import resolve_model
 
     path = cached["path"]
     root = cached["cache"] / "alexnet-kit" / "pretrained"
