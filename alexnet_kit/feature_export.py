@@ -30,6 +30,7 @@ import numpy as np
 from .errors import AlexKitError
 from .features import FeatureExtractor
 from .fsutil import atomic_path
+from .interrupt import StopOnSignal
 
 FORMATS = (".npz", ".parquet")
 CHUNK = 256
@@ -132,30 +133,36 @@ def export_features(photos: Sequence[str], out: str | os.PathLike, extractor: Fe
     bad: list[tuple[str, str]] = []
     bar = tqdm(total=len(photos), initial=len(done), unit="photo", desc=f"{extractor.settings.layer} features",
                disable=not progress, dynamic_ncols=True, file=sys.stderr)
-    try:
-        for item in extractor.extract(todo):
-            if item.error is None:
-                paths.append(item.name)
-                vectors.append(item.vector)
-                report.extracted += 1
-            else:
-                bad.append((item.name, item.error))
-                bar.set_postfix(unreadable=len(done_bad) + len(bad) + len(report.errors), refresh=False)
-            bar.update(1)
-            if len(paths) + len(bad) >= chunk:
+    # SIGTERM/SIGINT: the batch in hand is the last; the chunk so far is written, then Interrupted
+    with bar, StopOnSignal("writing the photos done so far") as stop:
+        try:
+            for item in extractor.extract(todo):
+                if item.error is None:
+                    paths.append(item.name)
+                    vectors.append(item.vector)
+                    report.extracted += 1
+                else:
+                    bad.append((item.name, item.error))
+                    bar.set_postfix(unreadable=len(done_bad) + len(bad) + len(report.errors), refresh=False)
+                bar.update(1)
+                if len(paths) + len(bad) >= chunk:
+                    _write_chunk(folder, n, paths, vectors, bad, extractor.dim)
+                    report.errors += bad
+                    n, paths, vectors, bad = n + 1, [], [], []
+                # a signal ends the batch in hand first: the next run's batches are then the ones an
+                # uninterrupted run computes, so its features are bitwise the same
+                if stop.requested and (report.extracted + len(report.errors) + len(bad)) % extractor.batch_photos == 0:
+                    break
+            if paths or bad:
                 _write_chunk(folder, n, paths, vectors, bad, extractor.dim)
                 report.errors += bad
-                n, paths, vectors, bad = n + 1, [], [], []
-        if paths or bad:
-            _write_chunk(folder, n, paths, vectors, bad, extractor.dim)
-            report.errors += bad
-    except KeyboardInterrupt:
-        bar.close()
-        print(f"alexnet-kit: interrupted; the photos done so far are in {folder}: run the same command again to resume",
-              file=sys.stderr)
-        raise
-    finally:
-        bar.close()
+        except KeyboardInterrupt:  # a second signal, or Ctrl-C outside the main thread: written chunks stay
+            bar.close()
+            print(f"alexnet-kit: interrupted; the photos done so far are in {folder}: run the same command again to resume",
+                  file=sys.stderr)
+            raise
+        stop.raise_if_requested(f"stopped; {len(done) + report.extracted + len(report.errors)} of {len(photos)} photos "
+                                f"are done, in {folder}: run the same command again to resume")
     all_paths, all_vectors, all_bad = _read_chunks(folder, extractor.dim)
     order = {p: i for i, p in enumerate(photos)}
     keep = sorted((order[p], i) for i, p in enumerate(all_paths) if p in order)  # photos gone from the list drop out

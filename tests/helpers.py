@@ -55,6 +55,44 @@ def run_cli(*args, env=None) -> subprocess.CompletedProcess:
                           timeout=300, env=env)
 
 
+@contextmanager
+def serve_file(path: Path):
+    """``path`` served over HTTP on 127.0.0.1 (any URL path answers with it): yields its URL. For the
+    download tests: the address override (ALEXNET_KIT_PRETRAINED_<NAME>_URL) points here, never the network."""
+    import http.server
+    import threading
+
+    body = path.read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/{path.name}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def random_caffemodel(path: Path) -> Path:
+    """bvlc_alexnet in Caffe's real (V1) file format with random values, peaked on the example photos."""
+    from alexnet_kit.pretrained.caffe import write_caffemodel
+    from pretrained_files import caffe_weights, source_case
+
+    state = source_case("caffe", sorted(EXAMPLES.iterdir()), scale_on=None).state
+    write_caffemodel(path, caffe_weights(state), "v1")
+    return path
+
+
 def free_port() -> int:
     """A local TCP port nobody listens on (now)."""
     with socket.socket() as s:

@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import AlexKitError
 from ..features import FeatureExtractor, FeatureSettings
 from ..images import find_images
+from ..interrupt import StopOnSignal
 from . import files
 from .errors import IndexMismatch, IndexProblem
 from .factory import (as_float32, default_search_params, gpu_count, index_bytes, make_index,
@@ -206,36 +207,47 @@ def extract_into(store: Store, extractor: FeatureExtractor, todo: list[tuple[str
         pending.clear()
 
     bar = tqdm(total=len(todo), unit="photo", desc="fc7 features", disable=not progress, dynamic_ncols=True, file=sys.stderr)
-    try:
-        for item in extractor.extract(p for p, _, _ in todo):
-            path = item.name
-            size, mtime = stats[path]
-            try:
-                checksum = file_checksum(path)
-            except OSError as e:
-                checksum, item.error, item.vector = "", item.error or f"{path}: cannot read ({e.strerror})", None
-            if item.error is not None:
-                report.bad += 1
-                report.errors.append((path, item.error))
-            else:
-                report.extracted += 1
-            pending.append(Record(path, size, mtime, checksum, item.vector, item.error))
-            bar.update(1)
-            if item.error is not None:
-                bar.set_postfix(unreadable=report.bad, refresh=False)
-            if len(pending) >= chunk:
+    # SIGTERM/SIGINT: the batch in hand is the last; what is extracted is committed, then Interrupted
+    with bar, StopOnSignal("committing the photos done so far") as stop:
+        try:
+            for item in extractor.extract(p for p, _, _ in todo):
+                path = item.name
+                size, mtime = stats[path]
+                try:
+                    checksum = file_checksum(path)
+                except OSError as e:
+                    checksum, item.error, item.vector = "", item.error or f"{path}: cannot read ({e.strerror})", None
+                if item.error is not None:
+                    report.bad += 1
+                    report.errors.append((path, item.error))
+                else:
+                    report.extracted += 1
+                pending.append(Record(path, size, mtime, checksum, item.vector, item.error))
+                bar.update(1)
+                if item.error is not None:
+                    bar.set_postfix(unreadable=report.bad, refresh=False)
+                # a signal ends the batch in hand first: the next run's batches are then the ones an
+                # uninterrupted run computes, so its features are bitwise the same
+                at_batch_end = (report.extracted + report.bad) % extractor.batch_photos == 0
+                if len(pending) >= chunk or (stop.requested and at_batch_end):
+                    flush()
+                if stop.requested and at_batch_end:
+                    break
+            if pending:
                 flush()
-        if pending:
-            flush()
-    except KeyboardInterrupt:
-        bar.close()
-        done = store.count()
-        print(f"alexnet-kit: interrupted; {done[0] + done[1]} photos are safely in {store.path.parent}: "
-              "run the same command again to resume", file=sys.stderr)
-        raise
-    finally:
-        bar.close()
+        except KeyboardInterrupt:  # a second signal, or Ctrl-C outside the main thread: committed chunks stay
+            bar.close()
+            print(f"alexnet-kit: interrupted; {_safe(store)} photos are safely in {store.path.parent}: "
+                  "run the same command again to resume", file=sys.stderr)
+            raise
+        stop.raise_if_requested(f"stopped; {_safe(store)} photos are safely in {store.path.parent}: "
+                                "run the same command again to resume")
     return removed, added
+
+
+def _safe(store: Store) -> int:
+    """Photos the store holds, readable and not."""
+    return sum(store.count())
 
 
 def rebuild(root: Path, store: Store, report: UpdateReport, progress: bool = False):

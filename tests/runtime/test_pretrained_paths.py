@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
-import threading
 
 import numpy as np
 import pytest
@@ -22,11 +20,10 @@ from alexnet_kit.checkpoint import load_model, save_checkpoint
 from alexnet_kit.meta import ModelMeta
 from alexnet_kit.model import AlexNet
 from alexnet_kit.pretrained import registry
-from alexnet_kit.pretrained.caffe import write_caffemodel
 from alexnet_kit.preprocess import Preprocess
 
-from helpers import EXAMPLES, photo_paths
-from pretrained_files import caffe_weights, deploy_prototxt, random_state, source_case
+from helpers import EXAMPLES, photo_paths, random_caffemodel, serve_file
+from pretrained_files import deploy_prototxt, random_state
 
 pytestmark = pytest.mark.slow
 
@@ -35,27 +32,9 @@ pytestmark = pytest.mark.slow
 def caffe(tmp_path_factory):
     """A bvlc_alexnet-shaped V1 caffemodel with random values, served by a local HTTP server."""
     d = tmp_path_factory.mktemp("served")
-    state = source_case("caffe", sorted(EXAMPLES.iterdir()), scale_on=None).state
-    path = d / "bvlc_alexnet.caffemodel"
-    write_caffemodel(path, caffe_weights(state), "v1")
-    body = path.read_bytes()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield dict(path=path, url=f"http://127.0.0.1:{httpd.server_address[1]}/bvlc_alexnet.caffemodel",
-               digest="sha1:" + hashlib.sha1(body).hexdigest(), dir=d, httpd=httpd)
-    httpd.shutdown()
-    httpd.server_close()
+    path = random_caffemodel(d / "bvlc_alexnet.caffemodel")
+    with serve_file(path) as url:
+        yield dict(path=path, url=url, digest="sha1:" + hashlib.sha1(path.read_bytes()).hexdigest(), dir=d)
 
 
 @pytest.fixture(scope="module")

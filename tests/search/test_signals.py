@@ -1,0 +1,94 @@
+"""`index build` and `features` stopped by SIGTERM to the whole process group (what `timeout`, SLURM and
+systemd send): the photos done so far are kept, one line, exit 143, and the same command again
+finishes with exactly what an uninterrupted run gives."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import QUICKSTART_DATA
+
+pytestmark = pytest.mark.slow
+
+FAST = ["--engine", "torch", "--precision", "fp32", "--chunk", "8", "--batch", "4", "--quiet"]
+
+
+def kit(*args) -> list[str]:
+    return [sys.executable, "-m", "alexnet_kit", *map(str, args)]
+
+
+def stop_when(proc: subprocess.Popen, ready, timeout: float = 240) -> None:
+    """SIGTERM to the process group once ``ready()`` holds (the job is under way)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the job never got under way"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)
+
+
+def stored(index: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{index / 'photos.sqlite'}?mode=ro", uri=True, timeout=0.1) as c:
+            return c.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def rows(index: Path) -> list[tuple]:
+    with sqlite3.connect(index / "photos.sqlite") as c:
+        return c.execute("SELECT path, checksum, vector, error FROM photos ORDER BY path").fetchall()
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[Path]:
+    return [QUICKSTART_DATA / c for c in ("watch", "airplanes")]
+
+
+def test_sigterm_to_the_group_stops_index_build_and_the_same_command_finishes_it(tmp_path, photos, tiny_checkpoint):
+    cut, whole = tmp_path / "cut.index", tmp_path / "whole.index"
+    build = ["index", "build", *photos, "--model", tiny_checkpoint, *FAST]
+    proc = subprocess.Popen(kit(*build, "--out", cut), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    stop_when(proc, lambda: stored(cut) >= 8)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("alexnet-kit: stopped;") and str(cut) in last and "run the same command again" in last, err
+    kept = stored(cut)
+    n = sum(1 for d in photos for _ in d.glob("*.jpg"))
+    assert 8 <= kept < n  # stopped part-way, with the photos done kept
+    again = subprocess.run(kit(*build, "--out", cut), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "resumed" in again.stdout, again.stderr[-2000:]
+    ref = subprocess.run(kit(*build, "--out", whole), capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    assert rows(cut) == rows(whole) and len(rows(whole)) == n
+
+
+def test_sigterm_to_the_group_stops_features_and_the_same_command_finishes_it(tmp_path, photos, tiny_checkpoint):
+    cut, whole = tmp_path / "cut.npz", tmp_path / "whole.npz"
+    feats = ["features", *photos, "--model", tiny_checkpoint, *FAST]
+    partial = tmp_path / "cut.npz.partial"
+    proc = subprocess.Popen(kit(*feats, "--out", cut), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    stop_when(proc, lambda: any(partial.glob("chunk-*.npz")))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err and not cut.exists()
+    assert err.strip().splitlines()[-1].startswith("alexnet-kit: stopped;") and "run the same command again" in err
+    again = subprocess.run(kit(*feats, "--out", cut), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "from the interrupted run" in again.stdout, again.stderr[-2000:]
+    ref = subprocess.run(kit(*feats, "--out", whole), capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    with np.load(cut) as a, np.load(whole) as b:
+        assert list(a["paths"]) == list(b["paths"]) and len(a["paths"]) > 8
+        assert np.array_equal(a["vectors"], b["vectors"])  # bitwise
