@@ -59,6 +59,15 @@ def empty_folder_problem(folder: Path) -> str:
             f"like an image: {', '.join(sorted(IMAGE_SUFFIXES)[:6])}, ...)")
 
 
+def not_an_image(path: Path) -> str | None:
+    """One line when a file is not an image at all (its header names no format Pillow reads), else None."""
+    try:
+        with Image.open(path):
+            return None
+    except (OSError, UnidentifiedImageError, ValueError):
+        return f"{path}: not a photo (no image format Pillow reads)"
+
+
 def source_name(src: ImageSource) -> str:
     if isinstance(src, (str, os.PathLike)):
         return os.fspath(src)
