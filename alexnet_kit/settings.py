@@ -145,7 +145,7 @@ def resolve_index(given: str | os.PathLike | None = None) -> Path:
         raise AlexKitError(f"no index yet: alexnet-kit index build {EXAMPLE_FOLDER}")
     known = list_indexes()
     names = f" (indexes in {index_root()}: {', '.join(p.name for p in known)})" if known else ""
-    raise AlexKitError(f"{choice.value}: no such index ({choice.why}){names}")
+    raise AlexKitError(f"{choice.value}: no such index folder ({choice.why}){names}")
 
 
 def build_target(out: str | os.PathLike | None) -> Path:

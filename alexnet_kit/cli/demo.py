@@ -37,14 +37,14 @@ def run(args: argparse.Namespace) -> int:
     from ..images import is_image_path
     from ..settings import index_choice, resolve_index, resolve_model
 
+    no_index = ""
     if args.index or index_choice().why != "built in":  # named: it must be there
         args.index = str(resolve_index(args.index))
     else:  # the default index, when one was built
         try:
             args.index = str(resolve_index())
-        except AlexKitError as e:
-            args.index = None
-            print(f"alexnet-kit: {e}", file=sys.stderr)
+        except AlexKitError as e:  # said when serving: the page works without one
+            args.index, no_index = None, f" ({e})"
     if not 0 < args.max_upload_mb <= 1024:
         raise AlexKitError("--max-upload-mb must be between 0 and 1024")
     if not 0 < args.port < 65536:
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:  # the port is taken, or the address is not ours
         service.close()
         raise AlexKitError(f"cannot serve on {args.host}:{args.port} ({e})") from None
-    index = f", index {args.index} ({service.index_size()} photos)" if args.index else ", no index"
+    index = f", index {args.index} ({service.index_size()} photos)" if args.index else f", no index{no_index}"
     print(f"alexnet-kit demo: serving {app.local_url} (model {model}{index}); Ctrl-C to stop", flush=True)
 
     def stop(signum, frame):  # SIGTERM (service managers, `kill`) stops as cleanly as Ctrl-C

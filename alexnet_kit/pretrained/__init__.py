@@ -169,7 +169,7 @@ def _download(src, progress: bool, then: Path | None = None) -> Path:
         size = f"{src.size / 1e6:,.0f} MB" if src.size else "about 244 MB"
         after = f", then converted to {then}" if then else ""
         if progress:
-            print(f"alexnet-kit: downloading the {src.name} weights ({src.title}; {size}) from {src.url} to {raw} "
+            print(f"alexnet-kit: downloading the {src.name} weights, {src.title}, {size}, from {src.url} to {raw} "
                   f"(once{after})", file=sys.stderr, flush=True)
         try:
             download(src.url, raw, src.digest, progress=progress)

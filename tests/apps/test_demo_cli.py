@@ -64,7 +64,7 @@ def test_demo_wrong_model_file_is_one_line(capsys, tmp_path):
 
 def test_demo_missing_index_and_bad_limits(capsys, tiny_checkpoint, tmp_path):
     rc, _, err = cli(capsys, "demo", "--model", str(tiny_checkpoint), "--index", str(tmp_path / "no.index"))
-    assert rc == 2 and "index not found" in err
+    assert rc == 2 and "no.index: no such index folder (--index)" in err
     rc, _, err = cli(capsys, "demo", "--model", str(tiny_checkpoint), "--max-upload-mb", "0")
     assert rc == 2 and "--max-upload-mb" in err
 

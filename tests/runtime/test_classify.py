@@ -104,7 +104,7 @@ def test_cli_json_and_folders(tiny_checkpoint):
         (["classify", "--model", "{tmp}/nope.safetensors", "{photo}"], "nope.safetensors: model file not found"),
         (["classify", "--model", "{photo}", "{photo}"], "unknown model file type"),
         (["classify", "--model", "{tmp}/bad.safetensors", "{photo}"], "bad.safetensors: not an alexnet-kit checkpoint"),
-        (["classify", "{photo}"], "no model at"),
+        (["classify", "{photo}"], "default-model.safetensors: model file not found ($ALEXNET_KIT_MODEL"),  # the tests' default
         (["info", "{tmp}/nope.safetensors"], "file not found"),
     ],
 )
