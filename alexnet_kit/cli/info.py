@@ -22,7 +22,7 @@ def defaults(as_json: bool) -> int:
 
     from ..paths import config_file
     from ..pretrained import NAMES, cached_checkpoint
-    from ..settings import index_choice, is_index_name, index_path, model_choice, offline
+    from ..settings import EXAMPLE_FOLDER, build_target, index_choice, model_choice, offline
 
     m, i = model_choice(), index_choice()
     if m.value in NAMES and not Path(m.value).exists():
@@ -35,7 +35,7 @@ def defaults(as_json: bool) -> int:
         model_line = f"{m.value}: {src.title}; {state}"
     else:
         model_line = m.value
-    ipath = index_path(i.value) if is_index_name(i.value) else Path(i.value).expanduser()
+    ipath = build_target(None)  # where the default index is (or will be)
     d = {"model": m.value, "model_from": m.why, "model_detail": model_line, "index": i.value, "index_from": i.why,
          "index_path": str(ipath), "index_exists": ipath.exists(), "offline": offline(), "config_file": str(config_file()),
          "config_file_exists": config_file().is_file()}
@@ -43,7 +43,7 @@ def defaults(as_json: bool) -> int:
         print(json.dumps(d, indent=2))
         return 0
     print(f"default model  {model_line} ({m.why})")
-    print(f"default index  {ipath} ({i.why}){'' if ipath.exists() else '; not built yet: alexnet-kit index build ~/Pictures'}")
+    print(f"default index  {ipath} ({i.why}){'' if ipath.exists() else '; not built yet: alexnet-kit index build ' + EXAMPLE_FOLDER}")
     print(f"downloads      {'off (offline mode)' if d['offline'] else 'on'}")
     print(f"config file    {config_file()}{'' if d['config_file_exists'] else ' (none)'}")
     return 0
