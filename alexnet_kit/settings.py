@@ -1,4 +1,5 @@
-"""Which model and index a command uses when the user names none, and why.
+"""Which model and index a command uses when the user names none, and why (the rule, not the lookup:
+:mod:`.resolve` turns the choice into a file).
 
 One rule for every command, strongest first:
 
@@ -31,7 +32,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import AlexKitError, FileProblem
+from .errors import FileProblem
 from .paths import config_file, index_root
 
 MODEL_ENV = "ALEXNET_KIT_MODEL"
@@ -103,24 +104,6 @@ def offline() -> bool:
     return bool(read_config().get("offline", False))
 
 
-def resolve_model(given: str | os.PathLike | None = None) -> Path:
-    """The model file a command should use: a file, or a pretrained name fetched into the cache on first use.
-
-    Every command that takes a model goes through here, so a model is named
-    the same way everywhere. One-line :class:`AlexKitError` when there is no
-    such model (or it cannot be fetched: the line names the address and the
-    ways out)."""
-    choice = model_choice(given)
-    path = Path(choice.value).expanduser()
-    if path.exists():
-        return path
-    from .pretrained import NAMES, ensure
-
-    if choice.value in NAMES:
-        return ensure(choice.value)
-    raise AlexKitError(f"{path}: model file not found ({choice.why}; pretrained names: {', '.join(NAMES)})")
-
-
 def index_path(name: str) -> Path:
     """The folder of the index called ``name`` in the user's index folder."""
     return index_root() / name
@@ -129,36 +112,3 @@ def index_path(name: str) -> Path:
 def is_index_name(value: str) -> bool:
     """A short name (``holidays``), not a path (``runs/photos.index``, ``./x``)."""
     return bool(_NAME.fullmatch(value))
-
-
-def resolve_index(given: str | os.PathLike | None = None) -> Path:
-    """The index folder a command reads: a folder, or the name of one in the user's index folder.
-
-    With nothing given and no index yet: one line saying how to build one."""
-    choice = index_choice(given)
-    path = Path(choice.value).expanduser()
-    if path.exists():
-        return path
-    if is_index_name(choice.value) and index_path(choice.value).exists():
-        return index_path(choice.value)
-    if choice.why == "built in":
-        raise AlexKitError(f"no index yet: alexnet-kit index build {EXAMPLE_FOLDER}")
-    known = list_indexes()
-    names = f" (indexes in {index_root()}: {', '.join(p.name for p in known)})" if known else ""
-    raise AlexKitError(f"{choice.value}: no such index folder ({choice.why}){names}")
-
-
-def build_target(out: str | os.PathLike | None) -> Path:
-    """Where ``index build`` writes: ``--out``, else the default index (a name, in the user's index folder)."""
-    if out is not None:
-        return Path(out).expanduser()
-    choice = index_choice(None)
-    return index_path(choice.value) if is_index_name(choice.value) else Path(choice.value).expanduser()
-
-
-def list_indexes() -> list[Path]:
-    """The index folders in the user's index folder, by name."""
-    root = index_root()
-    from .search.files import store_path
-
-    return sorted(p for p in root.iterdir() if p.is_dir() and store_path(p).exists()) if root.is_dir() else []

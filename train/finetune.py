@@ -50,9 +50,9 @@ class Parent:
 
 
 def load_parent(model: str | os.PathLike) -> Parent:
-    """A checkpoint path, or a pretrained name (``caffe``, ...) that :func:`alexnet_kit.settings.resolve_model` knows."""
+    """A checkpoint path, or a pretrained name (``caffe``, ...) that :func:`alexnet_kit.resolve.resolve_model` knows."""
     from alexnet_kit.checkpoint import load_checkpoint, weights_fingerprint
-    from alexnet_kit.settings import resolve_model
+    from alexnet_kit.resolve import resolve_model
 
     path = resolve_model(str(model))
     if path.suffix.lower() != ".safetensors":

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..classify import Classifier
     from ..errors import AlexKitError
-    from ..settings import resolve_model
+    from ..resolve import resolve_model
     from ._photos import named_photos
 
     if args.top < 1:

@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import AlexKitError
     from ..images import is_image_path
-    from ..settings import index_choice, resolve_index, resolve_model
+    from ..resolve import resolve_index, resolve_model
+    from ..settings import index_choice
 
     no_index = ""
     if args.index or index_choice().why != "built in":  # named: it must be there

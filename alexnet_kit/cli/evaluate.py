@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     from alexnet_kit.train.evaluate import evaluate
 
-    from ..settings import resolve_model
+    from ..resolve import resolve_model
 
     res = evaluate([resolve_model(c) for c in args.checkpoints], args.data, crops=args.crops, batch=args.batch, device=args.device,
                    split=args.split, progress=not args.quiet)

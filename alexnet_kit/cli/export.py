@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from ..export import export_checkpoint
-    from ..settings import resolve_model
+    from ..resolve import resolve_model
 
     report = export_checkpoint(
         resolve_model(args.checkpoint), args.format, args.out, int8=args.int8, int8_mode=args.int8_mode,

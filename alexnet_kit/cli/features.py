@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import AlexKitError
     from ..feature_export import export_features
     from ..features import FeatureExtractor, default_batch_photos
-    from ..settings import resolve_model
+    from ..resolve import resolve_model
     from ._photos import named_photos
 
     if args.batch is not None and args.batch < 1:

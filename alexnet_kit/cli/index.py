@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import AlexKitError
     from ..search import builder
 
-    from ..settings import build_target, resolve_index, resolve_model
+    from ..resolve import build_target, resolve_index, resolve_model
 
     cmd = args.index_command
     if cmd == "build":
@@ -132,7 +132,8 @@ def _list() -> int:
     """The user's indexes, and which one 'similar' and 'demo' open by default."""
     from ..paths import index_root
     from ..search import SimilarityIndex
-    from ..settings import EXAMPLE_FOLDER, index_choice, list_indexes
+    from ..resolve import list_indexes
+    from ..settings import EXAMPLE_FOLDER, index_choice
 
     choice = index_choice()
     folders = list_indexes()

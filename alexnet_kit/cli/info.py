@@ -22,7 +22,8 @@ def defaults(as_json: bool) -> int:
 
     from ..paths import config_file
     from ..pretrained import NAMES, cached_checkpoint
-    from ..settings import EXAMPLE_FOLDER, build_target, index_choice, model_choice, offline
+    from ..resolve import build_target
+    from ..settings import EXAMPLE_FOLDER, index_choice, model_choice, offline
 
     m, i = model_choice(), index_choice()
     if m.value in NAMES and not Path(m.value).exists():
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..settings import resolve_model
+    from ..resolve import resolve_model
 
     from ..engines import cpu
     from ..engines.select import describe_measurements, read_measurements, sidecar_path

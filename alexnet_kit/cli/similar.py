@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from ..errors import AlexKitError
-    from ..settings import resolve_index, resolve_model
+    from ..resolve import resolve_index, resolve_model
     from ..search import SimilarityIndex
 
     if args.top < 1:

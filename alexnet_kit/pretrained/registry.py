@@ -26,7 +26,6 @@ import numpy as np
 from ..config import AlexNetConfig
 from ..paths import package_data
 from ..preprocess import Preprocess, caffe_mean_to_rgb
-from . import NAMES as _NAMES
 
 # Caffe's LRN: k = 1 and alpha divided by the window size (the paper prints
 # k = 2 and alpha on the sum, §3.3); the window runs across all maps of the
@@ -87,8 +86,7 @@ def _load_sources() -> dict[str, Source]:
 
 
 SOURCES: dict[str, Source] = _load_sources()
-NAMES = tuple(SOURCES)
-assert NAMES == _NAMES, "alexnet_kit.pretrained.NAMES lists the sources for the CLI"
+NAMES = tuple(SOURCES)  # alexnet_kit.pretrained.NAMES repeats them without loading this table (tested equal)
 
 
 def source(name: str) -> Source:

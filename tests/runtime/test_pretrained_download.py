@@ -170,3 +170,11 @@ def test_cli_download_waits_for_the_cache_lock(server, tmp_path, out, monkeypatc
         fcntl.flock(held, fcntl.LOCK_UN)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "HTTP 404" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_light_list_of_names_is_the_registry_s():
+    """The CLI lists pretrained.NAMES at start-up without loading the registry (torch): the two must agree."""
+    from alexnet_kit import pretrained
+    from alexnet_kit.pretrained import registry
+
+    assert pretrained.NAMES == registry.NAMES == tuple(registry.SOURCES)

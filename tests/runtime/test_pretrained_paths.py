@@ -40,7 +40,7 @@ def caffe(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cached(caffe, tmp_path_factory):
     """``--model caffe`` on first use: downloaded from the (local) URL and converted into the XDG cache."""
-    from alexnet_kit.settings import resolve_model
+    from alexnet_kit.resolve import resolve_model
 
     cache = tmp_path_factory.mktemp("xdg-cache")
     mp = pytest.MonkeyPatch()
@@ -57,7 +57,7 @@ def cached(caffe, tmp_path_factory):
 
 def test_pretrained_name_downloads_converts_then_reuses_the_cache(caffe, cached, tmp_path, monkeypatch):
     from alexnet_kit.checkpoint import read_meta
-    from alexnet_kit.settings import resolve_model
+    from alexnet_kit.resolve import resolve_model
 
     path = cached["path"]
     root = cached["cache"] / "alexnet-kit" / "pretrained"
