@@ -1,4 +1,4 @@
-"""Ten-crop classification at the CPU's limit: every engine and precision in one run (issue 12).
+"""Ten-crop classification at the CPU's limit: every engine and precision in one run.
 
     flock /tmp/alexnet-kit-bench.lock .venv/bin/python benchmarks/bench_classify.py
     .venv/bin/python benchmarks/bench_classify.py --photos 32 --rounds 3 --agree 200 \\

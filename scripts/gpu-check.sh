@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one GPU check of issue 11: train (bf16, channels_last, compile off/on), towers,
+# The one GPU check: train (bf16, channels_last, compile off/on), towers,
 # DDP with NCCL, kill + resume, evaluate/classify/export on the GPU, in at most 8 minutes.
 #
 #   scripts/gpu-check.sh OUTDIR          # on a machine with CUDA torch: OUTDIR/gpu-check.json + gpu-check.log

@@ -1,4 +1,4 @@
-"""The one GPU check (issue 11), run by scripts/gpu-check.sh OUT [--cpu].
+"""The one GPU check of the CUDA paths, run by scripts/gpu-check.sh OUT [--cpu].
 
 Runs from a plain source checkout: the stages install as alexnet_kit.train /
 alexnet_kit.export (setup.py's package-dir mapping), so this builds a
@@ -276,7 +276,7 @@ def stage_resume(c: Check) -> dict:
     epochs = 4 if c.cpu else 12  # a GPU runs the tiny net fast: more epochs so the kill lands mid-run
     common = ["--epochs", str(epochs), "--deterministic", "true", "--checkpoint-every", "2"]
     env = dict(c.env)
-    env.pop("CUBLAS_WORKSPACE_CONFIG", None)  # the trainer must set it itself (defect 4)
+    env.pop("CUBLAS_WORKSPACE_CONFIG", None)  # the trainer must set it itself, before CUDA starts
     c.run([sys.executable, *train_args(c, full, *common)], timeout=240, env=env)
     proc = subprocess.Popen([sys.executable, *map(str, train_args(c, cut, *common))], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env=env)

@@ -114,7 +114,7 @@ def test_digest_mismatch_refused_unless_asked_and_provenance_says_so(case, tmp_p
 
 
 def test_done_when_convert_then_classify_json(case, tmp_path):
-    """The issue's check: pretrained --file ... --out M, then classify --model M --crops 1 --top 5 --json."""
+    """The documented round trip: pretrained --file ... --out M, then classify --model M --crops 1 --top 5 --json."""
     out = tmp_path / "M.safetensors"
     run = lambda *a: subprocess.run([sys.executable, "-m", "alexnet_kit", *a], capture_output=True, text=True)  # noqa: E731
     r = run("pretrained", "caffe", "--file", str(case["files"]["v2"]), "--out", str(out), "--no-digest-check")

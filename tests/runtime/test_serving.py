@@ -1,4 +1,4 @@
-"""OpenVINO engine, engine/precision choice and the verified-precision gate (issue 12).
+"""OpenVINO engine, engine/precision choice and the verified-precision gate.
 
 Real runtimes throughout: onnxruntime and OpenVINO run the exported files,
 the gate is measured on real photos, and "OpenVINO absent" is a real

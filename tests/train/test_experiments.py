@@ -1,4 +1,4 @@
-"""The experiment machinery (issue 7) at a tiny size: results JSON and PNG plots
+"""The experiment machinery at a tiny size: results JSON and PNG plots
 are written and well-formed, and the numbers in them follow from the runs.
 The experiments themselves (default size) are not tests: see docs/experiments.md.
 """

@@ -116,7 +116,7 @@ def test_a_bad_recipe_file_is_refused_naming_file_and_field(tmp_path, text, mess
 
 
 def test_a_recipe_file_written_before_the_fields_carried_their_help_loads(tmp_path):
-    # The paper recipe as shipped before issue 13 (integers where floats are meant, lists for tuples),
+    # The paper recipe as shipped before the config fields carried their help (integers where floats are meant, lists for tuples),
     # plus a [model] num_classes, which the data has always overridden.
     path = tmp_path / "old.toml"
     path.write_text(

@@ -1,4 +1,4 @@
-"""The CUDA-side defects of issue 11, checked where a CPU can show them.
+"""What the CUDA paths rely on, checked where a CPU can show it.
 
 No GPU here: these tests pin down the logic and layouts the GPU path relies on
 (dtype under autocast, memory layout of the towers, process-group backend,
@@ -66,7 +66,7 @@ def test_two_towers_keep_channels_last():
 
 
 def test_process_group_has_a_cpu_backend_next_to_nccl():
-    # defect 1: the epoch totals are small tensors; with an NCCL-only group a CPU
+    # the epoch totals are small tensors; with an NCCL-only group a CPU
     # tensor fails ("No backend type associated with device type cpu")
     assert process_group_backend("cuda") == "cpu:gloo,cuda:nccl"
     assert process_group_backend("cpu") == "gloo"

@@ -1,4 +1,4 @@
-"""The paper's claims, reproduced at small scale (issue 7).
+"""The paper's claims, reproduced at small scale.
 
     common.py       data caches (CIFAR-10, Caltech-101 split), results JSON, machine facts
     fig1.py         Figure 1: ReLU vs tanh, epochs to 25% training error on CIFAR-10
