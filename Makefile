@@ -8,7 +8,7 @@ KIT     = $(VENV)/bin/alexnet-kit
 STAMP   = $(VENV)/.installed
 RUN    ?= runs/quickstart
 
-.PHONY: setup quickstart demo test clean
+.PHONY: setup quickstart demo test test-fast lint clean
 
 setup: $(STAMP)
 
@@ -47,10 +47,18 @@ quickstart: setup
 demo: setup
 	$(KIT) demo --model $(RUN)/model.onnx --index $(RUN)/photos.index
 
-# (b) the whole test suite (CI runs this through .ci/run).
-test: setup
+# (b) the whole test suite (CI runs this through .ci/run), after the lint.
+test: setup lint
 	bash scripts/install-browser.sh   # Debian chromium for the real-browser demo test (no-op when present)
 	$(PY) -m pytest -q
+
+# The inner loop: everything not marked slow (no subprocess training, no browser, no wheel build).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+# pyflakes over every Python file of the project: unused imports and names, undefined names.
+lint: setup
+	$(PY) -m pyflakes alexnet_kit train export apps scripts benchmarks tests
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
