@@ -2,7 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+import time
+from pathlib import Path
 
+from ..errors import AlexKitError
+from ..resolve import resolve_index, resolve_model
+from ..settings import index_choice
 from . import _serving
 
 
@@ -28,45 +35,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import signal
-    import sys
-    import time
-    from pathlib import Path
-
-    from ..errors import AlexKitError
-    from ..images import is_image_path
-    from ..resolve import resolve_index, resolve_model
-    from ..settings import index_choice
-
-    no_index = ""
-    if args.index or index_choice().why != "built in":  # named: it must be there
-        args.index = str(resolve_index(args.index))
-    else:  # the default index, when one was built
-        try:
-            args.index = str(resolve_index())
-        except AlexKitError as e:  # said when serving: the page works without one
-            args.index, no_index = None, f" ({e})"
+    index, no_index = _index(args.index)
     if not 0 < args.max_upload_mb <= 1024:
         raise AlexKitError("--max-upload-mb must be between 0 and 1024")
     if not 0 < args.port < 65536:
         raise AlexKitError("--port must be between 1 and 65535")
-    examples = None
-    if args.examples:
-        folder = Path(args.examples)
-        if not folder.is_dir():
-            raise AlexKitError(f"{folder}: not a folder of example photos")
-        examples = sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
-
-    try:
+    examples = _examples(args.examples)
+    try:  # here, not at the top: Gradio is an optional extra, and heavy
         from ..apps.demo import launch
         from ..apps.service import DemoService
     except ImportError as e:
         raise AlexKitError(f"the demo needs Gradio ({e}); install it with: pip install 'alexnet-kit[demo]'") from None
     model = resolve_model(args.model)  # after the cheap checks: it may download the default model
 
-    from ..engines.select import stderr_log
+    from ..engines.select import stderr_log  # here, not at the top: the engines load torch
 
-    service = DemoService.load(model, args.index, device=args.device, engine=args.engine, precision=args.precision,
+    service = DemoService.load(model, index, device=args.device, engine=args.engine, precision=args.precision,
                                log=stderr_log)
     stderr_log(f"engine: {service.classifier.engine.choice}")
     if not service.trained:
@@ -79,10 +63,37 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:  # the port is taken, or the address is not ours
         service.close()
         raise AlexKitError(f"cannot serve on {args.host}:{args.port} ({e})") from None
-    index = f", index {args.index} ({service.index_size()} photos)" if args.index else f", no index{no_index}"
-    print(f"alexnet-kit demo: serving {app.local_url} (model {model}{index}); Ctrl-C to stop", flush=True)
+    where = f", index {index} ({service.index_size()} photos)" if index else f", no index{no_index}"
+    print(f"alexnet-kit demo: serving {app.local_url} (model {model}{where}); Ctrl-C to stop", flush=True)
+    _serve_until_stopped(app, service)
+    return 0
 
-    def stop(signum, frame):  # SIGTERM (service managers, `kill`) stops as cleanly as Ctrl-C
+
+def _index(given: str | None) -> tuple[str | None, str]:
+    """(index folder or None, why there is none): a named index must be there; the default one may not be
+    built yet (the page works without it and says how to build one)."""
+    if given or index_choice().why != "built in":
+        return str(resolve_index(given)), ""
+    try:
+        return str(resolve_index()), ""
+    except AlexKitError as e:
+        return None, f" ({e})"
+
+
+def _examples(folder: str | None) -> list | None:
+    """The photos of ``--examples DIR`` (None: the page's default examples)."""
+    from ..images import is_image_path  # here, not at the top: images loads numpy and Pillow
+
+    if not folder:
+        return None
+    if not Path(folder).is_dir():
+        raise AlexKitError(f"{folder}: not a folder of example photos")
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_image_path(p))
+
+
+def _serve_until_stopped(app, service) -> None:
+    """Serve until Ctrl-C or SIGTERM (service managers, `kill`), then close both cleanly."""
+    def stop(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
@@ -94,4 +105,3 @@ def run(args: argparse.Namespace) -> int:
     finally:
         app.close()
         service.close()
-    return 0
