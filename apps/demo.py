@@ -100,8 +100,8 @@ def upload_source(payload) -> tuple[str | bytes, str]:
     raise ImageError("upload", "no image received")
 
 
-def build_app(service: DemoService, examples: list[Path] | None = None) -> gr.Blocks:
-    examples = default_examples() if examples is None else examples
+def handlers(service: DemoService):
+    """The page's three functions (classify, similar, crops) over ``service``; problems become gr.Error."""
 
     def fail(e: AlexKitError):
         # gr.Error shows the message in the page (a toast) and to API clients.
@@ -136,6 +136,12 @@ def build_app(service: DemoService, examples: list[Path] | None = None) -> gr.Bl
         except AlexKitError:
             return None  # classify already reports the problem once
 
+    return classify, similar, crops
+
+
+def build_app(service: DemoService, examples: list[Path] | None = None) -> gr.Blocks:
+    examples = default_examples() if examples is None else examples
+    classify, similar, crops = handlers(service)
     kernels = service.kernels()
     with gr.Blocks(title="AlexNet demo", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
         gr.Markdown("# AlexNet: classify a photo, find similar ones\n"
