@@ -62,35 +62,22 @@ def check_file_digest(path: str | os.PathLike, spec: str) -> tuple[bool, str]:
 def download(url: str, dest: str | os.PathLike, digest: str | None = None, progress: bool = True, timeout: float = 60.0,
              _retried: bool = False) -> Path:
     """Download ``url`` to ``dest`` (resuming ``dest.part``); returns ``dest``."""
-    from tqdm import tqdm
-
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     algo, want = parse_digest(digest) if digest else ("sha256", None)
     start = part.stat().st_size if part.exists() else 0
-    headers = {"User-Agent": "alexnet-kit", "Accept-Encoding": "identity"}
-    if start:
-        headers["Range"] = f"bytes={start}-"
-    try:
-        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and start and not _retried:  # the partial file is not a prefix of this one: start over
-            part.unlink()
-            return download(url, dest, digest, progress, timeout, _retried=True)
-        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}; nothing written") from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-        reason = getattr(e, "reason", None) or e
-        raise DownloadError(f"{url}: network error ({reason}); nothing written") from None
+    resp = _request(url, start, timeout)
+    if resp is None or (start and not _continues(resp, start)):
+        # the partial file is not a prefix of this one, or the server sent another range: start over
+        if resp is not None:
+            resp.close()
+        if _retried:
+            raise DownloadError(f"{url}: the server cannot resume the partial download {part}; delete it and run again")
+        part.unlink()
+        return download(url, dest, digest, progress, timeout, _retried=True)
     with resp:
-        if start and resp.status == 206:
-            m = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
-            if not m or int(m.group(1)) != start:
-                start = 0  # a range we did not ask for: take nothing from it
-                resp.close()
-                part.unlink()
-                return download(url, dest, digest, progress, timeout, _retried=True)
-        elif start:
+        if start and resp.status != 206:
             start = 0  # the server ignored Range and sends the whole file
         length = resp.headers.get("Content-Length")
         total = start + int(length) if length is not None and length.isdigit() else None
@@ -99,25 +86,7 @@ def download(url: str, dest: str | os.PathLike, digest: str | None = None, progr
             with open(part, "rb") as f:
                 while chunk := f.read(CHUNK):
                     hasher.update(chunk)
-        received = start
-        bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
-                   file=sys.stderr, disable=not progress, dynamic_ncols=True)
-        try:
-            with open(part, "ab" if start else "wb") as out, bar:
-                while True:
-                    try:
-                        chunk = resp.read(CHUNK)
-                    except (http.client.IncompleteRead, OSError, http.client.HTTPException) as e:
-                        raise DownloadError(f"{url}: connection lost after {received} bytes ({type(e).__name__}); "
-                                            f"partial download kept in {part}: run again to resume") from None
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                    hasher.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-        except KeyboardInterrupt:
-            raise DownloadError(f"{url}: interrupted after {received} bytes; partial download kept in {part}: run again to resume") from None
+        received = _receive(resp, url, part, start, total, hasher, progress)
     if total is not None and received < total:
         raise DownloadError(f"{url}: connection closed after {received} of {total} bytes; "
                             f"partial download kept in {part}: run again to resume")
@@ -128,3 +97,53 @@ def download(url: str, dest: str | os.PathLike, digest: str | None = None, progr
             raise DownloadError(f"{url}: {algo} {actual} differs from the published {want}; download discarded, nothing written")
     os.replace(part, dest)
     return dest
+
+
+def _request(url: str, start: int, timeout: float):
+    """The response for ``url`` from byte ``start`` on; None when the server refuses that range (416)."""
+    headers = {"User-Agent": "alexnet-kit", "Accept-Encoding": "identity"}
+    if start:
+        headers["Range"] = f"bytes={start}-"
+    try:
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and start:
+            return None
+        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}; nothing written") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+        reason = getattr(e, "reason", None) or e
+        raise DownloadError(f"{url}: network error ({reason}); nothing written") from None
+
+
+def _continues(resp, start: int) -> bool:
+    """Whether a response to a Range request from ``start`` can be appended: a 206 from exactly there,
+    or a whole file (200: the server ignored Range, the caller starts over in place)."""
+    if resp.status != 206:
+        return True
+    m = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
+    return bool(m) and int(m.group(1)) == start
+
+
+def _receive(resp, url: str, part: Path, start: int, total: int | None, hasher, progress: bool) -> int:
+    """Append the body to ``part`` (from scratch when ``start`` is 0), hashing it; returns the bytes held."""
+    from tqdm import tqdm  # here, not at the top: only a download needs the bar
+
+    received = start
+    bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024, desc=part.name[: -len(".part")],
+               file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    try:
+        with open(part, "ab" if start else "wb") as out, bar:
+            while True:
+                try:
+                    chunk = resp.read(CHUNK)
+                except (http.client.IncompleteRead, OSError, http.client.HTTPException) as e:
+                    raise DownloadError(f"{url}: connection lost after {received} bytes ({type(e).__name__}); "
+                                        f"partial download kept in {part}: run again to resume") from None
+                if not chunk:
+                    return received
+                out.write(chunk)
+                hasher.update(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+    except KeyboardInterrupt:
+        raise DownloadError(f"{url}: interrupted after {received} bytes; partial download kept in {part}: run again to resume") from None
