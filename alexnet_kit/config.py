@@ -16,6 +16,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from .errors import AlexKitError
+
 # Choices of AlexNetConfig fields that other modules check against too.
 INIT_SCHEMES = ("paper", "caffe", "kaiming")
 ACTIVATIONS = ("relu", "tanh")
@@ -134,8 +136,6 @@ def add_options(group, cls, *, prefix: str = "", dest: str = "", skip: tuple = (
 
 def given_options(args, cls, *, prefix: str = "", dest: str = "", skip: tuple = (), only: tuple | None = None) -> dict:
     """The fields given on the command line, parsed and checked: {name: value}."""
-    from .errors import AlexKitError
-
     out = {}
     for f in _chosen(cls, skip, only):
         text = getattr(args, dest + f.name, None)

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError, existing_file
+from .imagefiles import IMAGE_SUFFIXES, is_image_path  # noqa: F401  (the suffix rule, also imported from here)
 
 # How a photo becomes resize x resize before cropping:
 #   "crop": short side to `resize`, then the central square (§2);
@@ -28,15 +29,6 @@ RESIZE_MODES = ("crop", "warp")
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image]
-
-IMAGE_SUFFIXES = frozenset(
-    ".jpg .jpeg .jpe .jfif .png .bmp .gif .tif .tiff .webp .ppm .pgm .pbm .pnm .ico .tga".split()
-)
-
-
-def is_image_path(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES
-
 
 def find_images(paths: Iterable[str | os.PathLike]) -> list[str]:
     """Folders become the image files inside them (recursively, sorted); other paths stay as given."""

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import AlexNetConfig
+from .errors import CheckpointError
+from .paths import package_data
 from .preprocess import Preprocess
 
 FORMAT = "alexnet-kit"
@@ -101,8 +103,6 @@ class ModelMeta:
     def from_signed_json(cls, path, meta_json, sha256) -> "ModelMeta":
         """The metadata a checkpoint or an artifact stores beside its SHA-256; a one-line
         :class:`~alexnet_kit.errors.CheckpointError` naming ``path`` when they disagree or it is invalid."""
-        from .errors import CheckpointError
-
         if not isinstance(meta_json, str) or hashlib.sha256(meta_json.encode()).hexdigest() != sha256:
             raise CheckpointError(path, "metadata digest mismatch: the file was modified after it was written")
         try:
@@ -124,8 +124,6 @@ def read_class_file(path: str | Path) -> tuple[list[str] | None, list[str]]:
 
 def imagenet_classes() -> tuple[list[str], list[str]]:
     """The 1000 ILSVRC-2012 classes in the standard order: (wnids, names)."""
-    from .paths import package_data
-
     wnids, names = read_class_file(package_data("imagenet_classes.tsv"))
     assert wnids is not None and len(names) == 1000
     return wnids, names

@@ -23,6 +23,9 @@ import os
 from importlib import resources
 from pathlib import Path
 
+from .errors import AlexKitError
+from .imagefiles import is_image_path
+
 SHARED_DATA_ENV = "ALEXNET_KIT_SHARED_DATA"
 
 
@@ -30,8 +33,6 @@ def package_data(*parts: str) -> Path:
     """A file or folder shipped inside the package, e.g. ``package_data("photos")``."""
     ref = resources.files("alexnet_kit").joinpath("data", *parts)
     if not isinstance(ref, Path):  # a zipped install: our files must be real files (they are, from a wheel)
-        from .errors import AlexKitError
-
         raise AlexKitError(f"alexnet_kit/data/{'/'.join(parts)}: alexnet-kit is installed inside an archive; "
                            "install it as files (pip install)")
     return ref
@@ -54,8 +55,6 @@ def shared_data_root() -> Path | None:
 
 def shared_data(*parts: str) -> Path:
     """A path in the shared data, which must exist; else a one-line AlexKitError saying how to supply it."""
-    from .errors import AlexKitError
-
     base = shared_data_root()
     if base is None:
         raise AlexKitError(f"{'/'.join(parts)}: this needs the shared data folder (../shared/data beside a source "
@@ -77,8 +76,6 @@ def optional_shared(*parts: str) -> Path | None:
 def example_photos() -> list[Path]:
     """Real photos for defaults (export verification, the serving gate, the demo's examples): the
     checkout's ``examples/photos``, else the scaled copies shipped in the package."""
-    from .images import is_image_path
-
     root = checkout()
     folder = root / "examples" / "photos" if root and (root / "examples" / "photos").is_dir() else package_data("photos")
     return sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
@@ -95,8 +92,6 @@ def repo_path(path: str | os.PathLike, flag: str) -> Path:
     root = checkout()
     if root is not None and (root / p).exists():
         return root / p
-    from .errors import AlexKitError
-
     where = "" if root is not None else " (it ships with the source checkout, not with the installed package)"
     raise AlexKitError(f"{p}: not found{where}; pass {flag} DIR")
 

@@ -32,6 +32,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
 from .errors import FileProblem
 from .paths import config_file, index_root
 
@@ -59,10 +64,6 @@ def read_config() -> dict:
     path = config_file()
     if not path.is_file():
         return {}
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib
     try:
         table = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:

@@ -14,10 +14,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: the cache works without its lock
+    fcntl = None
+
+from .. import __version__
 from ..errors import AlexKitError, FileProblem, existing_file
+from ..paths import cache_root
+from ..settings import OFFLINE_ENV, offline
+from .download import DownloadError, check_file_digest, download
 
 # The names without importing the registry (which builds configs with torch):
 # the CLI lists them at start-up and must stay light.
@@ -28,8 +38,6 @@ __all__ = ["NAMES", "convert", "ensure", "fetch", "cache_dir", "cached_checkpoin
 
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/alexnet-kit/pretrained`` (``~/.cache/...`` when unset)."""
-    from ..paths import cache_root
-
     return cache_root() / "pretrained"
 
 
@@ -41,6 +49,7 @@ def cached_checkpoint(name: str) -> Path:
 def read_weights(name: str, path: str | os.PathLike) -> dict:
     """The grouped model's state dict (RGB conv1) from a source's own file format."""
     path = existing_file(path, FileProblem, "a weights file")
+    # each reader here, not at the top: they load torch (and onnx), which listing NAMES must not
     if name == "caffe":
         from .caffe import read_caffemodel
 
@@ -59,13 +68,11 @@ def read_weights(name: str, path: str | os.PathLike) -> dict:
 def convert(name: str, file: str | os.PathLike, out: str | os.PathLike, digest_check: bool = True,
             src=None) -> Path:
     """Convert a source's file into a checkpoint at ``out`` (written atomically, or not at all)."""
-    from .. import __version__
+    import torch  # here and below, not at the top: the model, checkpoint and registry load torch
+
     from ..checkpoint import save_checkpoint
     from ..meta import ModelMeta, imagenet_classes
     from ..model import AlexNet
-    import torch
-
-    from .download import check_file_digest
     from .registry import source
 
     src = src or source(name)
@@ -120,7 +127,7 @@ def ensure(name: str, progress: bool = True) -> Path:
     or when the download fails, one :class:`AlexKitError` line names the
     address, the failure and the ways out; nothing is left in the cache but a
     resumable ``.part`` file of an interrupted transfer."""
-    from .registry import source
+    from .registry import source  # here, not at the top: the registry loads torch
 
     ckpt = cached_checkpoint(name)
     if ckpt.exists():
@@ -136,7 +143,7 @@ def ensure(name: str, progress: bool = True) -> Path:
 
 def fetch(name: str, progress: bool = True) -> Path:
     """The source's published file in the cache, downloaded (digest checked) when missing."""
-    from .registry import source
+    from .registry import source  # here, not at the top: the registry loads torch
 
     src = source(name)
     if not (cache_dir() / src.filename).exists():
@@ -151,8 +158,6 @@ def ways_out(name: str) -> str:
 
 
 def _check_online(src) -> None:
-    from ..settings import OFFLINE_ENV, offline
-
     if offline():
         raise AlexKitError(f"{src.name} weights are not in {cache_dir()} and offline mode ({OFFLINE_ENV}=1 or "
                            f"offline = true in the config file) forbids fetching {src.url}; {ways_out(src.name)}")
@@ -160,10 +165,6 @@ def _check_online(src) -> None:
 
 def _download(src, progress: bool, then: Path | None = None) -> Path:
     # the caller holds _cache_lock: flock is per open file, so taking it again here would wait forever
-    import sys
-
-    from .download import DownloadError, download
-
     raw = cache_dir() / src.filename
     if not raw.exists():
         size = f"{src.size / 1e6:,.0f} MB" if src.size else "about 244 MB"
@@ -181,9 +182,7 @@ def _download(src, progress: bool, then: Path | None = None) -> Path:
 @contextlib.contextmanager
 def _cache_lock(name: str):
     cache_dir().mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock, as before
+    if fcntl is None:
         yield
         return
     with open(cache_dir() / f".{name}.lock", "w") as f:

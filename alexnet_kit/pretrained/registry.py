@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import AlexNetConfig
+from ..errors import AlexKitError
 from ..paths import package_data
 from ..preprocess import Preprocess, caffe_mean_to_rgb
 
@@ -91,8 +92,6 @@ NAMES = tuple(SOURCES)  # alexnet_kit.pretrained.NAMES repeats them without load
 
 def source(name: str) -> Source:
     """The named source with any environment override applied."""
-    from ..errors import AlexKitError
-
     if name not in SOURCES:
         raise AlexKitError(f"unknown pretrained model {name!r} (known: {', '.join(NAMES)})")
     return SOURCES[name].with_overrides()
