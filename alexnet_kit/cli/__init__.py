@@ -14,6 +14,7 @@ import importlib
 import pkgutil
 import sys
 
+from .. import __version__
 from ..errors import AlexKitError
 from ..interrupt import Aborted, Interrupted
 
@@ -21,8 +22,6 @@ PROG = "alexnet-kit"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
-
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="The network of Krizhevsky, Sutskever & Hinton (2012): train, export, classify, search.",

@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from .. import __version__
+from ..config import AlexNetConfig, add_options, given_options
+from ..errors import AlexKitError, FileProblem
 
 # The AlexNetConfig fields `init` offers as options (help, choices and defaults come from the fields).
 NETWORK_OPTIONS = ("init", "lrn_convention")
@@ -19,8 +24,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "with ALEXNET_KIT_MODEL=OUT or model = \"OUT\" in ~/.config/alexnet-kit/config.toml")
     p.add_argument("--classes", default="imagenet", help="'imagenet' (the 1000 ILSVRC-2012 classes, shipped) or a file: 'wnid<TAB>name' or one name per line")
     p.add_argument("--caffe-mean", metavar="NPY", help="mean image from Caffe's ilsvrc_2012_mean.npy (BGR, 3x256x256); default: ImageNet's per-channel mean")
-    from ..config import AlexNetConfig, add_options
-
     add_options(p, AlexNetConfig, only=NETWORK_OPTIONS, show_defaults=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -28,16 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import numpy as np
+    import numpy as np  # here, not at the top: the CLI starts without numpy and torch
     import torch
 
-    from .. import __version__
     from ..checkpoint import save_checkpoint
-    from ..errors import AlexKitError, FileProblem
     from ..meta import ModelMeta, imagenet_classes, read_class_file
-    from ..config import AlexNetConfig, given_options
     from ..model import AlexNet, count_parameters
     from ..preprocess import Preprocess, caffe_mean_to_rgb
 

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import time
+
+from ..pretrained import NAMES, cached_checkpoint, convert, ensure, fetch
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..pretrained import NAMES
-
     p = sub.add_parser(
         "pretrained",
         help="download or convert published AlexNet weights (Caffe, torchvision, ONNX zoo)",
@@ -26,10 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
-
-    from ..pretrained import cached_checkpoint, convert, ensure, fetch
-    from ..pretrained.registry import source
+    from ..pretrained.registry import source  # here, not at the top: the registry loads torch
 
     src = source(args.name)
     start = time.perf_counter()

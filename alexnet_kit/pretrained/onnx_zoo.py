@@ -21,7 +21,7 @@ INPUT = "data_0"
 
 
 def _attrs(node) -> dict:
-    from onnx import helper
+    from onnx import helper  # here, not at the top: onnx is an optional extra
 
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
@@ -29,7 +29,7 @@ def _attrs(node) -> dict:
 def read_onnx(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     try:
-        import onnx
+        import onnx  # here, not at the top: onnx is an optional extra
         from onnx import numpy_helper
     except ImportError:
         raise FileProblem(path, "reading ONNX files needs the onnx package (pip install 'alexnet-kit[cpu]')") from None
