@@ -49,8 +49,10 @@ class Split:
         self.folder, self.size = Path(folder), int(size)
         labels = np.load(self.folder / "labels.npy")
         status = np.load(self.folder / "status.npy")
-        #: memmap, all rows, including unreadable ones
-        self.images = np.memmap(self.folder / "images.u8", dtype=np.uint8, mode="r", shape=(len(labels), size, size, 3))
+        #: memmap, all rows, including unreadable ones (an empty split, e.g. --val-fraction 0: an
+        #: empty array, since an empty file cannot be mapped)
+        self.images = (np.memmap(self.folder / "images.u8", dtype=np.uint8, mode="r", shape=(len(labels), size, size, 3))
+                       if len(labels) else np.zeros((0, size, size, 3), np.uint8))
         #: int64 indices into ``images`` of the readable rows
         self.rows = np.flatnonzero(status == OK).astype(np.int64)
         #: int64 labels of the readable rows

@@ -62,6 +62,7 @@ def test_corrupt_files_are_skipped_counted_and_listed(tmp_path):
     assert "truncated.jpg: truncated" in listed and "empty.jpg: empty file" in listed and "notes.jpg: not an image" in listed
     ds = PackedDataset(tmp_path / "packed")
     assert len(ds.split("train")) == 6 and all("notes" not in f for f in ds.split("train").files)
+    assert len(ds.split("val")) == 0 and ds.split("val").images.shape == (0, 256, 256, 3)  # --val-fraction 0 trains
 
 
 def test_imagenet_layout_uses_val_folder(tmp_path):
