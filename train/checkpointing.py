@@ -13,7 +13,6 @@ only, so a checkpoint cannot run code. The model a user keeps is
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -22,12 +21,14 @@ import torch
 from alexnet_kit.errors import CheckpointError
 from alexnet_kit.fsutil import atomic_path
 
+# Where the states are is the run folder's layout, in .runfolder (torch-free: the refusal of a
+# used --out reads it); this module's API keeps list_states, latest_state and state_path.
+from . import runfolder
+from .runfolder import list_states, state_path
+
+latest_state = runfolder.latest_state
+
 STATE_VERSION = 1
-_STEP = re.compile(r"step-(\d+)\.pt$")
-
-
-def state_path(folder: Path, step: int) -> Path:
-    return folder / f"step-{step:08d}.pt"
 
 
 def save_state(folder: Path, state: dict, keep_last: int = 3) -> Path:
@@ -92,17 +93,6 @@ class BackgroundWriter:
             self.wait()
         finally:
             self._pool.shutdown(wait=True)
-
-
-def list_states(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted((p for p in folder.iterdir() if _STEP.search(p.name)), key=lambda p: int(_STEP.search(p.name).group(1)))
-
-
-def latest_state(folder: Path) -> Path | None:
-    states = list_states(folder)
-    return states[-1] if states else None
 
 
 def load_state(path: Path) -> dict:

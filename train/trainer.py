@@ -3,7 +3,9 @@
 Life cycle (as torchtune's recipes): :meth:`Trainer.setup` (runtime, data,
 model, optimizer, resume), :meth:`Trainer.train` (epochs; returns "done" or
 "interrupted"), :meth:`Trainer.save_model` (``model.safetensors`` with
-:class:`~alexnet_kit.meta.ModelMeta`: classify uses it directly).
+:class:`~alexnet_kit.meta.ModelMeta`: classify uses it directly). A fresh
+run never replaces an earlier one in its folder unless told to
+(:mod:`.runfolder`).
 
 Exact resume: the data stream is a function of (seed, epoch, batch) (see
 :mod:`.loader`), dropout is re-seeded from (seed, rank, step) before every
@@ -41,7 +43,7 @@ from alexnet_kit.metrics import topk_wrong
 from alexnet_kit.preprocess import Preprocess
 
 from . import checkpointing as ckpt
-from . import finetune
+from . import finetune, runfolder
 from .augment import Finisher
 from .loader import EpochBatches, make_loader
 from .monitor import MetricsLog, StallDetector
@@ -198,8 +200,12 @@ class Meter:
 
 
 class Trainer:
-    def __init__(self, recipe: Recipe, data: PackedDataset, resume: str | None = None, progress: bool = True):
+    """``overwrite``: replace an earlier run in ``recipe.out`` (else a fresh run there is refused)."""
+
+    def __init__(self, recipe: Recipe, data: PackedDataset, resume: str | None = None, progress: bool = True,
+                 overwrite: bool = False):
         self.r, self.data, self.resume_from, self.progress = recipe, data, resume, progress
+        self.overwrite = overwrite
         self.out = Path(recipe.out)
         self.ckpt_dir = self.out / "checkpoints"
         self._stop = False
@@ -213,6 +219,8 @@ class Trainer:
 
     # -- setup -------------------------------------------------------------
     def setup(self) -> None:
+        # every rank, before the process group starts and before anything is written: all refuse or none
+        runfolder.refuse_earlier_run(self.out, self.resume_from, self.overwrite)
         self._setup_runtime()
         self._setup_data()
         self._setup_parent()
@@ -226,15 +234,16 @@ class Trainer:
                          channels_last=self.channels_last)
         self._setup_finishers()  # after placing: the GPU finisher runs on the net's input device
         self.optimizer = build_optimizer(self.net, self.r)
+        if self.overwrite and not self.resume_from and self.dist.main:
+            # as late as possible (a set-up error above keeps the old run), before the first new file
+            # (the TensorBoard folder of _setup_progress); the other ranks checked before the group started
+            old = runfolder.earlier_run(self.out)
+            if runfolder.remove_run(self.out):
+                print(f"--overwrite: removed the earlier run in {self.out} ({runfolder.describe(old) or 'logs only'}); "
+                      f"packed data and other files stay", file=sys.stderr)
         self._setup_progress()
         if self.resume_from:
             self._resume(self.resume_from)
-        elif self.dist.main and ckpt.list_states(self.ckpt_dir):
-            # a fresh run in a used folder: the old states would outrank ours in keep-last-K
-            old = ckpt.list_states(self.ckpt_dir) + [p for p in [self.ckpt_dir / "best.pt"] if p.exists()]
-            for p in old:
-                p.unlink()
-            print(f"starting afresh in {self.out}: removed {len(old)} training state(s) of an earlier run (--resume continues one instead)", file=sys.stderr)
 
     def _setup_runtime(self) -> None:
         r = self.r

@@ -11,12 +11,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train with the paper's recipe (§5) or another one. A recipe is a TOML file; every value "
         "can be overridden below. --data may be a prepared folder or a photo folder (packed first into "
         "OUT/packed). The result is OUT/model.safetensors (best validation epoch), ready for "
-        "`alexnet-kit classify --model`. Ctrl-C saves a checkpoint; --resume continues exactly.",
+        "`alexnet-kit classify --model`. Ctrl-C saves a checkpoint; --resume continues exactly. A fresh run "
+        "never replaces an earlier run in --out: it is refused unless --overwrite is given.",
         epilog="Data parallel: torchrun --standalone --nproc_per_node N -m alexnet_kit train --parallel data ...",
     )
     p.add_argument("--recipe", default="quickstart", help="a shipped recipe name (paper, quickstart, caltech10, finetune) or a .toml path (default: quickstart)")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="STATE",
                    help="continue from OUT/checkpoints (latest), or from this training-state file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run in --out (its training states, models, metrics and logs; "
+                        "OUT/packed and other files stay); without it a fresh run there is refused")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     from alexnet_kit.train.recipe import add_override_options
 
@@ -31,8 +35,11 @@ def run(args: argparse.Namespace) -> int:
     from alexnet_kit.errors import AlexKitError
     from alexnet_kit.train.packed import PackedDataset, is_prepared
     from alexnet_kit.train.recipe import apply_overrides, load_recipe, resolve_data
+    from alexnet_kit.train.runfolder import refuse_earlier_run
 
     recipe = apply_overrides(load_recipe(args.recipe), args)
+    # before anything is packed or written (every DDP rank makes the same read-only check)
+    refuse_earlier_run(recipe.out, args.resume, args.overwrite)
     if not recipe.data:
         raise AlexKitError(f"recipe {recipe.name} names no data: give --data (a prepared folder or a photo folder)")
     data = resolve_data(recipe.data)
@@ -50,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     recipe.data = str(data)
     from alexnet_kit.train.trainer import Trainer
 
-    trainer = Trainer(recipe, PackedDataset(data), resume=args.resume, progress=not args.quiet)
+    trainer = Trainer(recipe, PackedDataset(data), resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     trainer.setup()
     try:
         outcome = trainer.train()
