@@ -11,8 +11,9 @@ nothing. So a long job (``train``, ``prepare``, ``index build``,
   :class:`Interrupted`, which the CLI turns into one line on stderr and
   exit status 128 + the signal's number (143 for SIGTERM, 130 for SIGINT);
 * helper processes (loader workers, packing pool) ignore both signals
-  (:func:`ignore_in_worker`): the ending is the main process's business, and
-  a worker killed by the group's SIGTERM would crash the main process instead;
+  (:func:`ignore_in_worker`, started inside :func:`starting_workers`): the
+  ending is the main process's business, and a worker killed by the group's
+  SIGTERM would crash the main process instead;
 * a second signal aborts at once (:class:`Aborted`, a KeyboardInterrupt), as a second Ctrl-C
   always has, unless it repeats the first within :data:`REPEAT_WINDOW`
   seconds: one stop delivered twice (the process group's copy and the copy
@@ -20,6 +21,7 @@ nothing. So a long job (``train``, ``prepare``, ``index build``,
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -110,6 +112,23 @@ class StopOnSignal:
 
 def ignore_in_worker(*_args) -> None:
     """For a helper process (DataLoader ``worker_init_fn``, Pool ``initializer``): SIGINT and SIGTERM
-    sent to the process group are the main process's to handle; it ends the workers itself."""
+    sent to the process group are the main process's to handle; it ends the workers itself.
+    Unblocks them too (see :func:`starting_workers`): one that came while they were blocked is dropped."""
     for sig in SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+
+
+@contextlib.contextmanager
+def starting_workers():
+    """Start helper processes inside this block. A new process would otherwise be killed by the group's
+    SIGTERM (or interrupted by its SIGINT) before :func:`ignore_in_worker` runs: a spawned interpreter
+    starts with the default actions, and a forked DataLoader worker installs torch's own SIGTERM handler
+    first. Here both signals are blocked in the calling thread, and the mask passes to the new process
+    through fork and exec; a signal that comes meanwhile waits and reaches this process's handler at
+    the end of the block. Only for workers that call :func:`ignore_in_worker` (which unblocks them)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
