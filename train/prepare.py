@@ -11,11 +11,19 @@ Parallel over cores (worker processes write their rows straight into the
 memmap), resumable (a status array records finished rows; rerun the same
 command after an interruption), and unreadable photos are skipped and
 listed in ``report.json`` / ``report.txt``, never fatal.
+
+Stopping: given an active :class:`~alexnet_kit.interrupt.StopOnSignal`,
+SIGTERM or SIGINT stops at the next finished chunk, records every row done
+so far (fsynced, then the status) and raises
+:class:`~alexnet_kit.interrupt.Interrupted`; the workers ignore both
+signals (the group's copy is not theirs) and are killed, losing at most the
+chunks they were decoding, which the rerun decodes again.
 """
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import multiprocessing.pool
 import os
 import random
 import time
@@ -27,6 +35,7 @@ import numpy as np
 from alexnet_kit.errors import AlexKitError, FileProblem, ImageError
 from alexnet_kit.fsutil import atomic_path
 from alexnet_kit.images import load_square
+from alexnet_kit.interrupt import Interrupted, StopOnSignal, ignore_in_worker, signal_name, starting_workers
 
 from .packed import BAD, FORMAT, OK, PENDING, VERSION
 
@@ -113,6 +122,7 @@ _W: dict = {}
 def _init_worker(dst: str, size: int, counts: dict[str, int]) -> None:
     import torch
 
+    ignore_in_worker()  # the group's SIGINT/SIGTERM: the parent stops the job (module docstring)
     torch.set_num_threads(1)
     _W["size"] = size
     _W["maps"] = {
@@ -186,6 +196,18 @@ def _cgroup1_quota(path: Path) -> float | None:
     return None if q <= 0 else q / period
 
 
+class _Pool(multiprocessing.pool.Pool):
+    """A Pool whose terminate() kills its workers: they ignore SIGTERM (see _init_worker), so the
+    stock terminate() (SIGTERM, then join) would wait for them forever. Killing loses nothing
+    recorded: a row counts only once its result reached the parent."""
+
+    @staticmethod
+    def Process(ctx, *args, **kwds):
+        proc = ctx.Process(*args, **kwds)
+        proc.terminate = proc.kill
+        return proc
+
+
 # -- the job ---------------------------------------------------------------
 def _save_status(dst: Path, status: dict[str, np.ndarray]) -> None:
     """Rows on disk first, then the record that says so: one fsync of each images file (it
@@ -210,8 +232,14 @@ def _write_text(path: Path, text: str) -> None:
 
 def prepare(src: str | os.PathLike, dst: str | os.PathLike, size: int = 256, val_fraction: float | None = None,
             seed: int = 0, workers: int | None = None, progress: bool = True, force: bool = False,
-            classes: list[str] | None = None) -> dict:
-    """Pack ``src`` into ``dst``; returns the report (counts, skipped files). Resumes a partial ``dst``."""
+            classes: list[str] | None = None, stop: StopOnSignal | None = None) -> dict:
+    """Pack ``src`` into ``dst``; returns the report (counts, skipped files). Resumes a partial ``dst``.
+
+    ``stop``: an active StopOnSignal; on its signal what is done is recorded and
+    :class:`Interrupted` raised (module docstring)."""
+    def stopped() -> int:
+        return (stop.signum or 0) if stop is not None else 0
+
     from tqdm import tqdm
 
     src, dst = Path(src).resolve(), Path(dst)
@@ -259,9 +287,14 @@ def prepare(src: str | os.PathLike, dst: str | os.PathLike, size: int = 256, val
         todo = [(int(r), p.files[r]) for r in np.flatnonzero(status[s] == PENDING)]
         tasks += [(s, todo[i:i + CHUNK]) for i in range(0, len(todo), CHUNK)]
     total = sum(counts.values())
+    if stopped():  # while planning (a long walk over ImageNet): the plan is saved, nothing packed yet
+        raise Interrupted(stopped(), f"stopped by {signal_name(stopped())} before packing: the plan is in {dst}; "
+                                     f"run the same command again to pack")
     t0 = time.perf_counter()
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(str(dst), size, counts)) as pool:
+    with starting_workers():
+        pool = _Pool(workers, initializer=_init_worker, initargs=(str(dst), size, counts), context=ctx)
+    with pool:
         done = total - sum(len(t[1]) for t in tasks)
         bar = tqdm(total=total, initial=done, unit="img", desc="pack", disable=not progress, dynamic_ncols=True)
         last_save = time.monotonic()
@@ -274,11 +307,17 @@ def prepare(src: str | os.PathLike, dst: str | os.PathLike, size: int = 256, val
                         err_log.write(json.dumps({"split": s, "row": row, "problem": problem}) + "\n")
                 err_log.flush()
                 bar.update(len(results))
+                if stopped():
+                    break  # the with block's exit kills the workers (_Pool)
                 if time.monotonic() - last_save > 2.0:  # status is the resume point
                     _save_status(dst, status)
                     last_save = time.monotonic()
         bar.close()
         _save_status(dst, status)
+        if stopped():
+            n_done = sum(int((status[s] != PENDING).sum()) for s in status)
+            raise Interrupted(stopped(), f"stopped by {signal_name(stopped())}: {n_done} of {total} photos are packed "
+                                         f"and recorded in {dst}; run the same command again to continue")
 
         # §2 mean image and §4.1 RGB covariance, over the readable training photos
         rows = np.flatnonzero(status["train"] == OK)
@@ -295,6 +334,9 @@ def prepare(src: str | os.PathLike, dst: str | os.PathLike, size: int = 256, val
             xtx += s_xtx
             n += k
             bar.update(k)
+            if stopped():  # the sums are quick to redo; every photo stays packed
+                raise Interrupted(stopped(), f"stopped by {signal_name(stopped())} while computing the mean image and "
+                                             f"PCA: every photo is packed in {dst}; run the same command again to finish")
         bar.close()
     mean_hwc = total_sum / n
     mean_rgb = total_sum.reshape(-1, 3).sum(0) / (n * size * size)

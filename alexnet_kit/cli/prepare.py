@@ -11,8 +11,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Decode every photo once as the paper does (§2: short side 256, centre 256x256 crop), "
         "pack them into memory-mapped uint8 arrays, and compute the training split's mean image and "
         "RGB PCA (§4.1). SRC is SRC/train/<class>/* and SRC/val/<class>/* (ImageNet layout), or "
-        "SRC/<class>/* with a held-out fraction per class. Parallel, resumable (run it again after an "
-        "interruption); unreadable photos are skipped and listed in DST/report.txt.",
+        "SRC/<class>/* with a held-out fraction per class. Parallel and resumable: SIGTERM or Ctrl-C records "
+        "every photo done so far and exits with status 128 + the signal (143, 130); run the same command "
+        "again to continue. Unreadable photos are skipped and listed in DST/report.txt.",
     )
     p.add_argument("src", help="photo tree: SRC/train/<class>/*, SRC/val/<class>/*, or SRC/<class>/*")
     p.add_argument("dst", help="output folder (created; a partial one is resumed)")
@@ -28,11 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from alexnet_kit.interrupt import StopOnSignal
     from alexnet_kit.train.prepare import prepare
 
-    rep = prepare(args.src, args.dst, size=args.size, val_fraction=args.val_fraction, seed=args.seed,
-                  workers=args.workers or None, progress=not args.quiet, force=args.force,
-                  classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None)
+    with StopOnSignal("recording the photos packed so far") as stop:
+        rep = prepare(args.src, args.dst, size=args.size, val_fraction=args.val_fraction, seed=args.seed,
+                      workers=args.workers or None, progress=not args.quiet, force=args.force,
+                      classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,
+                      stop=stop)
     skipped = sum(rep["skipped"].values())
     print(f"packed {rep['packed']['train']} training and {rep['packed']['val']} validation photos of "
           f"{rep['classes']} classes into {args.dst} ({rep['layout']}); "
