@@ -9,11 +9,12 @@ slice of the global batch) see exactly the same images and the same noise.
 from __future__ import annotations
 
 import multiprocessing as mp
-import signal
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from alexnet_kit.interrupt import ignore_in_worker
 
 from .augment import Finisher, draw, pack_draw
 from .packed import Split
@@ -70,10 +71,11 @@ class EpochBatches(Dataset):
         return torch.from_numpy(self.split.take(idx)), labels, pack_draw(d)
 
 
-def _quiet_worker(_):
-    # Ctrl-C is the main process's business: it saves a checkpoint and stops
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+def _worker_init(_worker_id: int) -> None:
+    # SIGINT and SIGTERM to the process group are the main process's to handle: it finishes the
+    # step, saves and shuts the workers down. A worker killed by the group's SIGTERM would
+    # instead end the run in "DataLoader worker ... is killed by signal" and lose the step.
+    ignore_in_worker()
     torch.set_num_threads(1)
 
 
@@ -87,7 +89,7 @@ def make_loader(ds: EpochBatches, start: int = 0, workers: int = 0, pin: bool = 
     """Batches ``start``, ``start+1``, ... in order (resume mid-epoch at ``start``), or the given ``batches``."""
     return DataLoader(
         ds, batch_size=None, sampler=batches if batches is not None else range(start, len(ds)), num_workers=workers,
-        pin_memory=pin, worker_init_fn=_quiet_worker if workers else None,
+        pin_memory=pin, worker_init_fn=_worker_init if workers else None,
         prefetch_factor=4 if workers else None, collate_fn=_as_is,
         multiprocessing_context=worker_context() if workers else None,
     )

@@ -2,10 +2,17 @@
 
 Life cycle (as torchtune's recipes): :meth:`Trainer.setup` (runtime, data,
 model, optimizer, resume), :meth:`Trainer.train` (epochs; returns "done" or
-"interrupted"), :meth:`Trainer.save_model` (``model.safetensors`` with
-:class:`~alexnet_kit.meta.ModelMeta`: classify uses it directly). A fresh
-run never replaces an earlier one in its folder unless told to
-(:mod:`.runfolder`).
+"max_steps", raises :class:`~alexnet_kit.interrupt.Interrupted` when a
+signal stopped it), :meth:`Trainer.save_model` (``model.safetensors`` with
+:class:`~alexnet_kit.meta.ModelMeta`: classify uses it directly).
+
+Stopping (:mod:`alexnet_kit.interrupt`): SIGTERM or SIGINT, to the process
+or its whole group, finishes the step in progress (or the epoch end in
+progress, validation included), saves the training state, waits until it
+is on disk and raises ``Interrupted``: one line, exit status 128 + the
+signal. Under DDP the ranks first agree on the step (see
+:meth:`Trainer._agreed_stop`). A fresh run never replaces an earlier one
+in its folder unless told to (:mod:`.runfolder`).
 
 Exact resume: the data stream is a function of (seed, epoch, batch) (see
 :mod:`.loader`), dropout is re-seeded from (seed, rank, step) before every
@@ -22,7 +29,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -38,6 +44,7 @@ from alexnet_kit import __version__
 from alexnet_kit.checkpoint import save_checkpoint
 from alexnet_kit.config import configs_differ
 from alexnet_kit.errors import AlexKitError
+from alexnet_kit.interrupt import Interrupted, StopOnSignal, signal_name, starting_workers
 from alexnet_kit.meta import ModelMeta
 from alexnet_kit.metrics import topk_wrong
 from alexnet_kit.preprocess import Preprocess
@@ -56,6 +63,8 @@ from .recipe import Recipe
 #: steps between host reads of the loss (progress bar, stall detector, divergence check)
 #: and, under DDP, between the collectives in which the ranks agree to stop
 SYNC_EVERY = 16
+#: what rank 0 prints on the first signal (StopOnSignal adds "again to abort at once")
+STOP_NOTICE = "finishing the current step, then saving a training state"
 
 
 def train_step(net, optimizer, x, y, amp_dtype=None, scaler=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,20 +209,21 @@ class Meter:
 
 
 class Trainer:
-    """``overwrite``: replace an earlier run in ``recipe.out`` (else a fresh run there is refused)."""
+    """``overwrite``: replace an earlier run in ``recipe.out`` (else a fresh run there is refused).
+    ``stop``: the caller's active :class:`StopOnSignal` (the CLI's also covers packing and set-up);
+    None: :meth:`train` installs one while it runs."""
 
     def __init__(self, recipe: Recipe, data: PackedDataset, resume: str | None = None, progress: bool = True,
-                 overwrite: bool = False):
+                 overwrite: bool = False, stop: StopOnSignal | None = None):
         self.r, self.data, self.resume_from, self.progress = recipe, data, resume, progress
-        self.overwrite = overwrite
+        self.overwrite, self.stop = overwrite, stop
         self.out = Path(recipe.out)
         self.ckpt_dir = self.out / "checkpoints"
-        self._stop = False
         self._pending: list[tuple[int, torch.Tensor]] = []  # (step, loss) of this window, on the device
         self._inflight: list[tuple[list[int], HostCopy]] = []  # earlier windows on their way to the host
-        self._stop_vote: HostCopy | None = None  # DDP: the last all-reduced stop flag, on its way to the host
+        self._vote: HostCopy | None = None  # DDP: the last all-reduced stop vote, on its way to the host
+        self._epoch_vote = 0  # the signal every rank agreed to stop for at the last epoch end (0: none)
         self._last_loss = float("nan")
-        self._stop_agreed = False
         self.collective = False  # a process group (--parallel data): set in setup
         self.writer = ckpt.BackgroundWriter()
 
@@ -376,32 +386,29 @@ class Trainer:
         return bool(r.checkpoint_minutes) and self.dist.main and time.monotonic() - self._last_save >= 60 * r.checkpoint_minutes
 
     # -- the loop ----------------------------------------------------------
-    def _on_signal(self, signum, frame):
-        if self._stop and signum == signal.SIGINT:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self._stop = True
-        if self.dist.main:
-            print("\ninterrupt: finishing this step, saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+    def _requested(self) -> int:
+        """The signal this process was asked to stop by (0: none)."""
+        return (self.stop.signum or 0) if self.stop is not None else 0
 
-    def _agreed_stop(self) -> bool:
-        """Whether every rank stops now. A rank that stopped alone would leave the others blocked
-        in the next all-reduce, so under DDP the flags meet in a collective every SYNC_EVERY steps
-        (every rank at the same steps; the epoch-end reduce carries them too). The vote of one
-        window is read at the next (its copy to the host long done: no stall), and every rank
-        reads the same vote at the same step, so all stop at the same step."""
+    def _agreed_stop(self) -> int:
+        """The signal every rank stops for now (0: go on). One process stops for its own signal.
+        Under DDP a rank that stopped alone would leave the others blocked in the next
+        all-reduce, so the ranks vote every SYNC_EVERY steps (every rank at the same steps; the
+        epoch-end reduce votes too): the MAX of their signal numbers, 0 where none came. A window's
+        vote is read at the next (its copy to the host long done: no stall), and every rank reads
+        the same vote at the same step, so all stop at the same step, for the same signal."""
         if not self.collective:
-            return self._stop
+            return self._requested()
         if self.global_step % SYNC_EVERY:
-            return False
+            return 0
         import torch.distributed as dist
 
-        agreed = bool(self._stop_vote.get()[0]) if self._stop_vote is not None else False
+        agreed = int(self._vote.get()[0]) if self._vote is not None else 0
         # on the device (NCCL has no CPU), made by a fill kernel: torch.tensor(list, device=cuda)
         # would be a blocking copy from pageable host memory every SYNC_EVERY steps
-        t = torch.full((1,), 1.0 if self._stop else 0.0, device=self.device)
+        t = torch.full((1,), float(self._requested()), device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX, async_op=True).wait()  # NCCL: the stream waits, not the host
-        self._stop_vote = HostCopy(t)
-        self._stop = self._stop or agreed
+        self._vote = HostCopy(t)
         return agreed
 
     def _drain(self, keep: int) -> None:
@@ -440,13 +447,19 @@ class Trainer:
         self.global_step += 1
 
     def train(self) -> str:
+        """The epochs: "done" or "max_steps"; on a signal, the state saved, :class:`Interrupted`."""
+        if self.stop is not None:  # the caller's, active
+            return self._train()
+        with StopOnSignal(STOP_NOTICE if self.dist.main else None) as self.stop:
+            try:
+                return self._train()
+            finally:
+                self.stop = None
+
+    def _train(self) -> str:
         from tqdm import tqdm
 
         r = self.r
-        handlers = {}
-        if _main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):  # torchrun stops its workers with SIGTERM
-                handlers[sig] = signal.signal(sig, self._on_signal)
         local_batch = r.batch_size // self.dist.world
         try:
             while self.epoch < r.epochs:
@@ -469,44 +482,48 @@ class Trainer:
                     if self.global_step % SYNC_EVERY == 0:
                         self._drain(keep=1)
                         bar.set_postfix(loss=f"{self._last_loss:.3f}", lr=f"{self.schedule.lr:.2g}", refresh=False)
-                    last = self.batch == len(ds)
-                    stop = False if last else self._agreed_stop()
+                    last = self.batch == len(ds)  # the epoch end saves and votes
+                    stop = 0 if last else self._agreed_stop()
                     limit = r.max_steps and self.global_step >= r.max_steps
                     if not last and (stop or limit or self._checkpoint_due()):
                         self.save_state(wait=bool(stop or limit))
-                    if stop:
-                        bar.close()
-                        return self._interrupted()
                     if limit and not last:
                         bar.close()
-                        return "max_steps"
+                        return "max_steps"  # finished as asked: a signal now changes nothing
+                    if stop:
+                        bar.close()
+                        self._interrupted(stop)
                 bar.close()
                 del loader
                 self._drain(keep=0)
-                self._end_epoch(local_batch)
-                if self._stop_agreed:
-                    return self._interrupted()
+                self._end_epoch(local_batch)  # writes the epoch's state (in the background)
                 if r.max_steps and self.global_step >= r.max_steps:
                     return "max_steps"
+                if self._epoch_vote and self.epoch < r.epochs:
+                    self._interrupted(self._epoch_vote)
             return "done"
         finally:
             self.writer.wait()
-            for sig, old in handlers.items():
-                signal.signal(sig, old)
 
-    def _interrupted(self) -> str:
+    def _interrupted(self, signum: int) -> None:
+        """The state is saved (or being written): wait until it is on disk, then end with one line."""
         self.writer.wait()
+        name = signal_name(signum)
         if self.dist.main:
-            print(f"saved {ckpt.latest_state(self.ckpt_dir)}; continue with the same command and --resume", file=sys.stderr)
-        return "interrupted"
+            raise Interrupted(signum, f"stopped by {name} after step {self.global_step}: saved "
+                              f"{ckpt.latest_state(self.ckpt_dir)}; run the same command with --resume to continue")
+        raise Interrupted(signum, f"rank {self.dist.rank} stopped by {name} after step {self.global_step}, "
+                          f"with every rank (rank 0 saved the training state)")
 
     def _to_device(self, loader):
         """On CUDA, each batch's host-to-device copy (25 MB of uint8 photos at batch 128) is issued
         one batch ahead on a side stream, so it overlaps the current step's kernels instead of
         queueing in front of them. Elsewhere the batches pass through (_finish moves them)."""
         dev = input_device(self.net)
+        with starting_workers():  # the loader's worker processes start here
+            it = iter(loader)
         if dev.type != "cuda":
-            yield from loader
+            yield from it
             return
         side = torch.cuda.Stream(dev)
 
@@ -514,7 +531,6 @@ class Trainer:
             with torch.cuda.stream(side):
                 return tuple(t.to(dev, non_blocking=True) for t in batch)
 
-        it = iter(loader)
         nxt = next(it, None)
         nxt = issue(nxt) if nxt is not None else None
         while nxt is not None:
@@ -539,7 +555,10 @@ class Trainer:
         return x, y
 
     def _end_epoch(self, local_batch: int) -> None:
-        a = self._reduce(self.meter)  # every rank, always: it also carries the stop flag
+        val = self.evaluate() if len(self.val_split) else None
+        # every rank, always, after validation: it also carries the stop vote, so a signal that
+        # came during validation stops the run here, with this epoch's state
+        a = self._reduce(self.meter)
         row = {
             "epoch": self.epoch + 1, "step": self.global_step, "lr": self.schedule.lr,
             "train_loss": a["loss_sum"] / max(1, a["n"]), "train_top1_err": a["wrong1"] / max(1, a["n"]),
@@ -547,14 +566,13 @@ class Trainer:
             "images_per_s": a["images"] / max(1e-9, a["seconds"] / self.dist.world) if a["seconds"] else None,
             "seconds": round(a["seconds"] / self.dist.world, 2),
         }
-        val = self.evaluate() if len(self.val_split) else None
         if val:
             row.update(val_loss=val[0], val_top1_err=val[1], val_top5_err=val[2])
         self.history.append(row)
         self.epoch += 1
         self.batch = 0
         self.meter = Meter.zeros(input_device(self.net))
-        self._stop_vote = None  # the epoch-end reduce carried every flag; a vote still in flight is stale
+        self._vote = None  # the epoch-end reduce carried every rank's signal; a vote still in flight is stale
         err = val[1] if val else row["train_top1_err"]
         improved = err < self.best_val
         if improved:
@@ -582,21 +600,20 @@ class Trainer:
 
     def _reduce(self, m: Meter) -> dict:
         if not self.collective:
-            self._stop_agreed = self._stop
+            self._epoch_vote = self._requested()
             return m.to_dict()
         import torch.distributed as dist
 
         # on the training device (defect 1: an NCCL group has no CPU backend); float64 holds
-        # the counts exactly. The last entry is the stop flag (ranks agree at every epoch end).
+        # the counts exactly. The last entry is the stop vote (the MAX of the ranks' signals).
         dev = m.loss_sum.device  # host numbers joined by fill kernels, not blocking copies
         t = torch.stack([m.loss_sum, m.wrong1.double(), m.wrong5.double()]
-                        + [torch.full((), float(v), dtype=torch.float64, device=dev) for v in (m.n, m.seconds, 1.0 if self._stop else 0.0)])
+                        + [torch.full((), float(v), dtype=torch.float64, device=dev) for v in (m.n, m.seconds, self._requested())])
         t = t.to(self.device)  # the process group's device (the same one under DDP)
         dist.all_reduce(t[:5])
         dist.all_reduce(t[5:], op=dist.ReduceOp.MAX)
         loss_sum, w1, w5, n, seconds, stop = t.tolist()
-        self._stop_agreed = stop > 0
-        self._stop = self._stop or self._stop_agreed
+        self._epoch_vote = int(stop)
         # every rank counts the global batch already
         return {"loss_sum": loss_sum, "n": n, "wrong1": w1, "wrong5": w5, "seconds": seconds, "images": float(m.images)}
 
@@ -663,11 +680,10 @@ class Trainer:
             import torch.distributed as dist
 
             if dist.is_initialized():
+                # gloo's worker threads take the GIL to free a collective's tensors once it has ended,
+                # and the process group's destructor (here, or when the DDP model goes) holds the GIL
+                # while it joins them: a rank that stopped right after a collective could hang at exit
+                # (one stop in six did). Sleeping gives them the GIL; no collective follows.
+                time.sleep(0.1)
                 dist.destroy_process_group()
 
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()

@@ -11,8 +11,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train with the paper's recipe (§5) or another one. A recipe is a TOML file; every value "
         "can be overridden below. --data may be a prepared folder or a photo folder (packed first into "
         "OUT/packed). The result is OUT/model.safetensors (best validation epoch), ready for "
-        "`alexnet-kit classify --model`. Ctrl-C saves a checkpoint; --resume continues exactly. A fresh run "
-        "never replaces an earlier run in --out: it is refused unless --overwrite is given.",
+        "`alexnet-kit classify --model`. SIGTERM or Ctrl-C (SIGINT) finishes the current step, saves a "
+        "training state and exits with status 128 + the signal (143, 130); a second signal aborts at once. "
+        "The same command with --resume continues exactly. A fresh run never replaces an earlier run in "
+        "--out: it is refused unless --overwrite is given.",
         epilog="Data parallel: torchrun --standalone --nproc_per_node N -m alexnet_kit train --parallel data ...",
     )
     p.add_argument("--recipe", default="quickstart", help="a shipped recipe name (paper, quickstart, caltech10, finetune) or a .toml path (default: quickstart)")
@@ -29,10 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     import sys
     from pathlib import Path
 
     from alexnet_kit.errors import AlexKitError
+    from alexnet_kit.interrupt import StopOnSignal, signal_name
     from alexnet_kit.train.packed import PackedDataset, is_prepared
     from alexnet_kit.train.recipe import apply_overrides, load_recipe, resolve_data
     from alexnet_kit.train.runfolder import refuse_earlier_run
@@ -45,28 +49,35 @@ def run(args: argparse.Namespace) -> int:
     data = resolve_data(recipe.data)
     if not data.exists():
         raise AlexKitError(f"{data}: no such folder")
-    if not is_prepared(data):
-        if recipe.parallel == "data":
-            raise AlexKitError(f"{data}: prepare it first (`alexnet-kit prepare {data} DST`) when training data parallel")
-        from alexnet_kit.train.prepare import prepare
+    if not is_prepared(data) and recipe.parallel == "data":
+        raise AlexKitError(f"{data}: prepare it first (`alexnet-kit prepare {data} DST`) when training data parallel")
+    main = recipe.parallel != "data" or os.environ.get("RANK", "0") == "0"
+    # one StopOnSignal from here on: a signal while packing, setting up or training ends cleanly
+    from alexnet_kit.train.trainer import STOP_NOTICE
 
-        packed = Path(recipe.prepared or Path(recipe.out) / "packed")
-        print(f"{data} is a photo folder: packing it into {packed} first", file=sys.stderr)
-        prepare(data, packed, val_fraction=recipe.val_fraction, seed=recipe.split_seed, progress=not args.quiet)
-        data = packed
-    recipe.data = str(data)
-    from alexnet_kit.train.trainer import Trainer
+    with StopOnSignal(STOP_NOTICE if main else None) as stop:
+        if not is_prepared(data):
+            from alexnet_kit.train.prepare import prepare
 
-    trainer = Trainer(recipe, PackedDataset(data), resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
-    trainer.setup()
-    try:
-        outcome = trainer.train()
-    finally:
-        trainer.cleanup()
+            packed = Path(recipe.prepared or Path(recipe.out) / "packed")
+            print(f"{data} is a photo folder: packing it into {packed} first", file=sys.stderr)
+            prepare(data, packed, val_fraction=recipe.val_fraction, seed=recipe.split_seed, progress=not args.quiet, stop=stop)
+            if stop.signum:  # it came as the packing finished
+                stop.raise_if_requested(f"stopped by {signal_name(stop.signum)} after packing {data} into {packed}; "
+                                        f"run the same command again to train")
+            data = packed
+        recipe.data = str(data)
+        from alexnet_kit.train.trainer import Trainer
+
+        trainer = Trainer(recipe, PackedDataset(data), resume=args.resume, progress=not args.quiet,
+                          overwrite=args.overwrite, stop=stop)
+        trainer.setup()
+        try:
+            outcome = trainer.train()  # Interrupted on a signal, after the state is saved
+        finally:
+            trainer.cleanup()
     if trainer.dist.main:
         best = Path(recipe.out) / "model.safetensors"
-        if outcome == "interrupted":
-            return 130
         print(f"{outcome}: {trainer.epoch} epochs, {trainer.global_step} steps; best validation top-1 error "
               f"{100 * trainer.best_val:.1f}%; model: {best}" if trainer.history else f"{outcome} after {trainer.global_step} steps")
     return 0

@@ -1,6 +1,6 @@
 """Ending long jobs: SIGTERM (and SIGINT) to the whole process group, as SLURM, `timeout` and
-Ctrl-C send them, stop `prepare` cleanly: one line, exit 128 + the signal, the work saved,
-and the rerun ends as an uninterrupted run would."""
+Ctrl-C send them, stop `prepare` and `train` cleanly: one line, exit 128 + the signal, the
+work saved, and the rerun ends as an uninterrupted run would."""
 from __future__ import annotations
 
 import os
@@ -8,11 +8,15 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from helpers import QUICKSTART_DATA
+from alexnet_kit.train.checkpointing import latest_state, list_states, load_state
+
+from helpers import QUICKSTART_DATA, TINY, free_port, tiny_packed
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
@@ -64,3 +68,142 @@ def test_prepare_stopped_by_sigterm_keeps_its_rows_and_a_rerun_ends_as_an_uninte
     prepare(src, tmp_path / "uninterrupted", workers=2, progress=False)
     for f in ("train/images.u8", "val/images.u8", "train/labels.npy", "train/status.npy", "mean.npy", "pca.npz", "classes.txt"):
         assert (dst / f).read_bytes() == (tmp_path / "uninterrupted" / f).read_bytes(), f
+
+
+# -- train ---------------------------------------------------------------------------------
+STEPS_PER_EPOCH = 3  # tiny_packed: 12 training photos, batch 4
+REFERENCE_EPOCHS = 6
+
+
+def train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "alexnet_kit", "train", "--recipe", "quickstart", "--data", str(data), "--out", str(out),
+            "--batch-size", "4", "--threads", "1", "--deterministic", "true", "--quiet", *TINY, *extra]
+
+
+def run(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+
+
+def step_of(path: Path) -> int:
+    return int(path.stem.split("-")[1])
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory) -> Path:
+    return tiny_packed(tmp_path_factory.mktemp("signals") / "packed")
+
+
+@pytest.fixture(scope="module")
+def reference(packed, tmp_path_factory) -> dict[int, dict]:
+    """An uninterrupted run, one process, every epoch's state kept: {step: weights at that epoch end}."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    r = run(train_cmd(packed, out, "--epochs", str(REFERENCE_EPOCHS), "--workers", "0", "--keep-last", "100",
+                      "--checkpoint-every", "1000"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    return {step_of(p): load_state(p)["model"] for p in list_states(out / "checkpoints")}
+
+
+def assert_resumes_to(reference: dict[int, dict], cmd: list[str], out: Path, launch=None) -> None:
+    """Resume to the end of the epoch the stop fell in: bitwise the reference's weights there."""
+    st = load_state(latest_state(out / "checkpoints"))
+    epochs = st["epoch"] + 1
+    assert epochs * STEPS_PER_EPOCH in reference, f"stopped too late (epoch {epochs}) for the reference run"
+    resume = cmd + ["--resume", "--epochs", str(epochs)]
+    results = launch(resume) if launch else [run(resume)]
+    for r in results:
+        assert r.returncode == 0, r.stderr[-2000:]
+    end = load_state(latest_state(out / "checkpoints"))
+    assert end["global_step"] == epochs * STEPS_PER_EPOCH
+    want = reference[end["global_step"]]
+    for k in want:
+        assert torch.equal(end["model"][k], want[k]), k
+
+
+def stop_one_process(packed: Path, out: Path, workers: str, *signals: int):
+    """A long run stopped by ``signals`` sent to its whole process group once the first epoch's
+    state is on disk; returns (process, stderr, the newest state's step when the signal went)."""
+    proc = subprocess.Popen(train_cmd(packed, out, "--workers", workers, "--epochs", "40", "--checkpoint-every", "1000"),
+                            stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
+    try:
+        wait_for_file(proc, lambda: list_states(out / "checkpoints"), "the first epoch's state")
+        before = step_of(latest_state(out / "checkpoints"))
+        for sig in signals:
+            os.killpg(proc.pid, sig)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc, err, before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["1", "0"])
+def test_sigterm_to_the_group_saves_the_step_and_resumes_bitwise(packed, reference, tmp_path, workers):
+    out = tmp_path / "run"
+    proc, err, before = stop_one_process(packed, out, workers, signal.SIGTERM)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err and "killed by signal" not in err
+    st = load_state(latest_state(out / "checkpoints"))
+    assert st["global_step"] > before  # saved at the stop, not the last periodic state
+    assert last_line(err) == (f"alexnet-kit: stopped by SIGTERM after step {st['global_step']}: saved "
+                              f"{latest_state(out / 'checkpoints')}; run the same command with --resume to continue")
+    assert_resumes_to(reference, train_cmd(packed, out, "--workers", workers), out)
+
+
+@pytest.mark.slow
+def test_a_second_signal_aborts_at_once(packed, tmp_path):
+    out = tmp_path / "run"
+    # both at once: the second arrives long before the step in progress ends
+    proc, err, before = stop_one_process(packed, out, "1", signal.SIGTERM, signal.SIGINT)
+    assert proc.returncode in (130, 143), err[-2000:]  # 128 + the signal handled second
+    assert "Traceback" not in err and last_line(err).startswith("alexnet-kit: aborted (SIG")
+    # nothing saved at the abort; the states written before it are intact and resume
+    assert step_of(latest_state(out / "checkpoints")) == before
+    load_state(latest_state(out / "checkpoints"))
+
+
+# -- train: SIGTERM to every rank of a data-parallel run ------------------------------------
+def launch_ranks(cmd: list[str], wait: bool = True):
+    """Two gloo ranks in one new process group (as torchrun's workers are in the job's)."""
+    port = str(free_port())
+    procs = []
+    for rank in (0, 1):
+        env = dict(ENV, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+        # rank 0 leads a new process group (in this session, so that rank 1 may join it)
+        group = procs[0].pid if procs else 0
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                      process_group=group))
+    if not wait:
+        return procs
+    outs = [p.communicate(timeout=300) for p in procs]
+    return [subprocess.CompletedProcess(cmd, p.returncode, o, e) for p, (o, e) in zip(procs, outs)]
+
+
+@pytest.mark.slow
+def test_sigterm_to_every_rank_stops_them_at_one_step_and_resumes_bitwise(packed, tmp_path):
+    ddp = ["--parallel", "data", "--workers", "0", "--checkpoint-every", "1000"]
+    ref = tmp_path / "reference"
+    results = launch_ranks(train_cmd(packed, ref, *ddp, "--epochs", "4", "--keep-last", "100"))
+    assert [r.returncode for r in results] == [0, 0], results[0].stderr[-2000:] + results[1].stderr[-2000:]
+    reference = {step_of(p): load_state(p)["model"] for p in list_states(ref / "checkpoints")}
+
+    out = tmp_path / "run"
+    procs = launch_ranks(train_cmd(packed, out, *ddp, "--epochs", "40"), wait=False)
+    try:
+        wait_for_file(procs[0], lambda: list_states(out / "checkpoints"), "the first epoch's state")
+        before = step_of(latest_state(out / "checkpoints"))
+        os.killpg(procs[0].pid, signal.SIGTERM)  # every rank, as SLURM signals a job step
+        errs = [p.communicate(timeout=120)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [143, 143], errs[0][-2000:] + errs[1][-2000:]
+    assert "Traceback" not in errs[0] + errs[1]
+    st = load_state(latest_state(out / "checkpoints"))
+    assert st["global_step"] > before
+    assert last_line(errs[0]).startswith(f"alexnet-kit: stopped by SIGTERM after step {st['global_step']}: saved ")
+    assert last_line(errs[1]) == (f"alexnet-kit: rank 1 stopped by SIGTERM after step {st['global_step']}, "
+                                  f"with every rank (rank 0 saved the training state)")
+    assert_resumes_to(reference, train_cmd(packed, out, *ddp), out, launch=launch_ranks)
