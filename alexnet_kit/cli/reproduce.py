@@ -3,6 +3,10 @@
 Each experiment writes ``NAME.json`` (results, seeds, spread, machine) and
 ``NAME.png`` under ``--out``. ``--size tiny`` runs in seconds (the tests),
 ``default`` fits 2 CPU cores, ``full`` is for a GPU. See docs/experiments.md.
+
+SIGTERM or Ctrl-C stops the runs in progress at their next training step
+and exits with status 128 + the signal; finished stages stay in
+``--out`` (``*.partial.*.json``) and the same command continues from them.
 """
 from __future__ import annotations
 
@@ -18,7 +22,9 @@ EXPERIMENTS = {
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reproduce", help="re-run one of the paper's experiments (results JSON + PNG)",
-                       description="Re-run one of the paper's experiments at a chosen size; writes NAME.json and NAME.png.",
+                       description="Re-run one of the paper's experiments at a chosen size; writes NAME.json and NAME.png. "
+                       "SIGTERM or Ctrl-C stops at the next training step (exit status 128 + the signal); finished "
+                       "stages are kept in --out and the same command continues from them.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="experiments:\n" + "\n".join(f"  {k:10s} {v}" for k, v in EXPERIMENTS.items()).replace("%%", "%"))
     p.add_argument("experiment", choices=sorted(EXPERIMENTS), help="which experiment")
@@ -40,12 +46,31 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from alexnet_kit.train.experiments.common import Stopped, stop_on_signal
+
     from ..errors import AlexKitError
+    from ..interrupt import Interrupted, signal_name
 
     for name in ("seeds", "epochs", "queries", "neighbours"):
         v = getattr(args, name)
         if v is not None and v < 1:
             raise AlexKitError(f"--{name} must be at least 1, got {v}")
+    try:
+        with stop_on_signal():
+            _run(args)
+    except Stopped as e:
+        kept = sorted(p.name for p in Path(args.out).glob("*.partial.*.json"))
+        raise Interrupted(e.signum, f"stopped by {signal_name(e.signum)}: "
+                          + (f"finished stages kept in {args.out} ({', '.join(kept)}); the same command continues from them"
+                             if kept else "no stage had finished yet; the same command starts again")) from None
+    return 0
+
+
+def _run(args: argparse.Namespace) -> None:
+    from ..errors import AlexKitError
+
     if args.experiment == "fig1":
         from alexnet_kit.train.experiments import fig1
 
@@ -72,11 +97,10 @@ def run(args: argparse.Namespace) -> int:
         from alexnet_kit.train.experiments import fig4
 
         fig4.run(args.out, _model(args), args.size, queries=args.queries, neighbours=args.neighbours)
-    return 0
 
 
 def _model(args: argparse.Namespace):
     """--model as every command takes it (a path or a pretrained name); None keeps the figures' own default."""
-    from alexnet_kit.paths import resolve_model
+    from alexnet_kit.resolve import resolve_model
 
     return resolve_model(args.model) if args.model else None

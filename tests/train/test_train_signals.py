@@ -1,6 +1,6 @@
 """Ending long jobs: SIGTERM (and SIGINT) to the whole process group, as SLURM, `timeout` and
-Ctrl-C send them, stop `prepare` and `train` cleanly: one line, exit 128 + the signal, the
-work saved, and the rerun ends as an uninterrupted run would."""
+Ctrl-C send them, stop `train`, `prepare` and `reproduce` cleanly: one line, exit 128 + the
+signal, the work saved, and the rerun ends as an uninterrupted run would."""
 from __future__ import annotations
 
 import os
@@ -16,7 +16,7 @@ import torch
 
 from alexnet_kit.train.checkpointing import latest_state, list_states, load_state
 
-from helpers import QUICKSTART_DATA, TINY, free_port, tiny_packed
+from helpers import QUICKSTART_DATA, TINY, free_port, shared, tiny_packed
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
@@ -207,3 +207,31 @@ def test_sigterm_to_every_rank_stops_them_at_one_step_and_resumes_bitwise(packed
     assert last_line(errs[1]) == (f"alexnet-kit: rank 1 stopped by SIGTERM after step {st['global_step']}, "
                                   f"with every rank (rank 0 saved the training state)")
     assert_resumes_to(reference, train_cmd(packed, out, *ddp), out, launch=launch_ranks)
+
+
+# -- reproduce ----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_reproduce_stopped_by_sigterm_keeps_finished_runs_and_continues(tmp_path):
+    shared("caltech101")
+    out = tmp_path / "results"
+    cmd = [sys.executable, "-m", "alexnet_kit", "reproduce", "ablations", "--size", "tiny", "--variants", "full,no_lrn",
+           "--seeds", "2", "--epochs", "40", "--out", str(out)]
+    env = dict(ENV, ALEXNET_KIT_CACHE=str(tmp_path / "cache"))
+    # two worker processes (one per seed); the signal lands once a first variant is done
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        wait_for_file(proc, lambda: list(out.glob("*.partial.*.json")), "a finished variant")
+        os.killpg(proc.pid, signal.SIGTERM)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err and not (out / "ablations.json").exists()
+    kept = sorted(p.name for p in out.glob("*.partial.*.json"))
+    assert last_line(err) == (f"alexnet-kit: stopped by SIGTERM: finished stages kept in {out} ({', '.join(kept)}); "
+                              f"the same command continues from them")
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "kept from an interrupted run" in again.stdout and (out / "ablations.json").exists()
+    assert not list(out.glob("*.partial.*.json"))

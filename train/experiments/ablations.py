@@ -45,7 +45,7 @@ from ..optim import PaperSGD
 from ..parallel import build_grouped, pick_device
 from ..trainer import train_step
 from .caltech import caltech_split, rgb_statistics
-from .common import mean_std, savefig, seed_everything, write_results
+from .common import check_stop, finished, mean_std, savefig, seed_everything, submit, worker_pool, write_results
 
 NAME = "ablations"
 VARIANTS = ("full", "no_lrn", "no_overlap", "no_dropout", "no_pca")
@@ -153,6 +153,7 @@ def train_variant(variant: str, seed: int, split, stats, cfg: AblationSize, devi
         seen = ErrorCounter(k=1)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # on the device: no host sync per step
         for x, y, _ in make_loader(batches):
+            check_stop()  # a stop ends this run here; the next invocation trains it again
             loss, logits = train_step(model, optimizer, x.to(device), y)
             seen.add(logits, y)
             loss_sum += loss.double() * len(y)
@@ -250,14 +251,11 @@ def run(out: str | Path = "experiments/results", size: str = "default", seeds: i
     jobs = min(jobs, cfg.seeds) if dev.type == "cpu" else 1
     if jobs > 1:
         # one process per seed, one thread each (less synchronisation waste on a shared CPU)
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-            futs = [pool.submit(seed_study, seed, variants, split, stats, cfg, str(dev), out, 1)
+        with worker_pool(jobs) as pool:
+            futs = [submit(pool, seed_study, seed, variants, split, stats, cfg, str(dev), out, 1)
                     for seed in range(cfg.seeds)]
-            for f in as_completed(futs):
-                runs += f.result()
+            for _, seed_runs in finished(futs):  # each seed's finished variants are in its partial file
+                runs += seed_runs
     else:
         for seed in range(cfg.seeds):
             runs += seed_study(seed, variants, split, stats, cfg, str(dev), out, None, log)

@@ -1,19 +1,31 @@
-"""What every experiment shares: photo caches, seeds, the results file, the machine.
+"""What every experiment shares: photo caches, seeds, the results file, the machine, stopping.
 
 Decoding thousands of JPEGs costs more than a small experiment's training on
 this CPU, so each data set is decoded once into a uint8 array and cached as
 ``.npz`` (keyed by the folder, the photo size and the file list) under
 ``$ALEXNET_KIT_CACHE`` or ``~/.cache/alexnet-kit``.
+
+Stopping: ``alexnet-kit reproduce`` runs inside :func:`stop_on_signal`. A
+SIGTERM or SIGINT (to the main process or its whole group) ends every run in
+progress at its next training step (:func:`check_stop` raises
+:class:`Stopped`); finished stages stay in the experiment's
+``*.partial.*.json`` files, from which the same command continues. Worker
+processes ignore the signals themselves and learn of the stop from a shared
+value the main process sets while it waits for them (:func:`wait_for`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing as mp
 import os
 import platform
 import random
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -22,6 +34,7 @@ from alexnet_kit import paths
 from alexnet_kit.errors import AlexKitError, ImageError
 from alexnet_kit.fsutil import atomic_path
 from alexnet_kit.images import load_square
+from alexnet_kit.interrupt import StopOnSignal, ignore_in_worker, starting_workers
 
 SIZES = ("tiny", "default", "full")
 # The checkout; from an installed wheel the current folder (runs/ and experiments/results/ are looked for there).
@@ -74,6 +87,7 @@ def load_photos(files: list[Path], size: int, what: str = "photos", mode: str = 
     photos = np.zeros((len(files), size, size, 3), np.uint8)
     ok = np.ones(len(files), bool)
     for i, f in enumerate(tqdm(files, desc=f"decode {what}", unit="img", leave=False)):
+        check_stop()
         try:
             photos[i] = load_square(f, size, mode)
         except ImageError as e:
@@ -139,3 +153,98 @@ def savefig(fig, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     return path
+
+
+# -- stopping on SIGTERM / SIGINT (module docstring) ---------------------------------------
+class Stopped(Exception):
+    """A run left at a training step because a stop was asked; its stage is redone by the next run.
+    Plain ``args`` so that it pickles: it crosses from worker processes through their futures."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+_stop = None  # this process's stop request: a StopOnSignal (main process) or a shared value (worker)
+_shared = None  # the main process's value that its workers read (set by wait_for)
+
+
+def requested() -> int:
+    """The signal this process was asked to stop by (0: none, or outside :func:`stop_on_signal`)."""
+    if isinstance(_stop, StopOnSignal):
+        return _stop.signum or 0
+    return int(_stop.value) if _stop is not None else 0
+
+
+def check_stop() -> None:
+    """Between training steps (and photo decodes): raise :class:`Stopped` once a stop was asked."""
+    signum = requested()
+    if signum:
+        raise Stopped(signum)
+
+
+@contextmanager
+def stop_on_signal(notice: str = "stopping the runs at their next step; finished ones are kept") -> Iterator[StopOnSignal]:
+    """The experiment's main process: signals set the request that :func:`check_stop` reads, here and
+    (through :func:`worker_pool`'s shared value) in the worker processes."""
+    global _stop, _shared
+    with StopOnSignal(notice) as stop:
+        _stop, _shared = stop, mp.get_context("spawn").Value("i", 0, lock=False)
+        try:
+            yield stop
+        finally:
+            _stop, _shared = None, None
+
+
+def worker_pool(jobs: int):
+    """A spawn ProcessPoolExecutor whose workers ignore the group's signals and see the main
+    process's stop request (outside :func:`stop_on_signal`: a plain one). Submit with :func:`submit`."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("spawn")
+    if _shared is None:
+        return ProcessPoolExecutor(jobs, mp_context=ctx)
+    return ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(_shared,))
+
+
+def submit(pool, fn, *args) -> Future:
+    """``pool.submit``; a worker process it starts is shielded from the group's signals until it
+    ignores them (:func:`~alexnet_kit.interrupt.starting_workers`)."""
+    if _shared is None:
+        return pool.submit(fn, *args)
+    with starting_workers():
+        return pool.submit(fn, *args)
+
+
+def _worker_init(shared) -> None:
+    global _stop
+    ignore_in_worker()
+    _stop = shared
+
+
+def wait_for(futures: Iterable[Future]) -> Iterator[Future]:
+    """The futures as they finish (``as_completed``), passing a stop request on to the workers
+    while waiting; once stopped, the ones not yet started are cancelled (not yielded)."""
+    pending = set(futures)
+    while pending:
+        done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+        signum = requested()
+        if signum and _shared is not None and not _shared.value:
+            _shared.value = signum
+            for f in pending:
+                f.cancel()
+        for f in done:
+            if not f.cancelled():
+                yield f
+        pending = {f for f in pending if not f.cancelled()}
+
+
+def finished(futures: Iterable[Future]) -> Iterator[tuple[Future, object]]:
+    """(future, result) as they finish (:func:`wait_for`). Runs that a stop ended are left out and,
+    once every running one has ended, :class:`Stopped` is raised (what finished was yielded first)."""
+    for f in wait_for(futures):
+        try:
+            yield f, f.result()
+        except Stopped:
+            pass
+    check_stop()

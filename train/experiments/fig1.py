@@ -50,7 +50,8 @@ from torch import nn
 from alexnet_kit.errors import AlexKitError
 from alexnet_kit.metrics import ErrorCounter
 
-from .common import class_folders, load_photos, mean_std, photo_files, savefig, seed_everything, shared_data, write_results
+from .common import (check_stop, class_folders, finished, load_photos, mean_std, photo_files, savefig, seed_everything,
+                     shared_data, submit, worker_pool, write_results)
 
 NAME = "fig1_relu_tanh"
 TARGET = 0.25  # Figure 1's dashed line
@@ -207,6 +208,7 @@ class Run:
         count = ErrorCounter(k=1)
         finite = torch.ones((), dtype=torch.bool, device=self.device)  # on the device: no host sync per step
         for i in range(0, len(x), b):
+            check_stop()  # a stop ends the run here; its stage is trained again by the next invocation
             idx = perm[i:i + b]
             xb = x[idx].to(self.device).contiguous(memory_format=torch.channels_last)
             yb = y[idx].to(self.device)
@@ -444,7 +446,8 @@ def run(out: str | Path = "experiments/results", size: str = "default", seeds: i
         device: str = "auto", jobs: int = 2, lrs: list[float] | None = None, init: str = "default", log=print) -> dict:
     """Writes ``fig1_relu_tanh.json``/``.png`` (``fig1_relu_tanh_init-he.*`` with ``init="he"``).
 
-    An interrupted run resumes from ``fig1_relu_tanh.partial.<activation>.json``."""
+    An interrupted run resumes from ``fig1_relu_tanh.partial.<activation>.json`` (a stop, see
+    :func:`.common.stop_on_signal`, raises :class:`.common.Stopped` with the finished stages kept there)."""
     from ..parallel import pick_device
 
     if init not in INITS:
@@ -478,18 +481,16 @@ def run(out: str | Path = "experiments/results", size: str = "default", seeds: i
         # one process per task, one thread each: on a shared CPU two single-threaded processes lose less
         # time to thread synchronisation than one two-threaded one. First each activation's sweep, then
         # every (activation, seed) still to train, so that one activation's seeds share the two cores.
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
-            futs = {act: pool.submit(sweep_stage, act, x, y, xt, test_labels, cfg, str(dev), 1, print, partial[act])
+        with worker_pool(2) as pool:
+            futs = {submit(pool, sweep_stage, act, x, y, xt, test_labels, cfg, str(dev), 1, print, partial[act]): act
                     for act in acts}
-            states = {act: f.result() for act, f in futs.items()}
-            todo = {pool.submit(seed_run, act, x, y, xt, test_labels, cfg, str(dev), 1, states[act]["lr"], s, print): (act, s)
+            # a sweep that finished is in its partial file even when the other one was stopped
+            states = {futs[f]: state for f, state in finished(futs)}
+            todo = {submit(pool, seed_run, act, x, y, xt, test_labels, cfg, str(dev), 1, states[act]["lr"], s, print): (act, s)
                     for act in acts for s in seeds_to_train(states[act], cfg)}
             waiting = {}
-            for f in as_completed(todo):
-                waiting[todo[f]] = f.result()
+            for f, r in finished(todo):
+                waiting[todo[f]] = r
                 # kept in the partial file as soon as the seeds before it are there
                 for act, s in sorted(waiting):
                     if s <= len(states[act]["runs"]):
