@@ -604,7 +604,7 @@ class Trainer:
             return m.to_dict()
         import torch.distributed as dist
 
-        # on the training device (defect 1: an NCCL group has no CPU backend); float64 holds
+        # on the training device (an NCCL group has no CPU backend); float64 holds
         # the counts exactly. The last entry is the stop vote (the MAX of the ranks' signals).
         dev = m.loss_sum.device  # host numbers joined by fill kernels, not blocking copies
         t = torch.stack([m.loss_sum, m.wrong1.double(), m.wrong5.double()]

@@ -1,5 +1,5 @@
-"""Issue 11's defects that a CPU can show: resume in any form, pickling by path, no msync per
-chunk, ranks that agree to stop, background checkpoints with hard links, amp fallback,
+"""Training at scale, what a CPU can show of it: resume in any form, pickling by path, no msync
+per chunk, ranks that agree to stop, background checkpoints with hard links, amp fallback,
 deterministic set-up, crop and flip on the device equal to the CPU path."""
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def run_trainer(r, data, resume=None) -> Trainer:
     return t
 
 
-# -- defects 3 and 8: resume in any form; background, time-based saves and hard links -------
+# -- resume in any form; background, time-based saves and hard links ------------------------
 @pytest.mark.slow
 def test_state_with_cuda_rng_resumes_on_cpu_and_best_is_a_hard_link(packed, tmp_path):
     # checkpoint_minutes ~0: every step is due, so the time-based path writes mid-epoch states
@@ -57,11 +57,11 @@ def test_state_with_cuda_rng_resumes_on_cpu_and_best_is_a_hard_link(packed, tmp_
     states = ckpt.list_states(first.ckpt_dir)
     assert [int(p.stem.split("-")[1]) for p in states] == [1, 2, 3]  # steps 1, 2 by time; 3 at the epoch end
     end = states[-1]
-    # defect 8: best.pt and model.safetensors are the files just written, not second copies
+    # best.pt and model.safetensors are the files just written, not second copies
     assert os.stat(first.ckpt_dir / "best.pt").st_ino == os.stat(end).st_ino
     assert os.stat(first.out / "model.safetensors").st_ino == os.stat(first.out / "last.safetensors").st_ino
     st = ckpt.load_state(end)
-    assert set(st["rng"]) == {"torch"}  # defect 3: no per-GPU RNG states saved
+    assert set(st["rng"]) == {"torch"}  # no per-GPU RNG states saved
     # a state from an 8-GPU run: one CUDA generator state per GPU it had
     st["rng"]["cuda"] = [torch.zeros(16, dtype=torch.uint8) for _ in range(8)]
     moved = tmp_path / "from-8-gpus.pt"
@@ -95,7 +95,7 @@ def test_background_writer_is_atomic_ordered_and_surfaces_errors(tmp_path):
     w.close()
 
 
-# -- defect 5: workers never receive the dataset's contents --------------------------------
+# -- workers never receive the dataset's contents -------------------------------------------
 def test_a_split_pickles_by_path_and_workers_fork(packed):
     sp = PackedDataset(packed).split("train")
     blob = pickle.dumps(sp)
@@ -119,7 +119,7 @@ def test_a_split_pickles_by_path_and_workers_fork(packed):
     assert out.stdout.strip() == "True", out.stderr[-2000:]
 
 
-# -- defect 6: no msync of the whole mapping per chunk --------------------------------------
+# -- no msync of the whole mapping per chunk -------------------------------------------------
 def test_pack_workers_do_not_msync(tmp_path, monkeypatch):
     from alexnet_kit.train import prepare as prep
 
@@ -156,7 +156,7 @@ def test_prepare_workers_follow_the_cpus_this_process_may_use(tmp_path):
     assert out.stdout.strip() == "1", out.stderr
 
 
-# -- defect 7: Ctrl-C on one rank stops every rank at the same step -------------------------
+# -- Ctrl-C on one rank stops every rank at the same step ------------------------------------
 @pytest.mark.slow
 def test_a_signal_to_one_rank_stops_both_and_rank_0_saves(packed, tmp_path):
     out = tmp_path / "run"
@@ -188,7 +188,7 @@ def test_a_signal_to_one_rank_stops_both_and_rank_0_saves(packed, tmp_path):
     assert st["global_step"] % 16 == 0 or st["batch"] == 0
 
 
-# -- defect 11 and 4 ---------------------------------------------------------------------------
+# -- mixed precision and deterministic set-up -------------------------------------------------
 @pytest.mark.parametrize("setting,device,bf16,want", [
     ("auto", "cuda", True, (torch.bfloat16, False)),
     ("auto", "cuda", False, (torch.float16, True)),  # V100 / T4: fp16 with loss scaling
