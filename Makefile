@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml setup.py
 
 # (a) the main job end to end on the data shipped in the repo:
 #     train -> evaluate -> export (verified) -> index -> classify -> similar.
-#     Every step is skipped or resumed when its result is already there.
+#     Every step is skipped or resumed when its result is already there and newer than
+#     what it is made from (a model retrained with --overwrite is exported and indexed again).
 QS_DATA  = examples/quickstart-data
 QS_PHOTO = $(QS_DATA)/watch/image_0003.jpg
 
@@ -33,11 +34,11 @@ quickstart: setup
 	@echo "== 2/6 evaluate on the held-out photos, ten crops (§4.1)"
 	$(KIT) evaluate $(RUN)/model.safetensors --data $(RUN)/packed --crops 10
 	@echo "== 3/6 export to ONNX, verified against the PyTorch model before it is written"
-	@if [ -f $(RUN)/model.onnx ]; then echo "already exported: $(RUN)/model.onnx"; \
+	@if [ $(RUN)/model.onnx -nt $(RUN)/model.safetensors ]; then echo "already exported: $(RUN)/model.onnx"; \
 	else $(KIT) export $(RUN)/model.safetensors --format onnx --out $(RUN)/model.onnx; fi
 	@echo "== 4/6 index the photos by their fc7 features (only new or changed ones when it exists)"
-	@if [ -d $(RUN)/photos.index ]; then $(KIT) index add $(RUN)/photos.index --quiet; \
-	else $(KIT) index build $(QS_DATA) --out $(RUN)/photos.index --model $(RUN)/model.onnx --quiet; fi
+	@if [ $(RUN)/photos.index/photos.sqlite -nt $(RUN)/model.onnx ]; then $(KIT) index add $(RUN)/photos.index --quiet; \
+	else $(KIT) index build $(QS_DATA) --out $(RUN)/photos.index --model $(RUN)/model.onnx --quiet --force; fi
 	@echo "== 5/6 classify a held-out photo and the demo photos (ten crops, ONNX)"
 	$(KIT) classify --model $(RUN)/model.onnx --top 3 $(QS_PHOTO) examples/photos
 	@echo "== 6/6 the most similar photos"
