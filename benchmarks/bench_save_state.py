@@ -13,7 +13,7 @@ network (60,965,224 parameters, 1000 classes):
 * ours: ``Trainer.save_state(wait=True)``, what the stop runs: the snapshot
   (``Trainer.state()``: weights, momentum velocities, schedule, position,
   RNG, history, recipe, copied to host memory) and the write
-  (``checkpointing.save_state``: ``torch.save`` to a temporary file, fsync,
+  (``training_state.save_state``: ``torch.save`` to a temporary file, fsync,
   rename, fsync of the folder, keep-last pruning), each timed;
 * baseline: a bare ``torch.save`` of the same state to a plain file, no
   fsync (the page cache takes it; what the save costs without durability).
@@ -44,7 +44,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe  # noqa: E402
 
-from alexnet_kit.train import checkpointing as ckpt  # noqa: E402
+from alexnet_kit.train import training_state as ckpt  # noqa: E402
 from alexnet_kit.train.packed import PackedDataset  # noqa: E402
 from alexnet_kit.train.recipe import load_recipe  # noqa: E402
 from alexnet_kit.train.synthetic import write_synthetic_packed  # noqa: E402

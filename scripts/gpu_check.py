@@ -270,7 +270,7 @@ def stage_resume(c: Check) -> dict:
     import torch
 
     from alexnet_kit.checkpoint import load_checkpoint
-    from alexnet_kit.train.checkpointing import list_states, load_state
+    from alexnet_kit.train.training_state import list_states, load_state
 
     full, cut = c.scratch / "full", c.scratch / "cut"
     epochs = 4 if c.cpu else 12  # a GPU runs the tiny net fast: more epochs so the kill lands mid-run

@@ -7,7 +7,7 @@ the training loop (single device, two towers, DDP), checkpoints and evaluation.
     loader.py       batches of a packed split, deterministic per (seed, epoch, batch)
     optim.py        §5 update rule and the plateau schedule
     parallel.py     --parallel model (two towers) and --parallel data (DDP)
-    checkpointing.py  atomic training state, keep last K and best, exact resume
+    training_state.py  the training state on disk: atomic, keep last K and best, exact resume
     monitor.py      CSV/JSONL/TensorBoard logs, PNG curves, stall detector
     trainer.py      the loop
     recipe.py       recipe files (recipes/*.toml) and command-line overrides

@@ -34,7 +34,7 @@ LOGS = ("curves.png", "tensorboard")
 
 
 def state_path(folder: Path, step: int) -> Path:
-    """A training state's file (:mod:`.checkpointing` writes and reads them)."""
+    """A training state's file (:mod:`.training_state` writes and reads them)."""
     return folder / f"step-{step:08d}.pt"
 
 

@@ -23,7 +23,7 @@ uninterrupted one (bitwise on CPU with ``--deterministic true``).
 The host stays out of the step: loss and error counts accumulate on the
 device (:class:`Meter`) and are read every :data:`SYNC_EVERY` steps, labels
 and the augmentation draw travel as pinned tensors, and checkpoints are
-written from a background thread (:class:`~.checkpointing.BackgroundWriter`).
+written from a background thread (:class:`~.training_state.BackgroundWriter`).
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ from alexnet_kit.meta import ModelMeta
 from alexnet_kit.metrics import topk_wrong
 from alexnet_kit.preprocess import Preprocess
 
-from . import checkpointing as ckpt
+from . import training_state as ckpt
 from . import finetune, runfolder
 from .augment import Finisher
 from .loader import EpochBatches, make_loader

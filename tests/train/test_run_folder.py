@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from alexnet_kit.errors import AlexKitError
-from alexnet_kit.train.checkpointing import latest_state, list_states, load_state
+from alexnet_kit.train.training_state import latest_state, list_states, load_state
 from alexnet_kit.train.runfolder import describe, earlier_run, refuse_earlier_run, remove_run
 
 from helpers import TINY, quickstart_photos

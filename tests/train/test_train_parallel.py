@@ -70,7 +70,7 @@ def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
     assert moved > 1e-3
     # evaluation: each rank a share of the validation batches, sums all-reduced: the same
     # errors and loss as one process saw (they drive the lr drops on every rank)
-    from alexnet_kit.train.checkpointing import latest_state, load_state
+    from alexnet_kit.train.training_state import latest_state, load_state
 
     ha = load_state(latest_state(tmp_path / "one" / "checkpoints"))["history"]
     hb = load_state(latest_state(tmp_path / "two" / "checkpoints"))["history"]

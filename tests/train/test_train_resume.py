@@ -14,7 +14,7 @@ import torch
 
 from alexnet_kit.checkpoint import load_checkpoint, read_meta
 from alexnet_kit.classify import Classifier
-from alexnet_kit.train.checkpointing import list_states, load_state
+from alexnet_kit.train.training_state import list_states, load_state
 
 from helpers import QUICKSTART_DATA, TINY, tiny_packed
 

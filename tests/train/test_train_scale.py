@@ -17,7 +17,7 @@ import torch
 
 from alexnet_kit.checkpoint import load_checkpoint
 from alexnet_kit.model import AlexNet, AlexNetConfig
-from alexnet_kit.train import checkpointing as ckpt
+from alexnet_kit.train import training_state as ckpt
 from alexnet_kit.train.augment import crop_flip, draw, pack_draw
 from alexnet_kit.train.loader import EpochBatches, make_loader
 from alexnet_kit.train.optim import PaperSGD

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet_kit.train.checkpointing import latest_state, list_states, load_state
+from alexnet_kit.train.training_state import latest_state, list_states, load_state
 
 from helpers import QUICKSTART_DATA, TINY, free_port, shared, tiny_packed
 
