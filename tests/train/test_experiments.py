@@ -20,8 +20,8 @@ def cache(tmp_path_factory):
     """Decoded-photo caches in a temporary folder, not the user's home."""
     mp = pytest.MonkeyPatch()
     d = tmp_path_factory.mktemp("cache")
-    mp.setenv("ALEXNET_KIT_CACHE", str(d))
-    yield d
+    mp.setenv("XDG_CACHE_HOME", str(d))
+    yield d / "alexnet-kit"
     mp.undo()
 
 
@@ -45,13 +45,13 @@ def test_load_photos_caches_warp_and_crop_apart(tmp_path, monkeypatch):
 
     from alexnet_kit.train.experiments.common import load_photos
 
-    monkeypatch.setenv("ALEXNET_KIT_CACHE", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     files = [EXAMPLES / "cat.jpg", EXAMPLES / "fish-bike.jpg"]
     crop, ok_c = load_photos(files, 64, mode="crop")
     warp, ok_w = load_photos(files, 64, mode="warp")
     assert ok_c.all() and ok_w.all()
     assert not np.array_equal(crop, warp)
-    assert len(list(tmp_path.glob("*.npz"))) == 2
+    assert len(list((tmp_path / "alexnet-kit").glob("*.npz"))) == 2
     # each comes back from its own cache file, not the other's
     assert np.array_equal(load_photos(files, 64, mode="warp")[0], warp)
     assert np.array_equal(load_photos(files, 64, mode="crop")[0], crop)

@@ -216,7 +216,7 @@ def test_reproduce_stopped_by_sigterm_keeps_finished_runs_and_continues(tmp_path
     out = tmp_path / "results"
     cmd = [sys.executable, "-m", "alexnet_kit", "reproduce", "ablations", "--size", "tiny", "--variants", "full,no_lrn",
            "--seeds", "2", "--epochs", "40", "--out", str(out)]
-    env = dict(ENV, ALEXNET_KIT_CACHE=str(tmp_path / "cache"))
+    env = dict(ENV, XDG_CACHE_HOME=str(tmp_path / "cache"))
     # two worker processes (one per seed); the signal lands once a first variant is done
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     try:

@@ -2,8 +2,9 @@
 
 Decoding thousands of JPEGs costs more than a small experiment's training on
 this CPU, so each data set is decoded once into a uint8 array and cached as
-``.npz`` (keyed by the folder, the photo size and the file list) under
-``$ALEXNET_KIT_CACHE`` or ``~/.cache/alexnet-kit``.
+``.npz`` (keyed by the folder, the photo size and the file list) in the
+package's cache folder, :func:`alexnet_kit.paths.cache_root`
+(``$XDG_CACHE_HOME/alexnet-kit``, ``~/.cache/alexnet-kit`` when unset).
 
 Stopping: ``alexnet-kit reproduce`` runs inside :func:`stop_on_signal`. A
 SIGTERM or SIGINT (to the main process or its whole group) ends every run in
@@ -48,7 +49,8 @@ def shared_data(*parts: str) -> Path:
 
 
 def cache_dir() -> Path:
-    d = Path(os.environ.get("ALEXNET_KIT_CACHE", Path.home() / ".cache" / "alexnet-kit"))
+    """Where decoded photos are cached: the package's cache folder itself, where they always were."""
+    d = paths.cache_root()
     d.mkdir(parents=True, exist_ok=True)
     return d
 
