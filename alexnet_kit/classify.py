@@ -2,6 +2,7 @@
 
     >>> from alexnet_kit import Classifier
     >>> clf = Classifier.load("model.safetensors")          # or an exported artifact
+    >>> clf.selection                                         # what runs it, and why
     >>> for r in clf.classify(["cat.jpg", "dog.png"], top=5):
     ...     print(r.name, r.error or r.labels[0])
 
@@ -19,8 +20,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .batching import iter_batches
-from .engines import Engine
-from .engines.select import serving_engine
+from .engines import Engine, Precision, Selection, choose
+from .engines.messages import stderr_log
 from .errors import ImageError
 from .images import ImageSource, source_name
 from .metrics import average_crops
@@ -56,10 +57,16 @@ BATCH_PHOTOS = 8  # photos per forward pass (80 crops with ten-crop): the engine
 
 
 class Classifier:
-    def __init__(self, engine: Engine, crops: int = 10, batch_photos: int = BATCH_PHOTOS, workers: int | None = None):
+    def __init__(self, engine: Engine | Selection, crops: int = 10, batch_photos: int = BATCH_PHOTOS,
+                 workers: int | None = None):
+        """``engine``: a :class:`~alexnet_kit.engines.Selection` (opened here) or an engine already open."""
         if crops not in (1, 10):
             raise ValueError("crops must be 1 or 10")
+        if isinstance(engine, Selection):
+            engine = engine.open()
         self.engine = engine
+        #: what runs and why (None for an engine opened by file)
+        self.selection: Selection | None = engine.selection
         self.meta = engine.meta
         self.crops = crops
         self.batch_photos = batch_photos
@@ -67,14 +74,14 @@ class Classifier:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu", crops: int = 10, engine: str | None = None,
-             precision: str | None = None, **kw) -> "Classifier":
-        """From a checkpoint (``.safetensors``) or any artifact the engines know.
-
-        Without ``engine``/``precision`` the file runs on its own engine in
-        fp32; with either (``"auto"`` included) :func:`~alexnet_kit.engines.select.open_engine`
-        chooses and verifies (the CLI's default is auto).
+             precision: str | Precision | None = None, **kw) -> "Classifier":
+        """From a checkpoint (``.safetensors``) or any artifact the engines know, through
+        :func:`~alexnet_kit.engines.choose`: without ``engine``/``precision`` the stored verdict for this
+        model and CPU, else fp32, measuring nothing; with either (``"auto"`` included, the CLI's default)
+        what is not measured yet is measured once, said on stderr.
         """
-        return cls(serving_engine(path, device, engine, precision, crops * kw.get("batch_photos", BATCH_PHOTOS)), crops=crops, **kw)
+        batch = crops * kw.get("batch_photos", BATCH_PHOTOS)
+        return cls(choose(path, engine, precision, device=device, batch=batch, log=stderr_log), crops=crops, **kw)
 
     @property
     def trained(self) -> bool:

@@ -26,8 +26,9 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .batching import iter_batches
-from .engines import Engine
-from .engines.select import serving_engine
+from .engines import Engine, Precision, Selection, choose
+from .engines.messages import stderr_log
+from .errors import AlexKitError
 from .images import ImageSource
 
 METRICS = ("cosine", "euclidean")
@@ -93,20 +94,23 @@ class FeatureExtractor:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | Selection,
         crops: int = 1,
         metric: str = "cosine",
         batch_photos: int | None = None,
         workers: int | None = None,
         layer: str = "fc7",
     ):
+        """``engine``: a :class:`~alexnet_kit.engines.Selection` (opened here) or an engine already open."""
+        if isinstance(engine, Selection):
+            engine = engine.open()
         self.engine = engine
+        #: what runs and why (None for an engine opened by file)
+        self.selection: Selection | None = engine.selection
         self.meta = engine.meta
         self.settings = FeatureSettings(layer=layer, crops=crops, metric=metric)
         if layer not in engine.feature_layers:
-            from .errors import AlexKitError
-
-            where = getattr(engine, "path", None) or "this model"
+            where = self.selection.path if self.selection is not None else "this model"
             raise AlexKitError(f"{where}: {layer} features need a checkpoint (.safetensors); an exported artifact "
                                f"computes {', '.join(engine.feature_layers)} only (it has no {layer} output)")
         self.batch_photos = batch_photos or default_batch_photos(crops)
@@ -114,20 +118,21 @@ class FeatureExtractor:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu", crops: int = 1, metric: str = "cosine",
-             engine: str | None = None, precision: str | None = None, **kw) -> "FeatureExtractor":
-        # ``layer=`` passes through **kw
-        """``engine``/``precision``: as :meth:`Classifier.load <alexnet_kit.classify.Classifier.load>`."""
+             engine: str | None = None, precision: str | Precision | None = None, **kw) -> "FeatureExtractor":
+        """``engine``/``precision``: as :meth:`Classifier.load <alexnet_kit.classify.Classifier.load>`
+        (``layer=`` passes through ``kw``)."""
         batch = crops * (kw.get("batch_photos") or default_batch_photos(crops))
-        return cls(serving_engine(path, device, engine, precision, batch), crops=crops, metric=metric, **kw)
+        selection = choose(path, engine, precision, device=device, batch=batch, log=stderr_log)
+        return cls(selection, crops=crops, metric=metric, **kw)
 
     @property
     def fingerprint(self) -> str:
         return self.engine.fingerprint
 
     @property
-    def precision(self) -> str:
+    def precision(self) -> Precision:
         """What the engine computes in: fp32, bf16 or int8."""
-        return getattr(self.engine, "precision", "fp32")
+        return self.engine.precision
 
     @property
     def dim(self) -> int:

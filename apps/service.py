@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from alexnet_kit.classify import Classifier, Label
+from alexnet_kit.engines import Selection, choose
 from alexnet_kit.errors import AlexKitError, ImageError
 from alexnet_kit.features import FeatureExtractor
+from alexnet_kit.search import Hit, IndexMismatch, SimilarityIndex
+from alexnet_kit.search.index_settings import IndexSettings
 
 from .figures import crops_strip, kernel_grid
 
@@ -24,16 +27,8 @@ NO_INDEX = ("No similarity index loaded: build one with 'alexnet-kit index build
             "index, which the demo then opens), or start the demo with --index PATH.")
 
 
-@dataclass
-class Hit:
-    """One similar photo: where it is and how close (higher is more similar)."""
-
-    path: str
-    score: float
-
-    @property
-    def name(self) -> str:
-        return Path(self.path).name
+class PageHit(Hit):
+    """A :class:`~alexnet_kit.search.Hit` as the page's JSON shows it."""
 
     def to_dict(self) -> dict:
         # "file", not "path": Gradio's client takes any {"path": ...} for a file to download
@@ -44,6 +39,8 @@ class DemoService:
     def __init__(self, classifier: Classifier, index: "IndexThread | None" = None, model_path: str | os.PathLike | None = None,
                  index_path: str | os.PathLike | None = None):
         self.classifier = classifier
+        #: what runs the model and why
+        self.selection: Selection | None = classifier.selection
         self.meta = classifier.meta
         self.index = index
         self.model_path = Path(model_path) if model_path else None
@@ -64,26 +61,20 @@ class DemoService:
         """Open the model (ten-crop classifier) and the index, if one is given.
 
         ``engine``/``precision``: as :meth:`Classifier.load`; with an index,
-        ``auto`` only picks precisions whose features match the index's
-        (int8 features are another model's).
+        ``auto`` only picks the precision its vectors were computed in (int8
+        features are another model's; fp32 where the index's bf16 cannot run
+        natively here: within the gate's cosine).
         """
-        from alexnet_kit.engines.select import serving_engine
-
         allow = None
-        if index and (engine or precision) and Path(index).is_dir():
-            # the classifier's vectors query the index: auto may pick only the index's own precision
-            # (fp32 where the index's bf16 cannot run natively here: within the gate's cosine)
-            if "-int8" in index_fingerprint(index):
-                allow = ("int8",)
-            else:
-                from alexnet_kit.search import builder
-
-                try:
-                    recorded = builder.index_precision(index)
-                except AlexKitError:
-                    recorded = None  # not readable as an index: opening it below says why
-                allow = (builder.extraction_precision(index, recorded, device, query=True) or "fp32",)
-        classifier = Classifier(serving_engine(model, device, engine, precision, batch=10, allow=allow, log=log), crops=10)
+        if index and Path(index).is_dir():
+            try:
+                recorded = IndexSettings.read(index)
+            except AlexKitError:
+                recorded = None  # not readable as an index: opening it below says why
+            if recorded is not None:
+                allow = (recorded.extraction_precision(index, device, query=True),)
+        selection = choose(model, engine, precision, device=device, batch=10, allow=allow, log=log)
+        classifier = Classifier(selection, crops=10)
         idx = IndexThread(index, classifier, model, device) if index else None
         return cls(classifier, idx, model, index)
 
@@ -127,7 +118,7 @@ class DemoService:
         probs = self.classifier.probabilities(photo[None])[0]
         return self.classifier.top_labels(probs, top)
 
-    def similar(self, path: str | os.PathLike | bytes, top: int = 8, name: str | None = None) -> list[Hit]:
+    def similar(self, path: str | os.PathLike | bytes, top: int = 8, name: str | None = None) -> list[PageHit]:
         """The ``top`` photos of the index closest to the uploaded photo (§6.1, fc7).
 
         Hits whose file has gone since indexing, or that lie outside the
@@ -138,7 +129,7 @@ class DemoService:
         photo = self.read_photo(path, name)
         vector = self.features.features(photo[None])[0]
         hits = self.index.query_vector(vector, top + 4)
-        return [Hit(h.path, float(h.score)) for h in hits if self.servable(h.path)][:top]
+        return [PageHit(h.path, float(h.score), h.id, h.distance) for h in hits if self.servable(h.path)][:top]
 
     def crops(self, photo: np.ndarray) -> np.ndarray:
         return crops_strip(photo, self.meta.preprocess)
@@ -170,8 +161,8 @@ def first_layer_weight(engine, path: str | os.PathLike | None = None):
         return w.detach().cpu()
     if path is not None and Path(path).suffix.lower() == ".onnx":
         try:
-            import onnx
-            from onnx import numpy_helper
+            import onnx  # defers onnx, an optional dependency
+            from onnx import numpy_helper  # defers onnx
 
             graph = onnx.load(str(path), load_external_data=False).graph
         except Exception:  # no onnx package, or an unreadable file: the engine already loaded it, so just skip
@@ -195,8 +186,6 @@ class IndexThread:
     """
 
     def __init__(self, path: str | os.PathLike, classifier: Classifier, model: str | os.PathLike, device: str = "cpu"):
-        from concurrent.futures import ThreadPoolExecutor
-
         self.path = Path(path)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="similarity-index")
         try:
@@ -213,8 +202,6 @@ class IndexThread:
     @staticmethod
     def _open(path, classifier: Classifier, model, device):
         """Open the index and make sure its vectors came from this very model."""
-        from alexnet_kit.search import IndexMismatch, SimilarityIndex
-
         index = SimilarityIndex.open(path, model=model, device=device)
         ours = classifier.engine.fingerprint
         if index.fingerprint != ours:
@@ -232,21 +219,6 @@ class IndexThread:
     def close(self) -> None:
         self._call(self.index.close)
         self._pool.shutdown()
-
-
-def index_fingerprint(path: str | os.PathLike) -> str:
-    """The model fingerprint an index folder records ("" when it is not readable as an index)."""
-    from alexnet_kit.search import files
-    from alexnet_kit.search.store import Store
-
-    try:
-        store = Store.open(files.store_path(path), verify=False)
-    except AlexKitError:
-        return ""
-    try:
-        return store.get("model_fingerprint") or ""
-    finally:
-        store.close()
 
 
 def index_roots(index) -> list[Path]:

@@ -10,7 +10,7 @@ decode, resize to 256, ten crops (§4.1), forward, averaged softmax, top-5.
 
 * naive baseline: one photo at a time, no threads: PIL -> ten crops -> eager model (fp32)
 * onnxruntime fp32 / int8, OpenVINO fp32 / bf16 / int8: :class:`Classifier`
-  on the engine ``open_engine`` gives for that choice (decoding in threads,
+  on the engine ``choose`` selects for that choice (decoding in threads,
   overlapped with the model; 8 photos = 80 crops a pass)
 * auto: what ``alexnet-kit classify`` picks by default: the fastest path
   passing the precision gate, measured once for this model and CPU
@@ -125,8 +125,9 @@ def limits() -> dict:
 
 def open_paths(onnx: Path, batch: int, log=None) -> dict[str, object]:
     """{name: engine} for every engine/precision this machine runs, plus auto."""
-    from alexnet_kit.engines import cpu
-    from alexnet_kit.engines.select import Candidate, load_candidate, open_engine
+    from alexnet_kit.engines import choose, cpu
+    from alexnet_kit.engines.loaders import open_path
+    from alexnet_kit.engines.precision import Precision
 
     engines = {}
     for engine, precision in PATHS:
@@ -135,10 +136,11 @@ def open_paths(onnx: Path, batch: int, log=None) -> dict[str, object]:
             continue
         # the gate is bypassed here on purpose: every path is timed; agreement is measured below
         path = onnx if precision != "int8" else onnx.with_name(onnx.stem + ".int8.onnx")
-        engines[f"{engine} {precision}"] = load_candidate(Candidate(engine, precision, path), batch=batch)
+        engines[f"{engine} {precision}"] = open_path(engine, Precision(precision), path, batch=batch)
     t = time.perf_counter()
-    engines["auto"] = open_engine(onnx, batch=batch, log=log)
-    print(f"  auto: {engines['auto'].choice}  (choosing took {time.perf_counter() - t:.1f} s, once per model and CPU)")
+    auto = choose(onnx, "auto", "auto", batch=batch, log=log)
+    engines["auto"] = auto.open()
+    print(f"  auto: {auto.reason}  (choosing took {time.perf_counter() - t:.1f} s, once per model and CPU)")
     return engines
 
 
@@ -165,20 +167,20 @@ def agreement(onnx: Path, meta, files: list[Path], batch: int = 8) -> None:
         top1 = float((p.argmax(1) == ref_p.argmax(1)).double().mean())
         cos = torch.nn.functional.cosine_similarity(f.double(), ref_f.double(), dim=1, eps=1e-12)
         print(f"  {name:<20} top-1 agreement {top1:7.2%}  fc7 cosine mean {float(cos.mean()):.5f} min {float(cos.min()):.5f}"
-              + (f"   [{engines[name].choice.split(';')[0]}]" if name == "auto" else ""), flush=True)
+              + (f"   [{engines[name].selection.reason.split(';')[0]}]" if name == "auto" else ""), flush=True)
 
 
 def index_build(onnx: Path, files: list[Path], workdir: Path, rounds: int) -> None:
     """Index build photos/s (centre crop, 64 a pass) with auto against onnxruntime fp32, interleaved."""
-    from alexnet_kit.engines.select import open_engine
+    from alexnet_kit.engines import choose
     from alexnet_kit.features import FeatureExtractor
     from alexnet_kit.search import builder
 
     extractors = {
-        "onnxruntime fp32": FeatureExtractor(open_engine(onnx, "onnxruntime", "fp32", batch=64), crops=1),
-        "auto": FeatureExtractor(open_engine(onnx, batch=64), crops=1),
+        "onnxruntime fp32": FeatureExtractor(choose(onnx, "onnxruntime", "fp32", batch=64), crops=1),
+        "auto": FeatureExtractor(choose(onnx, "auto", "auto", batch=64), crops=1),
     }
-    print(f"\nindex build, {len(files)} photos, centre crop, 64 a pass; auto: {extractors['auto'].engine.choice.split(';')[0]}")
+    print(f"\nindex build, {len(files)} photos, centre crop, 64 a pass; auto: {extractors['auto'].selection.reason.split(';')[0]}")
     for fx in extractors.values():  # warm up: first-call allocations, OpenVINO's first inference
         list(fx.extract(files[:8]))
     rates: dict[str, list[float]] = {k: [] for k in extractors}

@@ -101,7 +101,7 @@ def bench_classify(work: Path, rounds: int, n: int) -> None:
 
     from alexnet_kit.checkpoint import save_checkpoint
     from alexnet_kit.classify import Classifier
-    from alexnet_kit.engines.checkpoint import CheckpointEngine
+    from alexnet_kit.engines.torch_checkpoint import TorchCheckpointEngine
     from alexnet_kit.meta import ModelMeta, imagenet_classes
     from alexnet_kit.model import AlexNet, AlexNetConfig
     from alexnet_kit.pretrained.registry import SOURCES
@@ -115,7 +115,7 @@ def bench_classify(work: Path, rounds: int, n: int) -> None:
         save_checkpoint(models["caffe (227, LRN across maps)"], AlexNet(src.config),
                         ModelMeta(dataclasses.replace(src.config), names, wnids, preprocess=src.preprocess()))
     photos = [str(p) for p in photo_files(n)]
-    clfs = {k: Classifier(CheckpointEngine(p), crops=10) for k, p in models.items()}
+    clfs = {k: Classifier(TorchCheckpointEngine(p), crops=10) for k, p in models.items()}
     for clf in clfs.values():  # warm-up
         list(clf.classify(photos[:8]))
     rates: dict[str, list[float]] = {k: [] for k in clfs}

@@ -14,10 +14,17 @@ import torch
 
 from alexnet_kit.checkpoint import load_model, read_meta
 from alexnet_kit.engines.artifact import Envelope
+from alexnet_kit.engines.base import run_batches
+from alexnet_kit.engines.loaders import load_engine
+from alexnet_kit.engines.precision import EXPORT_INT8_MIN_TOP1, Precision
 from alexnet_kit.errors import AlexKitError
 from alexnet_kit.fsutil import atomic_path
 
-from .verify import ParityReport, compare, photos_for, run_batches
+from .onnx import OPSET, export_onnx
+from .pt2 import export_pt2
+from .quantize import quantize
+from .torchscript import export_torchscript
+from .verify import ParityReport, compare, photos_for
 
 # format -> artifact suffix
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts", "pt2": ".pt2"}
@@ -29,6 +36,8 @@ class ExportError(AlexKitError):
 
 @dataclass
 class ExportReport:
+    """What ``alexnet-kit export`` wrote and how it verified it."""
+
     path: Path
     format: str
     precision: str
@@ -57,14 +66,27 @@ def _suffixed(tmp: Path, suffix: str):
         work.unlink(missing_ok=True)
 
 
-def _engine(fmt: str, path: Path):
-    if fmt == "onnx":
-        from alexnet_kit.engines.onnx import OnnxEngine
+def _write(fmt: str, model, envelope: Envelope, tmp: Path, int8_mode: str | None, calibration) -> None:
+    """Write the artifact of ``fmt`` to ``tmp``: int8 quantises an fp32 ONNX export on ``calibration`` crops."""
+    if fmt == "torchscript":
+        export_torchscript(model, envelope, tmp)
+    elif fmt == "pt2":
+        export_pt2(model, envelope, tmp)
+    elif int8_mode is None:
+        export_onnx(model, envelope, tmp)
+    else:
+        source = envelope.source_fingerprint
+        fp32 = Envelope(envelope.meta, source, source, Precision.FP32.label(), envelope.exported_with)
+        with tempfile.TemporaryDirectory(prefix="alexnet-kit-export-") as work:
+            export_onnx(model, fp32, Path(work) / "fp32.onnx")
+            quantize(Path(work) / "fp32.onnx", tmp, envelope, int8_mode, calibration, Path(work))
 
-        return OnnxEngine(path)
-    from alexnet_kit.engines.torch_archive import ExportedProgramEngine, TorchScriptEngine
 
-    return TorchScriptEngine(path) if fmt == "torchscript" else ExportedProgramEngine(path)
+def _check_request(fmt: str, int8: bool) -> None:
+    if fmt not in FORMATS:
+        raise AlexKitError(f"unknown export format {fmt!r} (expected one of: {', '.join(FORMATS)})")
+    if int8 and fmt != "onnx":
+        raise AlexKitError("--int8 is an onnxruntime quantisation: use it with --format onnx")
 
 
 def export_checkpoint(
@@ -76,17 +98,14 @@ def export_checkpoint(
     photos: Sequence[str | os.PathLike] | None = None,
     calibration: Sequence[str | os.PathLike] | None = None,
     crops: int = 10,
-    min_top1: float = 0.9,
+    min_top1: float = EXPORT_INT8_MIN_TOP1,
 ) -> ExportReport:
-    """Export ``checkpoint`` as ``fmt``; verify on ``photos`` (default: the example photos).
+    """Export ``checkpoint`` as ``fmt``; verify on ``photos`` (default: the reference photos).
 
     Raises :class:`ExportError` (and writes nothing) when the artifact does not
     reproduce the model.
     """
-    if fmt not in FORMATS:
-        raise AlexKitError(f"unknown export format {fmt!r} (expected one of: {', '.join(FORMATS)})")
-    if int8 and fmt != "onnx":
-        raise AlexKitError("--int8 is an onnxruntime quantisation: use it with --format onnx")
+    _check_request(fmt, int8)
     start = time.perf_counter()
     # the ONNX exporter logs one warning per torchvision operator it cannot register
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
@@ -98,39 +117,23 @@ def export_checkpoint(
     test_photos = photos_for(photos, meta.preprocess.resize, meta.preprocess.resize_mode)
     reference = run_batches(model.logits_and_features, meta.preprocess.crops(test_photos, crops))
     exported_with = {"torch": torch.__version__, "format": fmt, "checkpoint": Path(checkpoint).name}
-    precision = "fp32"
+    if fmt == "onnx":
+        exported_with["opset"] = OPSET
+    precision = Precision.INT8.label(int8_mode) if int8 else Precision.FP32.label()
+    fingerprint = f"{source}-{precision}" if int8 else source  # int8 features are another model's
+    cal = None
+    if int8:
+        cal = meta.preprocess.crops(photos_for(calibration, meta.preprocess.resize, meta.preprocess.resize_mode)
+                                    if calibration else test_photos, 1)
     with atomic_path(out) as published, _suffixed(published, FORMATS[fmt]) as tmp:
-        if fmt == "onnx":
-            from .onnx import OPSET, export_onnx
-
-            exported_with["opset"] = OPSET
-            if int8:
-                from .quantize import quantize
-
-                precision = f"int8-{int8_mode}"
-                envelope = Envelope(meta, f"{source}-{precision}", source, precision, exported_with)
-                with tempfile.TemporaryDirectory(prefix="alexnet-kit-export-") as work:
-                    fp32 = Path(work) / "fp32.onnx"
-                    export_onnx(model, Envelope(meta, source, source, "fp32", exported_with), fp32)
-                    cal = photos_for(calibration, meta.preprocess.resize, meta.preprocess.resize_mode) if calibration else test_photos
-                    quantize(fp32, tmp, envelope, int8_mode, meta.preprocess.crops(cal, 1), Path(work))
-            else:
-                envelope = Envelope(meta, source, source, precision, exported_with)
-                export_onnx(model, envelope, tmp)
-        elif fmt == "torchscript":
-            from .torchscript import export_torchscript
-
-            export_torchscript(model, Envelope(meta, source, source, precision, exported_with), tmp)
-        else:
-            from .pt2 import export_pt2
-
-            export_pt2(model, Envelope(meta, source, source, precision, exported_with), tmp)
-        engine = _engine(fmt, tmp)
-        parity = compare(engine, model, meta.preprocess, test_photos, crops, exact=not int8, min_top1=min_top1, reference=reference)
+        _write(fmt, model, Envelope(meta, fingerprint, source, precision, exported_with), tmp,
+               int8_mode if int8 else None, cal)
+        engine = load_engine(tmp)  # the artifact read back by its own runtime, chosen by suffix as serving does
+        parity = compare(engine, model, meta.preprocess, test_photos, crops, exact=not int8, min_top1=min_top1,
+                         reference=reference)
         del engine
         if not parity.passed:
             raise ExportError(f"{out}: export does not reproduce the model, nothing written: {parity.summary()}")
         size = tmp.stat().st_size
         os.replace(tmp, published)
-    fingerprint = source if not int8 else f"{source}-{precision}"
     return ExportReport(out, fmt, precision, fingerprint, size, time.perf_counter() - start, parity)

@@ -24,7 +24,7 @@ OPSET = 18
 
 
 def export_onnx(model: AlexNet, envelope: Envelope, path: str | os.PathLike) -> None:
-    import onnx
+    import onnx  # defers onnx, an optional dependency
 
     wrapper = LogitsAndFeatures(model)
     norms = [m for m in model.modules() if isinstance(m, LocalResponseNorm)]

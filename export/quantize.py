@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from alexnet_kit.engines.artifact import INPUT, Envelope
+from alexnet_kit.engines.precision import INT8_MODES as MODES
 
-MODES = ("static", "dynamic")
+from .onnx import set_metadata
 
 
 class _Batches:
@@ -58,11 +59,9 @@ def quantize(fp32: Path, out: str | os.PathLike, envelope: Envelope, mode: str, 
 
 
 def _quantize(fp32: Path, out: str | os.PathLike, envelope: Envelope, mode: str, calibration: torch.Tensor, workdir: Path) -> None:
-    import onnx
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quant_pre_process,
-                                          quantize_dynamic, quantize_static)
-
-    from .onnx import set_metadata
+    import onnx  # defers onnx, an optional dependency
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,  # defers onnxruntime
+                                          quant_pre_process, quantize_dynamic, quantize_static)
 
     prepared = workdir / "prepared.onnx"
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)

@@ -13,7 +13,7 @@ def named_photos(paths: list[str], walk: bool = False) -> tuple[list[str], int]:
     ``walk``: absolute, sorted, unique paths, and a missing path is an error now (``index build``,
     ``features``); otherwise (``classify``) a missing file stays in the list, in order, and is
     reported as an unreadable photo when its turn comes."""
-    from ..images import empty_folder_problem, find_images, is_image_path, not_an_image
+    from ..images import empty_folder_problem, find_images, is_image_path, not_an_image  # defers Pillow and numpy
 
     photos, problems = [], 0
     for p in paths:
@@ -27,7 +27,7 @@ def named_photos(paths: list[str], walk: bool = False) -> tuple[list[str], int]:
         else:
             photos.extend(found)
     if walk:
-        from ..search.builder import walk_photos
+        from ..search.builder import walk_photos  # defers torch: only the commands that walk need it
 
         missing = [p for p in paths if not Path(p).expanduser().exists()]
         photos = walk_photos(missing + photos)  # a missing path: one line, now

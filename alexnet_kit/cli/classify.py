@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
+from ..errors import AlexKitError
+from ..resolve import resolve_model
 from . import _serving
+from ._photos import named_photos
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,13 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    import sys
+    from tqdm import tqdm  # defers tqdm to a run: building the parser stays quick
 
-    from ..classify import Classifier
-    from ..errors import AlexKitError
-    from ..resolve import resolve_model
-    from ._photos import named_photos
+    from ..classify import Classifier  # defers torch (the parser must not load it)
 
     if args.top < 1:
         raise AlexKitError("--top must be at least 1")
@@ -42,13 +43,11 @@ def run(args: argparse.Namespace) -> int:
     if not photos:
         return 1
     model = resolve_model(args.model)
-    engine = _serving.open_engine(args, model, batch=args.batch * args.crops)
-    clf = Classifier(engine, crops=args.crops, batch_photos=args.batch)
+    clf = Classifier(_serving.open_selected(args, model, batch=args.batch * args.crops), crops=args.crops,
+                     batch_photos=args.batch)
     if not clf.trained:
         print(f"warning: {model} holds untrained (freshly initialised) weights: the labels are meaningless "
               "until the model is trained or trained weights are imported", file=sys.stderr)
-    from tqdm import tqdm
-
     failures = 0
     results = []
     # A bar with rate and ETA on a terminal only (disable=None), for long folders.
@@ -67,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     if args.json:
         doc = {"model": str(model), "trained": clf.trained, "crops": args.crops, "engine": clf.engine.description,
-               "precision": clf.engine.precision, "choice": clf.engine.choice, "results": results}
+               "precision": clf.engine.precision, "choice": clf.selection.reason, "results": results}
         print(json.dumps(doc, indent=2))
     if failures:
         print(f"alexnet-kit: {failures} of {len(photos)} photos could not be read", file=sys.stderr)

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+
+from ..resolve import resolve_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,11 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
-    from alexnet_kit.train.evaluate import evaluate
-
-    from ..resolve import resolve_model
+    from alexnet_kit.train.evaluate import evaluate  # defers the training stage (torch) to this command
 
     res = evaluate([resolve_model(c) for c in args.checkpoints], args.data, crops=args.crops, batch=args.batch, device=args.device,
                    split=args.split, progress=not args.quiet)

@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
+from ..errors import AlexKitError
+from ..resolve import resolve_model
 from . import _serving
+from ._photos import named_photos
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,22 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
+    from ..features import FeatureExtractor, default_batch_photos  # defers torch (the parser must not load it)
+    from ..features_file import check_output, export_features  # defers torch, through features
 
-    from ..errors import AlexKitError
-    from ..feature_export import export_features
-    from ..features import FeatureExtractor, default_batch_photos
-    from ..resolve import resolve_model
-    from ._photos import named_photos
 
     if args.batch is not None and args.batch < 1:
         raise AlexKitError("--batch must be at least 1")
     if args.chunk < 1:
         raise AlexKitError("--chunk must be at least 1")
-    from pathlib import Path
-
-    from ..feature_export import check_output
-
     check_output(Path(args.out), args.force)  # before the photos are walked and the model is loaded
     photos, empty = named_photos(args.photos, walk=True)
     if not photos:
@@ -59,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
     if args.layer != "fc7" and model.suffix.lower() != ".safetensors":
         raise AlexKitError(f"{model}: {args.layer} features need a checkpoint (.safetensors); an exported artifact "
                            f"computes fc7 only (it has no {args.layer} output)")
-    engine = _serving.open_engine(args, model, batch=batch_photos * args.crops)
+    engine = _serving.open_selected(args, model, batch=batch_photos * args.crops)
     extractor = FeatureExtractor(engine, crops=args.crops, metric="cosine" if args.normalise else "euclidean",
                                  batch_photos=batch_photos, layer=args.layer)
-    report = export_features(photos, args.out, extractor, model=str(engine.path or model), chunk=args.chunk,
+    report = export_features(photos, args.out, extractor, model=str(engine.selection.path), chunk=args.chunk,
                              progress=not args.quiet, force=args.force)
     for path, err in report.errors[:20]:
         print(f"alexnet-kit: skipped: {err if err.startswith(path) else f'{path}: {err}'}", file=sys.stderr)

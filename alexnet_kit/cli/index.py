@@ -2,8 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
+from ..errors import AlexKitError
+from ..paths import index_root
+from ..resolve import build_target, list_indexes, resolve_index, resolve_model
+from ..settings import EXAMPLE_FOLDER, index_choice
 from . import _serving
+from ._photos import named_photos
 
 INDEX_HELP = "index folder, or the name of one in ~/.local/share/alexnet-kit/indexes (default: the default index)"
 
@@ -68,8 +75,6 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _report(report, verb: str) -> None:
-    import sys
-
     for path, err in report.errors[:20]:
         print(f"alexnet-kit: skipped: {err if err.startswith(path) else f'{path}: {err}'}", file=sys.stderr)
     if len(report.errors) > 20:
@@ -78,15 +83,12 @@ def _report(report, verb: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import AlexKitError
-    from ..search import builder
-
-    from ..resolve import build_target, resolve_index, resolve_model
+    from ..search import builder  # defers torch (the parser must not load it)
+    from ..search.index_settings import IndexSettings  # defers torch
 
     cmd = args.index_command
     if cmd == "build":
-        from ..features import FeatureExtractor, default_batch_photos
-        from ._photos import named_photos
+        from ..features import FeatureExtractor, default_batch_photos  # defers torch
 
         if args.batch is not None and args.batch < 1:
             raise AlexKitError("--batch must be at least 1")
@@ -96,14 +98,15 @@ def run(args: argparse.Namespace) -> int:
             return 1
         model = resolve_model(args.model)
         batch_photos = args.batch or default_batch_photos(args.crops)
-        if args.precision == "auto" and not args.force:  # a resumed bf16 build goes on in bf16
-            args.precision = builder.extraction_precision(args.out, builder.index_precision(args.out), args.device) or "auto"
-        engine = _serving.open_engine(args, model, batch=batch_photos * args.crops)
+        before = None if args.force else IndexSettings.read(args.out)
+        if args.precision == "auto" and before is not None:  # a resumed build goes on in its own precision
+            args.precision = str(before.extraction_precision(args.out, args.device))
+        engine = _serving.open_selected(args, model, batch=batch_photos * args.crops)
         extractor = FeatureExtractor(engine, crops=args.crops, metric=args.metric, batch_photos=batch_photos)
         try:
             # the index records the file that ran (the int8 export when int8 was chosen): queries and
             # 'index add' then compute the same features
-            report = builder.build(args.photos, args.out, engine.path or model, crops=args.crops, metric=args.metric,
+            report = builder.build(args.photos, args.out, engine.selection.path, crops=args.crops, metric=args.metric,
                                    index_type=args.index_type, device=args.device, force=args.force, chunk=args.chunk,
                                    progress=not args.quiet, batch_photos=args.batch, extractor=extractor, walked=photos)
         except ValueError as e:  # an index type FAISS does not know
@@ -130,10 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _list() -> int:
     """The user's indexes, and which one 'similar' and 'demo' open by default."""
-    from ..paths import index_root
-    from ..search import SimilarityIndex
-    from ..resolve import list_indexes
-    from ..settings import EXAMPLE_FOLDER, index_choice
+    from ..search import SimilarityIndex  # defers torch (the parser must not load it)
 
     choice = index_choice()
     folders = list_indexes()
@@ -149,9 +149,7 @@ def _list() -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    import json
-
-    from ..search import SimilarityIndex
+    from ..search import SimilarityIndex  # defers torch (the parser must not load it)
 
     with SimilarityIndex.open(args.index) as idx:
         d = idx.info()

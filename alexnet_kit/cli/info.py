@@ -2,6 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+from ..engines import cpu
+from ..paths import config_file
+from ..pretrained import NAMES, cached_checkpoint
+from ..resolve import build_target, resolve_model
+from ..settings import EXAMPLE_FOLDER, index_choice, model_choice, offline
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,17 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def defaults(as_json: bool) -> int:
     """The default model and index and why, without fetching either."""
-    import json
-    from pathlib import Path
-
-    from ..paths import config_file
-    from ..pretrained import NAMES, cached_checkpoint
-    from ..resolve import build_target
-    from ..settings import EXAMPLE_FOLDER, index_choice, model_choice, offline
-
     m, i = model_choice(), index_choice()
     if m.value in NAMES and not Path(m.value).exists():
-        from ..pretrained.registry import source
+        from ..pretrained.registry import source  # defers torch (the registry's preprocessing loads it)
 
         ckpt = cached_checkpoint(m.value)
         src = source(m.value)
@@ -51,20 +51,15 @@ def defaults(as_json: bool) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     if args.model is None:
         return defaults(args.json)
 
-    from ..engines import load_engine
-    from ..model import AlexNet, count_parameters
+    import torch  # defers torch (the parser, and 'info' without a model, must not load it)
 
-    import torch
-
-    from ..resolve import resolve_model
-
-    from ..engines import cpu
-    from ..engines.select import describe_measurements, read_measurements, sidecar_path
+    from ..engines import load_engine  # defers torch
+    from ..engines.gate import describe_measurements  # defers torch
+    from ..engines.measurements import read_measurements, sidecar_path  # defers torch, through the package
+    from ..model import AlexNet, count_parameters  # defers torch
 
     path = resolve_model(args.model)
     engine = load_engine(path)

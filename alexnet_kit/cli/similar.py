@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+
+from ..errors import AlexKitError
+from ..resolve import resolve_index, resolve_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,11 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
-    from ..errors import AlexKitError
-    from ..resolve import resolve_index, resolve_model
-    from ..search import SimilarityIndex
+    from ..search import SimilarityIndex  # defers torch (the parser must not load it)
 
     if args.top < 1:
         raise AlexKitError("--top must be at least 1")

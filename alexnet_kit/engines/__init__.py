@@ -5,35 +5,34 @@ already normalised and cropped, and returns logits and/or the 4096-d fc7
 features. The runtime above them (classification, similarity search, the
 demo) never cares which file format it runs.
 
-``load_engine(path)`` picks the engine from the file's suffix; each loader
-is imported only when used, so a checkpoint never pays for onnxruntime.
+Two steps, each in one place: :func:`choose` decides what runs a model here
+(a :class:`Selection`: engine, :class:`Precision`, file, measurement,
+reason), and :meth:`Selection.open` / :func:`open_engine` loads it.
+``load_engine(path)`` is the file's own engine by suffix (no choice).
+
+The modules, by seam: :mod:`.precision` (the Precision type and the agreement
+thresholds), :mod:`.candidates` (what can run a file here), :mod:`.gate` (the
+measurement on real photos), :mod:`.measurements` (the JSON sidecar),
+:mod:`.timing`, :mod:`.messages` (every sentence), :mod:`.errors`,
+:mod:`.select` (the decision), :mod:`.selection` (the value, and opening it),
+:mod:`.loaders` (engine by suffix) and one module per engine. The names below
+load on first use, so ``alexnet_kit.engines.precision`` stays torch-free.
 """
 from __future__ import annotations
 
 import importlib
-import os
-from pathlib import Path
 
-from ..errors import CheckpointError
-from .base import Engine
-
-# suffix -> "module:factory"; the factory is called as factory(path, device=...)
-LOADERS: dict[str, str] = {
-    ".safetensors": "alexnet_kit.engines.checkpoint:CheckpointEngine",
-    ".onnx": "alexnet_kit.engines.onnx:OnnxEngine",
-    ".ts": "alexnet_kit.engines.torch_archive:TorchScriptEngine",
-    ".pt2": "alexnet_kit.engines.torch_archive:ExportedProgramEngine",
+_NAMES = {
+    "Engine": ".base", "run_batches": ".base", "LOADERS": ".loaders", "load_engine": ".loaders",
+    "Precision": ".precision", "Wish": ".select", "choose": ".select", "Selection": ".selection",
+    "open_engine": ".selection",
 }
 
 
-def load_engine(path: str | os.PathLike, device: str = "cpu", **options) -> Engine:
-    path = Path(path)
-    target = LOADERS.get(path.suffix.lower())
-    if target is None:
-        known = ", ".join(sorted(LOADERS))
-        raise CheckpointError(path, f"unknown model file type {path.suffix or '(no suffix)'!r} (expected one of: {known})")
-    module, _, factory = target.partition(":")
-    return getattr(importlib.import_module(module), factory)(path, device=device, **options)
+def __getattr__(name: str):
+    if name not in _NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_NAMES[name], __name__), name)  # defers torch until a name is used
 
 
-__all__ = ["Engine", "LOADERS", "load_engine"]
+__all__ = sorted(_NAMES)

@@ -1,11 +1,16 @@
-"""The interface every engine implements."""
+"""The interface every engine implements, and the batched run every caller uses."""
 from __future__ import annotations
 
 import abc
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from ..meta import ModelMeta
+from .precision import Precision
+
+if TYPE_CHECKING:
+    from .selection import Selection
 
 
 class Engine(abc.ABC):
@@ -16,14 +21,17 @@ class Engine(abc.ABC):
     fingerprint: str
     #: what actually runs, for humans: e.g. "torch eager on cpu"
     description: str
-    #: the arithmetic that actually runs: fp32, bf16 or int8 (read back from the runtime where it can choose)
-    precision: str = "fp32"
-    #: why this engine and precision were chosen (set by :func:`alexnet_kit.engines.select.open_engine`)
-    choice: str = ""
-    #: the file that runs (set by open_engine: the int8 export when int8 was chosen)
-    path = None
+    #: the arithmetic that actually runs (read back from the runtime where it can choose)
+    precision: Precision = Precision.FP32
+    #: the :class:`~alexnet_kit.engines.selection.Selection` it was opened from (None when opened by file)
+    selection: "Selection | None" = None
     #: layers :meth:`layer_features` can return; exported artifacts compute fc7 only
     feature_layers: tuple[str, ...] = ("fc7",)
+
+    @property
+    def choice(self) -> str:
+        """Why this engine and precision run: its selection's reason ("" when opened by file)."""
+        return self.selection.reason if self.selection is not None else ""
 
     @abc.abstractmethod
     def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,3 +49,16 @@ class Engine(abc.ABC):
             return self.features(x)
         raise ValueError(f"{layer} features need a checkpoint (.safetensors): this {type(self).__name__} "
                          f"computes {', '.join(self.feature_layers)} only")
+
+
+@torch.inference_mode()
+def run_batches(fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor,
+                batch: int = 80) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, features) of ``x`` through ``fn`` (an engine's or a torch model's ``logits_and_features``),
+    ``batch`` crops a call, as float32 on the CPU."""
+    logits, feats = [], []
+    for i in range(0, len(x), batch):
+        a, b = fn(x[i : i + batch])
+        logits.append(a.float().cpu())
+        feats.append(b.float().cpu())
+    return torch.cat(logits), torch.cat(feats)

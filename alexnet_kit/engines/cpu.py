@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import platform
 
 #: the flags that change which engine and precision win
@@ -51,3 +52,11 @@ def machine_class() -> dict:
 def describe() -> str:
     m = machine_class()
     return f"{m['cpu']} ({m['arch']}; {' '.join(m['flags']) or 'no relevant flags'})"
+
+
+def usable_cores() -> int:
+    """The cores this process may use (``sched_getaffinity``: a container or ``taskset`` limit is respected)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

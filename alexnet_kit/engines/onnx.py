@@ -16,10 +16,12 @@ import torch
 from ..errors import CheckpointError, existing_file, first_line
 from .artifact import INPUT, KEY, OUTPUTS, Envelope
 from .base import Engine
+from .errors import EngineMissing, PrecisionMismatch
+from .precision import Precision
 
 
 def session_options(threads: int | None = None):
-    import onnxruntime as ort
+    import onnxruntime as ort  # defers onnxruntime, an optional dependency
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -36,15 +38,15 @@ def session_options(threads: int | None = None):
 
 class OnnxEngine(Engine):
     def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None,
-                 precision: str | None = None, batch: int | None = None):
+                 precision: Precision | str | None = None, batch: int | None = None):
         path = existing_file(path, CheckpointError, "a model file")
-        if precision not in (None, "fp32", "int8"):
-            raise CheckpointError(path, f"onnxruntime runs fp32 and int8 artifacts on a CPU, not {precision} "
-                                        "(bf16: --engine openvino)")
+        if precision not in (None, Precision.FP32, Precision.INT8):
+            raise PrecisionMismatch(path, f"onnxruntime runs fp32 and int8 artifacts on a CPU, not {precision} "
+                                          "(bf16: --engine openvino)")
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort  # defers onnxruntime, an optional dependency
         except ImportError:
-            raise CheckpointError(path, "running .onnx files needs onnxruntime: pip install 'alexnet-kit[cpu]' (or [gpu])") from None
+            raise EngineMissing(path, "running .onnx files needs onnxruntime: pip install 'alexnet-kit[cpu]' (or [gpu])") from None
         want_cuda = torch.device(device).type == "cuda"
         providers = (["CUDAExecutionProvider"] if want_cuda else []) + ["CPUExecutionProvider"]
         providers = [p for p in providers if p in ort.get_available_providers()]
@@ -57,14 +59,15 @@ class OnnxEngine(Engine):
         outputs = [o.name for o in self.session.get_outputs()]
         if inputs != [INPUT] or outputs != list(OUTPUTS):
             raise CheckpointError(path, f"an ONNX model with inputs {inputs} and outputs {outputs}, expected [{INPUT!r}] and {list(OUTPUTS)}")
-        self.meta, self.fingerprint, self.precision, self.envelope = env.meta, env.fingerprint, env.precision, env
-        if precision is not None and precision != self.precision.split("-")[0]:
-            raise CheckpointError(path, f"an {self.precision} artifact, asked to run it as {precision}"
-                                  + (" (int8 needs the int8 export: alexnet-kit export --int8)" if precision == "int8" else ""))
+        self.meta, self.fingerprint, self.envelope = env.meta, env.fingerprint, env
+        self.precision = Precision.parse(env.precision)
+        if precision is not None and precision != self.precision:
+            raise PrecisionMismatch(path, f"an {env.precision} artifact, asked to run it as {precision}"
+                                    + (" (int8 needs the int8 export: alexnet-kit export --int8)" if precision == Precision.INT8 else ""))
         self.provider = self.session.get_providers()[0]
         if want_cuda and self.provider != "CUDAExecutionProvider":
             warnings.warn(f"{path}: CUDA was asked for but onnxruntime runs on {self.provider}", RuntimeWarning, stacklevel=2)
-        self.description = f"onnxruntime {ort.__version__} {self.provider} ({self.precision})"
+        self.description = f"onnxruntime {ort.__version__} {self.provider} ({env.precision})"
 
     def _run(self, names: list[str], x: torch.Tensor) -> list[np.ndarray]:
         x = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)

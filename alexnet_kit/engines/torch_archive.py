@@ -13,10 +13,12 @@ import os
 import warnings
 
 import torch
+from torch.export.passes import move_to_device_pass
 
 from ..errors import CheckpointError, existing_file, first_line
 from .artifact import KEY, Envelope
 from .base import Engine
+from .precision import Precision
 
 EXTRA_FILE = f"{KEY}.json"
 
@@ -34,7 +36,8 @@ class TorchArchiveEngine(Engine):
         except Exception as e:  # zip / unpickling / version errors
             raise CheckpointError(path, f"not a loadable {self.kind}, or truncated ({first_line(e)})") from None
         env = Envelope.parse(path, extra[EXTRA_FILE], self.kind)
-        self.meta, self.fingerprint, self.precision, self.envelope = env.meta, env.fingerprint, env.precision, env
+        self.meta, self.fingerprint, self.envelope = env.meta, env.fingerprint, env
+        self.precision = Precision.parse(env.precision)
         self.description = f"torch {torch.__version__} {self.kind} on {self.device}"
 
     def _load(self, path: str, extra: dict[str, str]) -> torch.nn.Module:
@@ -63,8 +66,6 @@ class ExportedProgramEngine(TorchArchiveEngine):
     def _load(self, path: str, extra: dict[str, str]) -> torch.nn.Module:
         program = torch.export.load(path, extra_files=extra)
         if self.device.type != "cpu":
-            from torch.export.passes import move_to_device_pass
-
             program = move_to_device_pass(program, self.device)
         self.program = program
         return program.module()

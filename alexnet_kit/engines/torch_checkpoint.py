@@ -7,29 +7,30 @@ import os
 import torch
 
 from ..checkpoint import load_model, read_meta
-from ..errors import CheckpointError
 from .base import Engine
+from .errors import PrecisionMismatch
+from .precision import Precision
 
 
-class CheckpointEngine(Engine):
+class TorchCheckpointEngine(Engine):
     feature_layers = ("fc7", "fc6", "pool5")
 
-    def __init__(self, path: str | os.PathLike, device: str = "cpu", verify: bool = True, precision: str = "fp32",
-                 threads: int | None = None, batch: int | None = None):
-        if precision not in ("fp32", "bf16"):
-            raise CheckpointError(path, f"torch runs a checkpoint in fp32 or bf16, not {precision!r} "
-                                        "(int8 is an exported artifact: alexnet-kit export --format onnx --int8)")
+    def __init__(self, path: str | os.PathLike, device: str = "cpu", verify: bool = True,
+                 precision: Precision | str = Precision.FP32, threads: int | None = None, batch: int | None = None):
+        if precision not in (Precision.FP32, Precision.BF16):
+            raise PrecisionMismatch(path, f"torch runs a checkpoint in fp32 or bf16, not {str(precision)!r} "
+                                          "(int8 is an exported artifact: alexnet-kit export --format onnx --int8)")
         self.device = torch.device(device)
         self.model, self.meta = load_model(path, device=self.device, verify=verify)
         self.fingerprint = read_meta(path)[1]["weights_sha256"]
-        self.precision = precision
+        self.precision = Precision(precision)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-        how = "eager" if precision == "fp32" else "eager, bf16 autocast"
+        how = "eager" if self.precision is Precision.FP32 else "eager, bf16 autocast"
         self.description = f"torch {torch.__version__} {how} on {self.device}"
 
     def _autocast(self):
-        if self.precision == "bf16":
+        if self.precision is Precision.BF16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 

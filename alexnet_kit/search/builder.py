@@ -21,14 +21,20 @@ from typing import Iterable
 
 import numpy as np
 
+from tqdm import tqdm
+
+from ..engines import choose
+from ..engines.messages import stderr_log
+from ..engines.precision import Precision
 from ..errors import AlexKitError
-from ..features import FeatureExtractor, FeatureSettings
+from ..features import FeatureExtractor, default_batch_photos
 from ..images import find_images
 from ..interrupt import StopOnSignal
 from . import files
-from .errors import IndexMismatch, IndexProblem
+from .errors import IndexProblem
 from .factory import (as_float32, default_search_params, gpu_count, index_bytes, make_index,
                       resolve_spec, supports_remove, to_cpu, to_gpu, train_index, train_size)
+from .index_settings import IndexSettings
 from .store import Record, Store, file_checksum
 
 CHUNK = 256  # photos per committed transaction: at most this much work is lost on a crash
@@ -73,84 +79,14 @@ def walk_photos(paths: Iterable[str | os.PathLike]) -> list[str]:
     return sorted({str(Path(f).resolve()) for f in find_images(expanded)})
 
 
-def _settings_of(extractor: FeatureExtractor, model: str | os.PathLike) -> dict:
-    return {
-        "model_fingerprint": extractor.fingerprint,
-        "model_path": str(Path(model).resolve()),
-        "model_trained": extractor.meta.trained,
-        "features": extractor.settings.to_json(),
-        "dim": extractor.dim,
-        "bf16": extractor.precision == "bf16",
-    }
-
-
-def recorded_precision(store: Store) -> str | None:
-    """The precision to extract more features of an index in: ``"bf16"`` when it was built in
-    bf16, else None (the model file's own engine). bf16 features differ from fp32 ones in
-    the third decimal; an int8 index records the int8 file itself, whose fingerprint differs."""
-    return "bf16" if store.get("bf16", False) else None
-
-
-def index_precision(root: str | os.PathLike) -> str | None:
-    """:func:`recorded_precision` of the index at ``root``; None when there is none yet."""
-    spath = files.store_path(Path(root))
-    if not spath.exists():
-        return None
-    store = Store.open(spath)
-    try:
-        return recorded_precision(store)
-    finally:
-        store.close()
-
-
-def bf16_here(device: str = "cpu") -> bool:
-    """This machine computes bf16 natively on ``device`` (only the CPU path offers bf16)."""
-    import torch
-
-    from ..engines import cpu
-
-    return torch.device(device).type == "cpu" and cpu.native_bf16()
-
-
-def extraction_precision(root: str | os.PathLike, precision: str | None, device: str = "cpu", *,
-                         query: bool = False) -> str | None:
-    """The precision to extract an index's features in here, given its recorded ``precision``.
-
-    A query may run in fp32 where bf16 is not native (None: the file's own fp32 engine): the gate
-    holds bf16's fc7 cosine to fp32 at >= 0.999, so the ranking is the same to that margin. Adding
-    to the index (or resuming its build) must store the index's own precision, or is refused."""
-    if precision != "bf16" or bf16_here(device):
-        return precision
-    if query:
-        return None
-    where = f"on {device}" if not str(device).startswith("cpu") else "on this CPU (no amx_bf16 or avx512_bf16)"
-    raise IndexMismatch(f"{root}: its features were computed in bf16, which cannot run natively {where}: adding "
-                        "fp32 vectors would mix precisions; add to it on a CPU with native bf16, or rebuild it with --force")
-
-
-def check_compatible(root: Path, store: Store, extractor: FeatureExtractor, model: str | os.PathLike, *,
-                     query: bool = False) -> None:
-    """Refuse a model or feature setting other than the index's, in one line.
-
-    ``query``: the features are for a query, not stored, so an fp32 query of a bf16 index is
-    accepted (see :func:`extraction_precision`)."""
-    fp = store.get("model_fingerprint")
-    if extractor.fingerprint != fp:
-        raise IndexMismatch(
-            f"{root}: built with model {fp[:12]} ({store.get('model_path')}), but {model} is model "
-            f"{extractor.fingerprint[:12]}: its features are not comparable; build a new index for this model "
-            "or use the model the index was built with")
-    ours = FeatureSettings.from_json(store.get("features"))
-    if extractor.settings != ours:
-        raise IndexMismatch(
-            f"{root}: built with features '{ours.describe()}', asked for '{extractor.settings.describe()}': "
-            "use the index's settings (leave the option out) or build a new index")
-    built_bf16, asked_bf16 = bool(store.get("bf16", False)), extractor.precision == "bf16"
-    if built_bf16 != asked_bf16 and not (query and built_bf16):
-        built, asked = ("bf16", "fp32") if built_bf16 else ("fp32", "bf16")
-        raise IndexMismatch(
-            f"{root}: its features were computed in {built}, this engine computes {asked}: mixing them would "
-            f"make stored and new vectors disagree; use --precision {built} (or leave it out) or build a new index")
+def index_extractor(model: str | os.PathLike, precision: Precision | None, *, device: str = "cpu", crops: int = 1,
+                    metric: str = "cosine", batch_photos: int | None = None, workers: int | None = None) -> FeatureExtractor:
+    """The extractor that computes an index's vectors from ``model`` in ``precision`` (None: a new index,
+    the stored verdict for this model and CPU, else fp32), measuring nothing that a precision named
+    other than fp32 does not need (see :func:`~alexnet_kit.engines.choose`)."""
+    batch = crops * (batch_photos or default_batch_photos(crops))
+    selection = choose(model, None, precision, device=device, batch=batch, log=stderr_log, measure=False)
+    return FeatureExtractor(selection, crops=crops, metric=metric, batch_photos=batch_photos, workers=workers)
 
 
 def plan(store: Store, photos: list[str], report: UpdateReport) -> list[tuple[str, int, int]]:
@@ -193,8 +129,6 @@ def plan(store: Store, photos: list[str], report: UpdateReport) -> list[tuple[st
 def extract_into(store: Store, extractor: FeatureExtractor, todo: list[tuple[str, int, int]], report: UpdateReport,
                  chunk: int = CHUNK, progress: bool = False) -> tuple[list[int], list[int]]:
     """Run the network over ``todo`` and commit every ``chunk`` results; (removed ids, added ids)."""
-    from tqdm import tqdm
-
     removed: list[int] = []
     added: list[int] = []
     pending: list[Record] = []
@@ -252,8 +186,6 @@ def _safe(store: Store) -> int:
 
 def rebuild(root: Path, store: Store, report: UpdateReport, progress: bool = False):
     """A fresh FAISS index from every vector in the store (trained on a sample when compressed)."""
-    from tqdm import tqdm
-
     dim = int(store.get("dim"))
     n = store.count()[0]
     spec = resolve_spec(store.get("index_type", "auto"), n, dim)
@@ -317,10 +249,12 @@ def build(photos: Iterable[str | os.PathLike], out: str | os.PathLike, model: st
           crops: int = 1, metric: str = "cosine", index_type: str = "auto", device: str = "cpu",
           force: bool = False, chunk: int = CHUNK, progress: bool = False, batch_photos: int | None = None,
           workers: int | None = None, extractor: FeatureExtractor | None = None,
-          walked: list[str] | None = None) -> UpdateReport:
+          walked: list[str] | None = None, precision: str | Precision | None = None) -> UpdateReport:
     """Index the photos into the folder ``out``; resumes an interrupted build of the same photos.
 
-    ``walked``: :func:`walk_photos` of ``photos``, when the caller has it already."""
+    ``precision``: what to compute the vectors in (default: a resumed build's own; for a new index the
+    stored verdict for this model and CPU, else fp32). ``walked``: :func:`walk_photos` of ``photos``,
+    when the caller has it already."""
     t0 = time.perf_counter()
     root = Path(out)
     report = UpdateReport()
@@ -328,10 +262,13 @@ def build(photos: Iterable[str | os.PathLike], out: str | os.PathLike, model: st
     if root.exists() and not root.is_dir():
         raise IndexProblem(root, "exists and is not an index folder")
     # resuming a build: the precision it started in (a bf16 build goes on in bf16)
-    extractor = extractor or FeatureExtractor.load(model, device=device, crops=crops, metric=metric,
-                                                   precision=None if force else extraction_precision(
-                                                       root, index_precision(root), device),
-                                                   batch_photos=batch_photos, workers=workers)
+    before = None if force else IndexSettings.read(root)
+    if precision is None and before is not None:
+        precision = before.extraction_precision(root, device)
+    extractor = extractor or index_extractor(model, precision and Precision(precision), device=device, crops=crops,
+                                             metric=metric, batch_photos=batch_photos, workers=workers)
+    if extractor.selection is not None:
+        model = extractor.selection.path  # the file that runs (the int8 export when int8 was chosen)
     make_index(resolve_spec(index_type, 10**6, extractor.dim), extractor.dim)  # a bad type fails now, not after hours
     spath = files.store_path(root)
     if spath.exists() and force:
@@ -344,12 +281,12 @@ def build(photos: Iterable[str | os.PathLike], out: str | os.PathLike, model: st
             store.close()
             raise AlexKitError(f"{root}: an index is already there: update it with 'alexnet-kit index add {root}', "
                                "or rebuild it from scratch with --force")
-        check_compatible(root, store, extractor, model)
+        IndexSettings.from_store(store).check(extractor, model, root)
         report.resumed = True
     else:
         if root.exists() and any(root.iterdir()) and not spath.exists():
             raise IndexProblem(root, "folder is not empty and holds no index: choose a new folder for the index")
-        store = Store.create(spath, {**_settings_of(extractor, model), "state": "building", "index_type": index_type,
+        store = Store.create(spath, {**IndexSettings.of(extractor, model).to_store(), "state": "building", "index_type": index_type,
                                      "roots": [str(Path(p).resolve()) for p in photos]})
     try:
         todo = plan(store, photo_list, report)
@@ -376,18 +313,18 @@ def add(root: str | os.PathLike, photos: Iterable[str | os.PathLike] | None = No
                   and files.state(root, store) is files.State.OK)
         photos = list(photos) if photos else list(store.get("roots") or [])
         photo_list = walk_photos(photos) if photos else []
-        settings = FeatureSettings.from_json(store.get("features"))
-        model = model or store.get("model_path")
+        settings = IndexSettings.from_store(store)
+        model = model or settings.model_path
         if photo_list and not Path(model).exists():
             raise AlexKitError(f"{root}: its model {model} is gone: pass --model with the same model")
         removed: list[int] = []
         added: list[int] = []
         todo = plan(store, photo_list, report)
         if todo:
-            extractor = FeatureExtractor.load(model, device=device, crops=settings.crops, metric=settings.metric,
-                                              precision=extraction_precision(root, recorded_precision(store), device),
-                                              batch_photos=batch_photos, workers=workers)
-            check_compatible(root, store, extractor, model)
+            extractor = index_extractor(model, settings.extraction_precision(root, device), device=device,
+                                        crops=settings.features.crops, metric=settings.features.metric,
+                                        batch_photos=batch_photos, workers=workers)
+            settings.check(extractor, model, root)
             removed, added = extract_into(store, extractor, todo, report, chunk, progress)
         roots = set(store.get("roots") or [])
         new_roots = {str(Path(p).resolve()) for p in photos if Path(p).is_dir()}

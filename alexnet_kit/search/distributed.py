@@ -22,15 +22,13 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+import torch.distributed as dist
+
 from ..errors import AlexKitError
 from . import builder, files
+from .index_settings import IndexSettings
 from .store import Record, Store
-
-
-def _dist():
-    import torch.distributed as dist
-
-    return dist
 
 
 def shard_path(root: Path, rank: int, world: int) -> Path:
@@ -62,7 +60,7 @@ def shared_photo_list(paths: list[str], rank: int, world: int) -> list[str]:
             box = [("ok", builder.walk_photos(paths))]
         except AlexKitError as e:
             box = [("error", str(e))]
-    _dist().broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0)
     kind, value = box[0]
     if kind == "error":
         raise AlexKitError(value)
@@ -73,16 +71,15 @@ def shared_photo_list(paths: list[str], rank: int, world: int) -> list[str]:
 
 def extract_shard(root: Path, photos: list[str], model: Path, rank: int, world: int, *, crops: int, metric: str,
                   device: str, chunk: int, progress: bool, batch_photos: int | None = None):
-    from ..features import FeatureExtractor
-
-    fx = FeatureExtractor.load(model, device=device, crops=crops, metric=metric, batch_photos=batch_photos)
+    # every rank reads the same stored verdict (else the fp32 reference): the same engine and precision
+    fx = builder.index_extractor(model, None, device=device, crops=crops, metric=metric, batch_photos=batch_photos)
     mine = photos[rank::world]
     done = _done(root)
     mine = [p for p in mine if done.get(p) != _stat(p)]
     path = shard_path(root, rank, world)
-    store = Store.open(path) if path.exists() else Store.create(path, {**builder._settings_of(fx, model), "state": "shard"})
+    store = Store.open(path) if path.exists() else Store.create(path, {**IndexSettings.of(fx, model).to_store(), "state": "shard"})
     try:
-        builder.check_compatible(root, store, fx, model)
+        IndexSettings.from_store(store).check(fx, model, root)
         report = builder.UpdateReport()
         todo = builder.plan(store, mine, report)
         builder.extract_into(store, fx, todo, report, chunk, progress and rank == 0)
@@ -106,9 +103,9 @@ def merge(root: Path, model: Path, fx, photos_roots: list[str], index_type: str,
     spath = files.store_path(root)
     if spath.exists():
         store = Store.open(spath)
-        builder.check_compatible(root, store, fx, model)
+        IndexSettings.from_store(store).check(fx, model, root)
     else:
-        store = Store.create(spath, {**builder._settings_of(fx, model), "state": "building", "index_type": index_type,
+        store = Store.create(spath, {**IndexSettings.of(fx, model).to_store(), "state": "building", "index_type": index_type,
                                      "roots": photos_roots})
     dim = fx.dim
     try:
@@ -117,7 +114,7 @@ def merge(root: Path, model: Path, fx, photos_roots: list[str], index_type: str,
         for sp in shards:
             shard = Store.open(sp)
             try:
-                builder.check_compatible(root, shard, fx, model)
+                IndexSettings.from_store(shard).check(fx, model, root)
                 q = shard.conn.execute("SELECT path, size, mtime_ns, checksum, vector, error FROM photos ORDER BY id")
                 while rows := q.fetchmany(chunk):
                     recs = []
@@ -159,9 +156,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
 
-    import torch
-
-    dist = _dist()
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local_rank, local_world = int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     cuda = torch.cuda.is_available()

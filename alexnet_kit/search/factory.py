@@ -30,7 +30,7 @@ PCA_DIM = 896
 
 def faiss():
     """faiss, imported on first use (``alexnet-kit classify`` never pays for it)."""
-    import faiss as _faiss
+    import faiss as _faiss  # defers faiss, an optional dependency
 
     return _faiss
 

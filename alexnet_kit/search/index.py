@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+from PIL import Image
 
 from ..errors import AlexKitError
 from ..features import FeatureExtractor, FeatureSettings, l2_normalise
@@ -28,6 +29,7 @@ from ..images import ImageSource
 from . import builder, files
 from .errors import IndexMismatch, IndexProblem
 from .factory import apply_search_params, as_float32, gpu_count, to_gpu
+from .index_settings import IndexSettings
 from .store import Store
 
 
@@ -39,6 +41,10 @@ class Hit:
     id: int
     #: Euclidean distance between the stored vectors (normalised ones for a cosine index)
     distance: float
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
 
     def to_dict(self) -> dict:
         return {"path": self.path, "score": self.score, "distance": self.distance, "id": self.id}
@@ -153,18 +159,16 @@ class SimilarityIndex:
         if self._extractor is None:
             if not self.model_path.exists():
                 raise AlexKitError(f"{self.root}: its model {self.model_path} is gone: pass the same model (model=... / --model)")
-            fx = FeatureExtractor.load(self.model_path, device=self.device, crops=self.settings.crops, metric=self.settings.metric,
-                                       precision=builder.extraction_precision(
-                                           self.root, builder.recorded_precision(self.store), self.device, query=True))
-            builder.check_compatible(self.root, self.store, fx, self.model_path, query=True)
+            recorded = IndexSettings.from_store(self.store)
+            fx = builder.index_extractor(self.model_path, recorded.extraction_precision(self.root, self.device, query=True),
+                                         device=self.device, crops=self.settings.crops, metric=self.settings.metric)
+            recorded.check(fx, self.model_path, self.root, query=True)
             self._extractor = fx
         return self._extractor
 
     def vector(self, image: ImageSource | np.ndarray) -> tuple[np.ndarray, int | None]:
         """(feature vector, the photo's id when it is in the index itself)."""
         if isinstance(image, np.ndarray):  # e.g. what a Gradio Image component hands over
-            from PIL import Image
-
             image = Image.fromarray(np.ascontiguousarray(image))
         if isinstance(image, (str, os.PathLike)):
             path = Path(image).expanduser()

@@ -278,7 +278,7 @@ def test_with_an_index_auto_picks_the_index_precision(tiny_checkpoint, tmp_path)
         builder.build([EXAMPLES], index, model, extractor=FeatureExtractor.load(model, engine="torch", precision=precision))
         svc = DemoService.load(model, index, engine="auto", precision="auto")
         try:
-            assert svc.classifier.engine.precision == precision, svc.classifier.engine.choice
+            assert svc.selection.precision == precision, svc.selection.reason
             assert svc.similar(EXAMPLES / "cat.jpg")
         finally:
             svc.close()

@@ -255,7 +255,8 @@ def test_int8_artifact_is_measured_and_has_its_own_fingerprint(checkpoint, tmp_p
     assert report.parity.top1_agree >= 0.5 * report.parity.photos
     assert 0 < report.parity.max_abs_logit  # quantised: close, never bit-identical
     engine = load_engine(report.path)
-    assert engine.fingerprint == report.fingerprint and engine.precision == "int8-static"
+    assert engine.fingerprint == report.fingerprint and engine.precision == "int8"  # its mode is in the envelope
+    assert engine.envelope.precision == "int8-static"
     assert "int8" in engine.description
     assert "QLinearConv" in {n.op_type for n in __import__("onnx").load(str(report.path)).graph.node} or \
         "QuantizeLinear" in {n.op_type for n in __import__("onnx").load(str(report.path)).graph.node}

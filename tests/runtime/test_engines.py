@@ -1,6 +1,7 @@
 """Engines for exported artifacts: what they report and how they take input."""
 from __future__ import annotations
 
+import json
 import warnings
 
 import pytest
@@ -81,3 +82,84 @@ def test_exported_lrn_uses_no_pow_and_stays_exact(onnx_artifact):
     lrn32 = LocalResponseNorm(16, groups=2)
     lrn32.sqrt_power = True
     torch.testing.assert_close(lrn32(x32).double(), pow_form, rtol=1e-6, atol=1e-6)
+
+
+# -- the Selection, the Precision, the stored measurements ------------------------------------
+
+def test_precision_reads_every_recorded_form():
+    from alexnet_kit.engines.precision import Precision, int8_mode, of_fingerprint
+
+    assert [Precision.parse(t) for t in ("fp32", "bf16", "int8", "int8-static", "int8-dynamic", None)] == [
+        Precision.FP32, Precision.BF16, Precision.INT8, Precision.INT8, Precision.INT8, Precision.FP32]
+    assert Precision.INT8.label("static") == "int8-static" and int8_mode("int8-dynamic") == "dynamic"
+    assert int8_mode("fp32") is None and Precision.FP32.label() == "fp32"
+    assert of_fingerprint("ab12-int8-static") is Precision.INT8 and of_fingerprint("ab12") is Precision.FP32
+    assert json.dumps({"p": Precision.BF16}) == '{"p": "bf16"}' and f"{Precision.INT8}" == "int8"
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        Precision.parse("fp16")
+
+
+def test_the_library_default_measures_nothing_and_runs_the_reference(onnx_artifact, tmp_path):
+    import dataclasses
+    import shutil
+
+    from alexnet_kit.engines import Precision, choose
+    from alexnet_kit.engines.measurements import sidecar_path
+
+    model = tmp_path / "fresh.onnx"
+    shutil.copy(onnx_artifact, model)
+    said = []
+    s = choose(model, log=said.append)  # no wish: the stored verdict, else the fp32 reference
+    assert (s.engine, s.precision, s.path) == ("onnxruntime", Precision.FP32, model)
+    assert "reference precision" in s.reason and s.measurement is None
+    assert said == [] and not sidecar_path(model).exists()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.engine = "openvino"
+    engine = s.open()
+    assert engine.selection is s and engine.choice == s.reason and engine.precision is Precision.FP32
+
+
+def _entry(c, ref, speed, **extra):
+    """A stored measurement as the gate writes it, for candidate ``c`` (by hand: no measuring)."""
+    from alexnet_kit.engines import cpu
+    from alexnet_kit.engines.measurements import stamp
+
+    return {"engine": c.engine, "precision": str(c.precision), "reference": ref.name, "file": stamp(c.path),
+            "reference_file": stamp(ref.path), "machine": cpu.machine_class(), "photos": 60, "crop": "centre",
+            "top1_agreement": 1.0, "fc7_cosine": 1.0, "batch": 80, "crops_per_s": speed,
+            "measured_at": "2026-01-02T03:04:05Z", **extra}
+
+
+def test_an_old_sidecar_still_opens_and_its_verdict_is_used(onnx_artifact, tmp_path):
+    """Sidecars written before speeds were kept per batch hold one speed at one batch: still read."""
+    import shutil
+
+    from alexnet_kit.engines import choose
+    from alexnet_kit.engines.candidates import candidates
+    from alexnet_kit.engines.measurements import read_measurements, sidecar_path, speed_at
+
+    model = tmp_path / "old.onnx"
+    shutil.copy(onnx_artifact, model)
+    every, ref = candidates(model)
+    entries = [_entry(c, ref, 100.0 + 50 * i) for i, c in enumerate(every)]  # the last one is the fastest
+    sidecar_path(model).write_text(json.dumps({"version": 1, "model": model.name, "measurements": entries}))
+    assert read_measurements(model) == entries
+    assert speed_at(entries[0], 80) == 100.0 and speed_at(entries[0], 7) is None
+    s = choose(model, batch=80)
+    assert (s.engine, s.precision) == (every[-1].engine, every[-1].precision)
+    assert s.measurement["crops_per_s"] == entries[-1]["crops_per_s"] and "measured 2026-01-02" in s.reason
+
+
+def test_problems_that_are_not_the_checkpoints_have_their_own_errors(onnx_artifact, tiny_checkpoint):
+    from alexnet_kit.engines import choose
+    from alexnet_kit.engines.errors import PrecisionMismatch, SelectionRefused, WishError
+    from alexnet_kit.engines.torch_checkpoint import TorchCheckpointEngine
+
+    with pytest.raises(SelectionRefused, match="torch runs checkpoints") as e:
+        choose(onnx_artifact, engine="torch")
+    assert not isinstance(e.value, CheckpointError)
+    with pytest.raises(WishError, match="unknown engine 'tflite'"):
+        choose(onnx_artifact, engine="tflite")
+    with pytest.raises(PrecisionMismatch, match="fp32 or bf16, not 'int8'") as e:
+        TorchCheckpointEngine(tiny_checkpoint, precision="int8")
+    assert not isinstance(e.value, CheckpointError)

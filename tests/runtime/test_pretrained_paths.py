@@ -82,9 +82,9 @@ def test_ten_crop_classify_agrees_with_opencv(caffe, cached):
     if not hasattr(cv2.dnn, "readNetFromCaffe"):
         pytest.skip("this OpenCV has no Caffe reader (needs opencv-python-headless<5)")
     from alexnet_kit.classify import Classifier
-    from alexnet_kit.engines.checkpoint import CheckpointEngine
+    from alexnet_kit.engines.torch_checkpoint import TorchCheckpointEngine
 
-    clf = Classifier(CheckpointEngine(cached["path"]), crops=10)
+    clf = Classifier(TorchCheckpointEngine(cached["path"]), crops=10)
     paths = photo_paths()[:4]
     results = list(clf.classify(paths, top=5))
     (caffe["dir"] / "deploy.prototxt").write_text(deploy_prototxt(227))
@@ -101,12 +101,12 @@ def test_ten_crop_classify_agrees_with_opencv(caffe, cached):
 def test_evaluate_and_index_with_the_imported_model(cached, tmp_path):
     """train/evaluate.py (through checkpoint.load_model) and the index builder (through engines)."""
     from alexnet_kit.classify import Classifier
-    from alexnet_kit.engines.checkpoint import CheckpointEngine
+    from alexnet_kit.engines.torch_checkpoint import TorchCheckpointEngine
     from alexnet_kit.search import SimilarityIndex
     from alexnet_kit.train.evaluate import evaluate
 
     model = cached["path"]
-    clf = Classifier(CheckpointEngine(model), crops=1)
+    clf = Classifier(TorchCheckpointEngine(model), crops=1)
     paths = sorted(EXAMPLES.iterdir())
     top1 = [r.labels[0].name for r in clf.classify(paths, top=1)]
     data = tmp_path / "val"
@@ -174,9 +174,9 @@ def test_demo_service_serves_the_imported_model(cached):
     """The demo's service (what the Gradio page calls): ten-crop labels, the crops strip, Figure 3's kernels."""
     from alexnet_kit.apps.service import DemoService
     from alexnet_kit.classify import Classifier
-    from alexnet_kit.engines.checkpoint import CheckpointEngine
+    from alexnet_kit.engines.torch_checkpoint import TorchCheckpointEngine
 
-    clf = Classifier(CheckpointEngine(cached["path"]), crops=10)
+    clf = Classifier(TorchCheckpointEngine(cached["path"]), crops=10)
     service = DemoService(clf, model_path=cached["path"])
     photo = service.read_photo(EXAMPLES / "cat.jpg")
     assert photo.shape == (256, 256, 3)

@@ -18,8 +18,10 @@ import torch
 
 from helpers import EXAMPLES, ROOT, run_cli, shared
 
-from alexnet_kit.engines import cpu
-from alexnet_kit.engines.select import Gate, open_engine, read_measurements, sidecar_path
+from alexnet_kit.engines import choose, cpu
+from alexnet_kit.engines.gate import Gate
+from alexnet_kit.engines.measurements import read_measurements, sidecar_path
+from alexnet_kit.engines.precision import Precision
 from alexnet_kit.errors import AlexKitError
 
 pytest.importorskip("openvino", reason="the OpenVINO tests need openvino (pip install openvino)")
@@ -45,6 +47,11 @@ def gate_photos():
         return files[:: max(1, len(files) // 60)][:60]
     except pytest.skip.Exception:
         return sorted(EXAMPLES.iterdir())
+
+
+def select(model, engine="auto", precision="auto", **kw):
+    """What the CLI's defaults choose (a wish given: what is not measured yet is measured)."""
+    return choose(model, engine, precision, **kw)
 
 
 def real_crops(meta, photos, crops=1):
@@ -101,7 +108,7 @@ def test_bf16_and_int8_agree_with_fp32_on_real_photos(artifacts, tiny_checkpoint
     for engine in (OpenVinoEngine(artifacts[0], precision="bf16"), OpenVinoEngine(artifacts[1])):
         logits = engine.logits(x)
         agree = float((logits.argmax(1) == ref.argmax(1)).float().mean())
-        assert engine.precision in ("bf16", "int8-static")
+        assert engine.precision in (Precision.BF16, Precision.INT8)
         assert agree >= 0.9, (engine.description, agree)
         assert not torch.equal(logits, ref)  # really another arithmetic, not fp32 again
 
@@ -109,8 +116,8 @@ def test_bf16_and_int8_agree_with_fp32_on_real_photos(artifacts, tiny_checkpoint
 def test_bf16_is_refused_without_native_support(artifacts, monkeypatch):
     monkeypatch.setattr(cpu, "native_bf16", lambda: False)
     with pytest.raises(AlexKitError, match="bf16 refused: .* neither amx_bf16 nor avx512_bf16"):
-        open_engine(artifacts[0], precision="bf16")
-    from alexnet_kit.engines.select import candidates
+        select(artifacts[0], precision="bf16")
+    from alexnet_kit.engines.candidates import candidates
 
     assert all(c.precision != "bf16" for c in candidates(Path(artifacts[0]))[0])
 
@@ -126,7 +133,7 @@ def test_auto_measures_once_stores_and_picks_the_fastest_passing(artifacts, gate
     fp32, _ = artifacts
     sidecar_path(fp32).unlink(missing_ok=True)
     said = []
-    engine = open_engine(fp32, photos=gate_photos, log=said.append)
+    engine = select(fp32, photos=gate_photos, log=said.append)
     assert said and "measuring" in said[0]
     stored = read_measurements(fp32)
     names = {(m["engine"], m["precision"]) for m in stored}
@@ -140,11 +147,11 @@ def test_auto_measures_once_stores_and_picks_the_fastest_passing(artifacts, gate
     gate = Gate()
     passing = [m for m in stored if gate.failure(m) is None]
     best = max(passing, key=lambda m: m["crops_per_s"])
-    assert engine.choice.startswith(f"{best['engine']} {best['precision']}")
+    assert engine.reason.startswith(f"{best['engine']} {best['precision']}")
     # the second time nothing is measured: the stored numbers decide
     again = []
-    engine2 = open_engine(fp32, photos=gate_photos, log=again.append)
-    assert again == [] and engine2.choice == engine.choice
+    engine2 = select(fp32, photos=gate_photos, log=again.append)
+    assert again == [] and engine2.reason == engine.reason
     assert json.loads(sidecar_path(fp32).read_text())["version"] == 1
 
 
@@ -152,12 +159,12 @@ def test_a_precision_failing_the_gate_is_refused(artifacts, gate_photos):
     """An impossibly strict threshold (agreement above 100%) makes the real measurement fail."""
     fp32, _ = artifacts
     with pytest.raises(AlexKitError, match=r"int8 refused by the precision gate on this CPU: top-1 agreement with fp32 .* < 100\.10%"):
-        open_engine(fp32, engine="onnxruntime", precision="int8", gate=Gate(min_top1=1.001), photos=gate_photos)
+        select(fp32, engine="onnxruntime", precision="int8", gate=Gate(min_top1=1.001), photos=gate_photos)
     with pytest.raises(AlexKitError, match="fc7 cosine"):
-        open_engine(fp32, engine="openvino", precision="int8", gate=Gate(min_cosine=1.5), photos=gate_photos)
+        select(fp32, engine="openvino", precision="int8", gate=Gate(min_cosine=1.5), photos=gate_photos)
     # auto falls back to what passes: fp32 always does (it is the reference)
-    e = open_engine(fp32, gate=Gate(min_top1=1.001), photos=gate_photos)
-    assert e.choice.split(",")[0] in ("onnxruntime fp32", "openvino fp32")
+    e = select(fp32, gate=Gate(min_top1=1.001), photos=gate_photos)
+    assert e.reason.split(",")[0] in ("onnxruntime fp32", "openvino fp32")
 
 
 def test_cli_gate_refusal_is_one_line(artifacts):
@@ -172,19 +179,19 @@ def test_cli_gate_refusal_is_one_line(artifacts):
 def test_impossible_combinations_are_one_line(artifacts, tiny_checkpoint):
     fp32, int8 = artifacts
     with pytest.raises(AlexKitError, match="torch runs checkpoints"):
-        open_engine(fp32, engine="torch")
+        select(fp32, engine="torch")
     with pytest.raises(AlexKitError, match="onnxruntime and openvino run .onnx"):
-        open_engine(tiny_checkpoint, engine="openvino")
+        select(tiny_checkpoint, engine="openvino")
     lonely = Path(str(fp32).replace("tiny.onnx", "lonely.onnx"))
     lonely.write_bytes(Path(fp32).read_bytes())
     with pytest.raises(AlexKitError, match=r"int8 needs the int8 export beside it: lonely\.int8\.onnx"):
-        open_engine(lonely, precision="int8")
+        select(lonely, precision="int8")
 
 
 def test_the_int8_file_named_directly_is_verified_against_its_fp32_sibling(artifacts, gate_photos):
     fp32, int8 = artifacts
-    e = open_engine(int8, engine="onnxruntime", photos=gate_photos)
-    assert e.precision.startswith("int8") and "top-1 agreement with fp32" in e.choice
+    e = select(int8, engine="onnxruntime", photos=gate_photos)
+    assert e.precision.startswith("int8") and "top-1 agreement with fp32" in e.reason
     assert Path(e.path) == Path(int8)
 
 
@@ -199,7 +206,7 @@ def test_classify_cli_says_which_engine_runs(artifacts):
 
 def test_info_prints_the_stored_measurements(artifacts, gate_photos):
     fp32, _ = artifacts
-    open_engine(fp32, photos=gate_photos)
+    select(fp32, photos=gate_photos)
     proc = run_cli("info", fp32)
     assert proc.returncode == 0, proc.stderr
     assert "native bf16: " + ("yes" if cpu.native_bf16() else "no") in proc.stdout
@@ -216,7 +223,7 @@ def test_without_openvino_everything_runs_on_onnxruntime(artifacts, tmp_path):
     shim.mkdir(parents=True)
     (shim / "__init__.py").write_text("raise ImportError('openvino made unimportable for this test')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim.parent), str(ROOT)])}
-    check = subprocess.run([sys.executable, "-c", "from alexnet_kit.engines.select import engine_available as a; "
+    check = subprocess.run([sys.executable, "-c", "from alexnet_kit.engines.candidates import engine_available as a; "
                             "print(a('openvino'), a('onnxruntime'))"], capture_output=True, text=True, env=env, timeout=120)
     assert check.stdout.split() == ["False", "True"], check.stderr
     proc = run_cli("classify", "--model", fp32, "--json", EXAMPLES / "cat.jpg", env=env)
@@ -236,9 +243,9 @@ def test_checkpoint_auto_and_forced_torch(tiny_checkpoint, gate_photos, tmp_path
 
     ckpt = tmp_path / "copy.safetensors"
     shutil.copy(tiny_checkpoint, ckpt)
-    e = open_engine(ckpt, engine="torch", precision="fp32")
-    assert e.precision == "fp32" and "reference" in e.choice
-    e = open_engine(ckpt, photos=gate_photos)
+    e = select(ckpt, engine="torch", precision="fp32")
+    assert e.precision == "fp32" and "reference" in e.reason
+    e = select(ckpt, photos=gate_photos).open()
     kinds = {m["precision"] for m in read_measurements(ckpt)}
     assert kinds == ({"fp32", "bf16"} if cpu.native_bf16() else set())
     x = real_crops(e.meta, gate_photos[:4])
@@ -271,7 +278,7 @@ def test_index_build_and_demo_take_the_same_choice(artifacts, tmp_path, gate_pho
     # with an index built in fp32, auto may not pick int8 (another model's features)
     service = DemoService.load(fp32, index, engine="auto", precision="auto")
     try:
-        assert not service.classifier.engine.precision.startswith("int8")
+        assert service.selection.precision is not Precision.INT8
     finally:
         service.close()
 
@@ -285,12 +292,12 @@ def test_auto_without_real_photos_keeps_the_reference_and_says_why(artifacts, tm
     empty = tmp_path / "no-photos"
     empty.mkdir()
     monkeypatch.setenv("ALEXNET_KIT_GATE_PHOTOS", str(empty))
-    e = open_engine(alone)
-    assert e.choice.startswith("onnxruntime fp32: no real photos here") and e.precision == "fp32"
+    e = select(alone)
+    assert e.reason.startswith("onnxruntime fp32: no real photos here") and e.precision == "fp32"
     assert read_measurements(alone) == []
     if cpu.native_bf16():  # a precision asked for by name cannot be verified: refused, not assumed
         with pytest.raises(AlexKitError, match="no real photos to verify"):
-            open_engine(alone, engine="openvino", precision="bf16")
+            select(alone, engine="openvino", precision="bf16")
 
 
 def test_a_new_batch_size_retimes_speed_without_rerunning_the_gate(artifacts, gate_photos, tmp_path):
@@ -301,11 +308,11 @@ def test_a_new_batch_size_retimes_speed_without_rerunning_the_gate(artifacts, ga
     shutil.copy(artifacts[0], fp32)
     shutil.copy(artifacts[1], tmp_path / "copy.int8.onnx")
     said = []
-    open_engine(fp32, photos=gate_photos, batch=80, log=said.append)
+    select(fp32, photos=gate_photos, batch=80, log=said.append)
     assert said and "measuring" in said[0]
     first = {(m["engine"], m["precision"]): m for m in read_measurements(fp32)}
     said.clear()
-    e = open_engine(fp32, photos=gate_photos, batch=7, log=said.append)
+    e = select(fp32, photos=gate_photos, batch=7, log=said.append)
     assert not any("measuring" in s for s in said), said
     assert any("timing" in s and "at 7 crops a call" in s for s in said), said
     after = read_measurements(fp32)
@@ -318,9 +325,9 @@ def test_a_new_batch_size_retimes_speed_without_rerunning_the_gate(artifacts, ga
         assert "80" in m["speeds"]
         if gate.failure(m) is None:
             assert m["speeds"]["7"] > 0
-    assert "at 7 a call" in e.choice
+    assert "at 7 a call" in e.reason
     said.clear()
-    open_engine(fp32, photos=gate_photos, batch=7, log=said.append)
+    select(fp32, photos=gate_photos, batch=7, log=said.append)
     assert said == []  # both stored now
 
 
@@ -329,7 +336,7 @@ def test_info_skips_a_malformed_stored_entry(artifacts, gate_photos, tmp_path):
 
     fp32 = tmp_path / "hand-edited.onnx"
     shutil.copy(artifacts[0], fp32)
-    open_engine(artifacts[0], photos=gate_photos)  # stored once per module: real entries to copy
+    select(artifacts[0], photos=gate_photos)  # stored once per module: real entries to copy
     good = read_measurements(artifacts[0])
     assert good
     doc = {"version": 1, "model": fp32.name,
@@ -346,11 +353,11 @@ def test_an_engine_that_cannot_run_on_the_gpu_is_refused_not_ignored(artifacts, 
     """Refused before anything loads, so no GPU is needed to check it."""
     fp32, _ = artifacts
     with pytest.raises(AlexKitError, match=r"--engine openvino: on cuda tiny\.onnx runs on onnxruntime"):
-        open_engine(fp32, engine="openvino", device="cuda")
+        select(fp32, engine="openvino", device="cuda")
     with pytest.raises(AlexKitError, match=r"--engine torch: on cuda tiny\.onnx runs on onnxruntime"):
-        open_engine(fp32, engine="torch", device="cuda")
+        select(fp32, engine="torch", device="cuda")
     with pytest.raises(AlexKitError, match=r"--engine onnxruntime: on cuda:0 tiny\.safetensors runs on torch"):
-        open_engine(tiny_checkpoint, engine="onnxruntime", device="cuda:0")
+        select(tiny_checkpoint, engine="onnxruntime", device="cuda:0")
 
 
 def test_the_python_api_says_on_stderr_when_it_measures(artifacts, gate_photos, tmp_path, capsys, monkeypatch):

@@ -10,7 +10,7 @@ import torch
 from helpers import EXAMPLES, make_checkpoint, run_cli
 
 from alexnet_kit.errors import AlexKitError
-from alexnet_kit.feature_export import export_features, partial_dir, read_features
+from alexnet_kit.features_file import export_features, partial_dir, read_features
 from alexnet_kit.features import FeatureExtractor
 from alexnet_kit.search.builder import walk_photos
 
@@ -177,7 +177,7 @@ def test_a_resumed_run_keeps_its_precision(model, tmp_path, monkeypatch):
     out = tmp_path / "bf16.npz"
     with pytest.raises(KeyboardInterrupt):
         export_features(photos, out, interrupted_after(2, bf16), chunk=1)
-    fp32 = FeatureExtractor.load(model, batch_photos=1)
+    fp32 = FeatureExtractor.load(model, precision="fp32", batch_photos=1)  # by name: the stored verdict is bf16 here
     with pytest.raises(AlexKitError, match=r"bf16\.npz\.partial: the interrupted run computed its features in bf16, "
                                            r"this one in fp32: run it again with --precision bf16"):
         export_features(photos, out, fp32, chunk=1)

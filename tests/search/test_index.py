@@ -210,8 +210,10 @@ def test_an_index_keeps_the_precision_it_was_built_in(tmp_path, kaiming_tiny):
     """bf16 features differ from fp32 ones in the third decimal: an index built in bf16 is
     added to and queried in bf16, and an fp32 extractor is refused rather than mixed in."""
     from alexnet_kit.engines.cpu import native_bf16
+    from alexnet_kit.engines.precision import Precision
     from alexnet_kit.features import FeatureExtractor
     from alexnet_kit.search.errors import IndexMismatch
+    from alexnet_kit.search.index_settings import IndexSettings
 
     if not native_bf16():
         pytest.skip("this CPU has no native bf16 (amx_bf16 / avx512_bf16)")
@@ -229,10 +231,12 @@ def test_an_index_keeps_the_precision_it_was_built_in(tmp_path, kaiming_tiny):
         probe = folder / photos[7].name
         ids, stored = idx.store.vectors([idx.store.row(str(probe.resolve())).id], idx.dim)
         np.testing.assert_allclose(stored[0], idx.extractor.extract_one(probe), atol=1e-6)
-        fp32 = FeatureExtractor.load(kaiming_tiny)
+        fp32 = FeatureExtractor.load(kaiming_tiny, precision="fp32")
         assert np.abs(fp32.extract_one(probe) - stored[0]).max() > 1e-5  # what mixing would have stored
+        settings = IndexSettings.from_store(idx.store)
+        assert settings.precision is Precision.BF16 and not settings.compatible(fp32)
         with pytest.raises(IndexMismatch, match="computed in bf16, this engine computes fp32"):
-            builder.check_compatible(out, idx.store, fp32, kaiming_tiny)
+            settings.check(fp32, kaiming_tiny, out)
 
 
 def test_a_bf16_index_is_queried_in_fp32_where_bf16_cannot_run_but_never_added_to(tmp_path, kaiming_tiny, monkeypatch):
@@ -281,3 +285,37 @@ def test_similar_and_index_add_take_a_pretrained_name(tmp_path, kaiming_tiny, mo
     assert len(json.loads(capsys.readouterr().out)["hits"]) == 2
     with SimilarityIndex.open(out) as idx:
         assert len(idx) == 6
+
+
+def _legacy(out: Path, **old) -> None:
+    """Rewrite an index's store as an older alexnet-kit wrote it: no "precision" key, ``old`` instead."""
+    from alexnet_kit.search import files
+
+    conn = sqlite3.connect(files.store_path(out))
+    with conn:
+        conn.execute("DELETE FROM settings WHERE key='precision'")
+        conn.executemany("INSERT OR REPLACE INTO settings(key, value) VALUES(?, ?)",
+                         [(k, json.dumps(v)) for k, v in old.items()])
+    conn.close()
+
+
+def test_old_index_folders_still_open_with_their_precision(folder, kaiming_tiny, tmp_path):
+    """Before the precision was recorded, a bf16 index held "bf16": true and an int8 one was known by its
+    model fingerprint only: both still open, read as the same Precision a new index records."""
+    from alexnet_kit.engines.precision import Precision
+    from alexnet_kit.features import FeatureExtractor
+    from alexnet_kit.search.index_settings import IndexSettings
+
+    out = tmp_path / "old.index"
+    fx = FeatureExtractor.load(kaiming_tiny, engine="torch", precision="fp32")
+    builder.build([folder], out, kaiming_tiny, extractor=fx)
+    assert IndexSettings.read(out).precision is Precision.FP32
+    _legacy(out, bf16=False)
+    with SimilarityIndex.open(out) as idx:
+        assert IndexSettings.from_store(idx.store).precision is Precision.FP32
+        assert len(idx.query(real_photos(1)[0], top=2)) == 2  # an fp32 index written the old way still answers
+    _legacy(out, bf16=True)
+    assert IndexSettings.read(out).precision is Precision.BF16
+    _legacy(out, bf16=False, model_fingerprint="ab" * 32 + "-int8-static")
+    old = IndexSettings.read(out)
+    assert old.precision is Precision.INT8 and not old.compatible(fx)

@@ -28,7 +28,7 @@ def collection(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ten_crop_index(kaiming_tiny, collection, tmp_path_factory):
     out = tmp_path_factory.mktemp("idx") / "ten.index"
-    return SimilarityIndex.build(collection, out, model=kaiming_tiny, crops=10)
+    return SimilarityIndex.build(collection, out, model=kaiming_tiny, crops=10, precision="fp32")
 
 
 def test_exact_copy_and_mirror_come_first_with_ten_crop_features(ten_crop_index, collection):

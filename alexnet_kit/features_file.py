@@ -17,6 +17,7 @@ precision as the interrupted one.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -26,7 +27,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from tqdm import tqdm
 
+from .engines.precision import Precision
 from .errors import AlexKitError
 from .features import FeatureExtractor
 from .fsutil import atomic_path
@@ -37,7 +40,7 @@ CHUNK = 256
 
 
 @dataclass
-class ExportReport:
+class FeaturesFileReport:
     out: Path
     written: int = 0  # vectors in the file
     extracted: int = 0  # photos through the network in this run
@@ -54,7 +57,7 @@ def _header(extractor: FeatureExtractor) -> dict:
     # what makes two runs' vectors comparable; the photo list may grow between them
     # (bf16 keeps the fp32 fingerprint, yet its vectors differ in the third decimal: precision too)
     return {"fingerprint": extractor.fingerprint, "settings": json.loads(extractor.settings.to_json()), "dim": extractor.dim,
-            "precision": extractor.precision}
+            "precision": str(extractor.precision)}
 
 
 def _write_chunk(folder: Path, n: int, paths: list[str], vectors: list[np.ndarray], bad: list[tuple[str, str]], dim: int) -> None:
@@ -84,8 +87,6 @@ def check_output(out: Path, force: bool = False) -> None:
     if out.suffix.lower() not in FORMATS:
         raise AlexKitError(f"{out}: the output must end in .npz or .parquet")
     if out.suffix.lower() == ".parquet":
-        import importlib.util
-
         if importlib.util.find_spec("pyarrow") is None:
             raise AlexKitError(f"{out}: Parquet needs pyarrow (pip install pyarrow); or write .npz")
     if out.exists() and not force:
@@ -94,75 +95,95 @@ def check_output(out: Path, force: bool = False) -> None:
         raise AlexKitError(f"{out}: is a folder")
 
 
-def export_features(photos: Sequence[str], out: str | os.PathLike, extractor: FeatureExtractor, *, model: str = "",
-                    chunk: int = CHUNK, progress: bool = False, force: bool = False) -> ExportReport:
-    """Write the features of ``photos`` (absolute paths, in order) to ``out``; resumes an interrupted run."""
-    from tqdm import tqdm
-
-    out = Path(out)
-    check_output(out, force)
-    folder = partial_dir(out)
-    header = _header(extractor)
+def _open_partial(folder: Path, header: dict) -> None:
+    """Start ``folder`` for a new run, or check that the interrupted run in it computed the same vectors."""
     state = folder / "state.json"
-    report = ExportReport(out, dim=extractor.dim)
-    if folder.exists():
-        try:
-            theirs = json.loads(state.read_text())
-        except (OSError, ValueError):
-            theirs = None
-        if (isinstance(theirs, dict) and theirs.get("precision", header["precision"]) != header["precision"]
-                and {**theirs, "precision": header["precision"]} == header):
-            raise AlexKitError(f"{folder}: the interrupted run computed its features in {theirs['precision']}, this one "
-                               f"in {header['precision']}: run it again with --precision {theirs['precision']}, "
-                               "or delete the folder to start over")
-        if theirs != header:
-            raise AlexKitError(f"{folder}: an interrupted run with another model or feature settings: "
-                               "delete the folder to start over, or run that command again")
-    else:
+    if not folder.exists():
         folder.mkdir(parents=True)
         with atomic_path(state) as tmp:
             tmp.write_text(json.dumps(header))
-    wanted = set(photos)
-    done_paths, _, done_bad = _read_chunks(folder, extractor.dim, with_vectors=False)  # which photos are done
-    done = (set(done_paths) | {p for p, _ in done_bad}) & wanted
-    report.resumed = len(done)
-    todo = [p for p in photos if p not in done]
-    n = len(list(folder.glob("chunk-*.npz")))
-    paths: list[str] = []
-    vectors: list[np.ndarray] = []
-    bad: list[tuple[str, str]] = []
-    bar = tqdm(total=len(photos), initial=len(done), unit="photo", desc=f"{extractor.settings.layer} features",
+        return
+    try:
+        theirs = json.loads(state.read_text())
+    except (OSError, ValueError):
+        theirs = None
+    if isinstance(theirs, dict) and "precision" in theirs:
+        theirs = {**theirs, "precision": str(_recorded(theirs["precision"]))}  # an int8 mode reads as int8
+    if (isinstance(theirs, dict) and theirs.get("precision", header["precision"]) != header["precision"]
+            and {**theirs, "precision": header["precision"]} == header):
+        raise AlexKitError(f"{folder}: the interrupted run computed its features in {theirs['precision']}, this one "
+                           f"in {header['precision']}: run it again with --precision {theirs['precision']}, "
+                           "or delete the folder to start over")
+    if theirs != header:
+        raise AlexKitError(f"{folder}: an interrupted run with another model or feature settings: "
+                           "delete the folder to start over, or run that command again")
+
+
+def _recorded(text) -> Precision | str:
+    try:
+        return Precision.parse(text)
+    except ValueError:
+        return text  # not ours: the comparison then refuses it
+
+
+class _Chunks:
+    """The photos of this run, gathered and written ``chunk`` at a time to the partial folder."""
+
+    def __init__(self, folder: Path, dim: int, chunk: int, report: FeaturesFileReport):
+        self.folder, self.dim, self.chunk, self.report = folder, dim, chunk, report
+        self.n = len(list(folder.glob("chunk-*.npz")))
+        self.paths: list[str] = []
+        self.vectors: list[np.ndarray] = []
+        self.bad: list[tuple[str, str]] = []
+
+    def add(self, item) -> None:
+        if item.error is None:
+            self.paths.append(item.name)
+            self.vectors.append(item.vector)
+            self.report.extracted += 1
+        else:
+            self.bad.append((item.name, item.error))
+        if len(self.paths) + len(self.bad) >= self.chunk:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.paths or self.bad:
+            _write_chunk(self.folder, self.n, self.paths, self.vectors, self.bad, self.dim)
+            self.report.errors += self.bad
+            self.n, self.paths, self.vectors, self.bad = self.n + 1, [], [], []
+
+
+def _extract(todo: list[str], extractor: FeatureExtractor, chunks: _Chunks, known_bad: int, total: int,
+             progress: bool) -> None:
+    """Run the network over ``todo`` into ``chunks``; a signal stops it after the batch in hand."""
+    report, folder = chunks.report, chunks.folder
+    bar = tqdm(total=total, initial=total - len(todo), unit="photo", desc=f"{extractor.settings.layer} features",
                disable=not progress, dynamic_ncols=True, file=sys.stderr)
     # SIGTERM/SIGINT: the batch in hand is the last; the chunk so far is written, then Interrupted
     with bar, StopOnSignal("writing the photos done so far") as stop:
         try:
             for item in extractor.extract(todo):
-                if item.error is None:
-                    paths.append(item.name)
-                    vectors.append(item.vector)
-                    report.extracted += 1
-                else:
-                    bad.append((item.name, item.error))
-                    bar.set_postfix(unreadable=len(done_bad) + len(bad) + len(report.errors), refresh=False)
+                chunks.add(item)
+                if item.error is not None:
+                    bar.set_postfix(unreadable=known_bad + len(chunks.bad) + len(report.errors), refresh=False)
                 bar.update(1)
-                if len(paths) + len(bad) >= chunk:
-                    _write_chunk(folder, n, paths, vectors, bad, extractor.dim)
-                    report.errors += bad
-                    n, paths, vectors, bad = n + 1, [], [], []
                 # a signal ends the batch in hand first: the next run's batches are then the ones an
                 # uninterrupted run computes, so its features are bitwise the same
-                if stop.requested and (report.extracted + len(report.errors) + len(bad)) % extractor.batch_photos == 0:
+                if stop.requested and (report.extracted + len(report.errors) + len(chunks.bad)) % extractor.batch_photos == 0:
                     break
-            if paths or bad:
-                _write_chunk(folder, n, paths, vectors, bad, extractor.dim)
-                report.errors += bad
+            chunks.flush()
         except KeyboardInterrupt:  # a second signal, or Ctrl-C outside the main thread: written chunks stay
             bar.close()
             print(f"alexnet-kit: interrupted; the photos done so far are in {folder}: run the same command again to resume",
                   file=sys.stderr)
             raise
-        stop.raise_if_requested(f"stopped; {len(done) + report.extracted + len(report.errors)} of {len(photos)} photos "
-                                f"are done, in {folder}: run the same command again to resume")
+        done = total - len(todo) + report.extracted + len(report.errors)
+        stop.raise_if_requested(f"stopped; {done} of {total} photos are done, in {folder}: "
+                                "run the same command again to resume")
+
+
+def _assemble(photos: Sequence[str], out: Path, folder: Path, extractor: FeatureExtractor, model: str):
+    """Write ``out`` from the chunks, in the order of ``photos``; (paths written, unreadable)."""
     all_paths, all_vectors, all_bad = _read_chunks(folder, extractor.dim)
     order = {p: i for i, p in enumerate(photos)}
     keep = sorted((order[p], i) for i, p in enumerate(all_paths) if p in order)  # photos gone from the list drop out
@@ -172,7 +193,7 @@ def export_features(photos: Sequence[str], out: str | os.PathLike, extractor: Fe
     meta = {"fingerprint": extractor.fingerprint, "model": model, "layer": extractor.settings.layer,
             "crops": extractor.settings.crops, "metric": extractor.settings.metric,
             "features": extractor.settings.describe(), "dim": extractor.dim, "engine": extractor.engine.description,
-            "precision": extractor.precision, "unreadable": [{"path": p, "error": e} for p, e in all_bad]}
+            "precision": str(extractor.precision), "unreadable": [{"path": p, "error": e} for p, e in all_bad]}
     with atomic_path(out) as tmp:
         if out.suffix.lower() == ".npz":
             with open(tmp, "wb") as f:
@@ -182,6 +203,23 @@ def export_features(photos: Sequence[str], out: str | os.PathLike, extractor: Fe
                          unreadable_errors=np.asarray([e for _, e in all_bad], dtype=str))
         else:
             _write_parquet(tmp, all_paths, all_vectors, meta)
+    return all_paths, all_bad
+
+
+def export_features(photos: Sequence[str], out: str | os.PathLike, extractor: FeatureExtractor, *, model: str = "",
+                    chunk: int = CHUNK, progress: bool = False, force: bool = False) -> FeaturesFileReport:
+    """Write the features of ``photos`` (absolute paths, in order) to ``out``; resumes an interrupted run."""
+    out = Path(out)
+    check_output(out, force)
+    folder = partial_dir(out)
+    _open_partial(folder, _header(extractor))
+    report = FeaturesFileReport(out, dim=extractor.dim)
+    done_paths, _, done_bad = _read_chunks(folder, extractor.dim, with_vectors=False)  # which photos are done
+    done = (set(done_paths) | {p for p, _ in done_bad}) & set(photos)
+    report.resumed = len(done)
+    todo = [p for p in photos if p not in done]
+    _extract(todo, extractor, _Chunks(folder, extractor.dim, chunk, report), len(done_bad), len(photos), progress)
+    all_paths, all_bad = _assemble(photos, out, folder, extractor, model)
     shutil.rmtree(folder, ignore_errors=True)
     report.written = len(all_paths)
     report.errors = all_bad
@@ -189,8 +227,8 @@ def export_features(photos: Sequence[str], out: str | os.PathLike, extractor: Fe
 
 
 def _write_parquet(path: Path, paths: list[str], vectors: np.ndarray, meta: dict) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    import pyarrow as pa  # defers pyarrow, an optional dependency
+    import pyarrow.parquet as pq  # defers pyarrow
 
     dim = vectors.shape[1]
     column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
@@ -203,7 +241,7 @@ def read_features(path: str | os.PathLike) -> tuple[list[str], np.ndarray, dict]
     """(paths, vectors, metadata) of a file written by :func:`export_features`."""
     path = Path(path)
     if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # defers pyarrow, an optional dependency
 
         table = pq.read_table(str(path))
         meta = json.loads(table.schema.metadata[b"alexnet_kit"])
