@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from tqdm import tqdm
+
 from ..errors import AlexKitError
 from ..resolve import resolve_model
 from . import _serving
@@ -31,8 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm  # defers tqdm to a run: building the parser stays quick
-
     from ..classify import Classifier  # defers torch (the parser must not load it)
 
     if args.top < 1:

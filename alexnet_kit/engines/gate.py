@@ -137,9 +137,10 @@ def measure_candidates(model: Path, todo: list[Candidate], ref: Candidate, *, de
     x = centre_crops(ref_engine.meta, photos)
     names = ", ".join(c.name for c in todo)
     if len(x) == 0:
-        raise NoReferencePhotos(messages.no_photos(model, names))
+        raise NoReferencePhotos(messages.say("no_photos", model=model, names=names))
     if log:
-        log(messages.measuring(names, ref.name, len(x), machine["cpu"], sidecar_path(model).name))
+        log(messages.say("measuring", names=names, ref=ref.name, photos=len(x), cpu=machine["cpu"],
+                         sidecar=sidecar_path(model).name))
     reference = run_batches(ref_engine.logits_and_features, x, batch)
     out: dict[Candidate, dict] = {}
     for c in tqdm(todo, desc="engines", unit="path", file=sys.stderr, disable=None if log else True, leave=False):

@@ -96,7 +96,7 @@ def write_measurements(model: Path, new: list[dict]) -> Path:
             return target
         except OSError:  # a read-only model folder: the user's cache instead
             continue
-    raise AlexKitError(messages.cannot_store(model, cache_path(model).parent))
+    raise AlexKitError(messages.say("cannot_store", model=model, cache=cache_path(model).parent))
 
 
 def _speeds(m: dict) -> dict[str, float]:

@@ -75,9 +75,9 @@ class Wish:
     def check(self) -> None:
         """Refuse, before anything loads, what cannot run on this machine at all."""
         if self.engine != "auto" and not engine_available(self.engine):
-            raise WishError(messages.not_installed(self.engine))
+            raise WishError(messages.say("not_installed", engine=self.engine))
         if self.precision is Precision.BF16 and not cpu.native_bf16():
-            raise WishError(messages.bf16_not_native(cpu.cpuinfo()[0]))
+            raise WishError(messages.say("bf16_not_native", cpu=cpu.cpuinfo()[0]))
 
 
 def choose(model: str | os.PathLike, engine: str | None = None, precision: "str | Precision | None" = None, *,
@@ -103,7 +103,7 @@ def choose(model: str | os.PathLike, engine: str | None = None, precision: "str 
     if ref is None or (len(chosen) == 1 and chosen[0].precision is Precision.FP32):
         c = chosen[0]
         reason = (messages.reference(c.name, len(every) == 1) if c.precision is Precision.FP32
-                  else messages.unverified_int8(c.name, model))
+                  else messages.say("unverified_int8", name=c.name, stem=model.name[: -len(".int8.onnx")]))
         return make(engine=c.engine, precision=c.precision, path=c.path, reason=reason)
     gate = gate or Gate.from_env()
     have = {c: stored(model, c, ref, cpu.machine_class()) for c in chosen}
@@ -115,14 +115,15 @@ def choose(model: str | os.PathLike, engine: str | None = None, precision: "str 
         if not photos and precision in (None, Precision.FP32) and ref in chosen:
             # nothing real to verify with (an installed package, no data): the reference, and say why
             return make(engine=ref.engine, precision=ref.precision, path=ref.path,
-                        reason=messages.no_photos_reference(ref.name))
+                        reason=messages.say("no_photos_reference", name=ref.name))
     if todo:
         have.update(measure_candidates(model, todo, ref, device=device, threads=threads, batch=batch, photos=photos, log=log))
     passing = [c for c in chosen if c == ref or gate.failure(have[c]) is None]
     if not passing:
         c = chosen[0] if len(chosen) == 1 else max(chosen, key=lambda c: have[c]["top1_agreement"])
         names = c.name if len(chosen) == 1 else " / ".join(x.name for x in chosen)
-        raise GateRefused(model, messages.gate_refusal(names, gate.failure(have[c]), have[c]["photos"]))
+        raise GateRefused(model, messages.say("gate_refusal", names=names, failure=gate.failure(have[c]),
+                                              photos=have[c]["photos"]))
     if len(passing) > 1:
         _time_at(model, [c for c in passing if speed_at(have[c], batch) is None], have, device, threads, batch, log)
     return _verdict(chosen, passing, ref, have, make)
@@ -131,12 +132,12 @@ def choose(model: str | os.PathLike, engine: str | None = None, precision: "str 
 def _off_cpu(model: Path, wish: Wish, device: str, make) -> Selection:
     """Off the CPU the file runs on its own engine, as exported: a wish for another is refused."""
     if wish.precision not in (None, Precision.FP32):
-        raise WishError(messages.precision_off_cpu(wish.precision, device))
+        raise WishError(messages.say("precision_off_cpu", precision=wish.precision, device=device))
     runs = "onnxruntime" if model.suffix.lower() == ".onnx" else "torch"
     if wish.engine not in ("auto", runs):
-        raise WishError(messages.engine_off_cpu(wish.engine, device, model, runs))
+        raise WishError(messages.say("engine_off_cpu", engine=wish.engine, device=device, name=model.name, runs=runs))
     precision = Precision.INT8 if is_int8_export(model) else Precision.FP32
-    return make(engine=runs, precision=precision, path=model, reason=messages.off_cpu_reason(device, runs),
+    return make(engine=runs, precision=precision, path=model, reason=messages.say("off_cpu", device=device, runs=runs),
                 own_engine=True)
 
 
@@ -160,7 +161,7 @@ def _from_store(chosen: list[Candidate], ref: Candidate, have: dict, gate: Gate,
     if passing:
         return _verdict(chosen, passing, ref, have, make)
     c = ref if ref in chosen else chosen[0]
-    reason = messages.not_measured_reference(c.name) if c == ref else messages.unmeasured(c.name)
+    reason = messages.say("not_measured_reference" if c == ref else "unmeasured", name=c.name)
     return make(engine=c.engine, precision=c.precision, path=c.path, reason=reason)
 
 
@@ -170,7 +171,7 @@ def _time_at(model: Path, untimed: list[Candidate], have: dict, device: str, thr
     if not untimed:
         return
     if log:
-        log(messages.timing(", ".join(c.name for c in untimed), batch))
+        log(messages.say("timing", names=", ".join(c.name for c in untimed), batch=batch))
     for c in untimed:
         engine = open_path(c.engine, c.precision, c.path, device, threads, batch)
         have[c] = retime(engine, have[c], batch)
