@@ -13,7 +13,7 @@ def named_photos(paths: list[str], walk: bool = False) -> tuple[list[str], int]:
     ``walk``: absolute, sorted, unique paths, and a missing path is an error now (``index build``,
     ``features``); otherwise (``classify``) a missing file stays in the list, in order, and is
     reported as an unreadable photo when its turn comes."""
-    from ..images import empty_folder_problem, find_images, is_image_path, not_an_image  # defers Pillow and numpy
+    from ..images import empty_folder_problem, find_images, is_image_path, not_an_image  # defers Pillow and numpy: the parser stays light
 
     photos, problems = [], 0
     for p in paths:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..engines import cpu
+from ..engines.measurements import read_measurements, sidecar_path
 from ..paths import config_file
 from ..pretrained import NAMES, cached_checkpoint
 from ..resolve import build_target, resolve_model
@@ -58,7 +59,6 @@ def run(args: argparse.Namespace) -> int:
 
     from ..engines import load_engine  # defers torch
     from ..engines.gate import describe_measurements  # defers torch
-    from ..engines.measurements import read_measurements, sidecar_path  # defers torch, through the package
     from ..model import AlexNet, count_parameters  # defers torch
 
     path = resolve_model(args.model)

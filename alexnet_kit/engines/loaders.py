@@ -1,7 +1,7 @@
 """Opening an engine on a file: by its suffix (the file's own engine), or as a chosen engine and precision.
 
-Each engine's module is imported only when used, so a checkpoint never pays
-for onnxruntime or OpenVINO.
+The onnxruntime and OpenVINO engines' modules are imported only when used, so
+a checkpoint never pays for those runtimes.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from ..errors import CheckpointError
 from .base import Engine
 from .cpu import usable_cores
 from .precision import Precision
+from .torch_checkpoint import TorchCheckpointEngine
 
 # suffix -> "module:factory"; the factory is called as factory(path, device=...)
 LOADERS: dict[str, str] = {
@@ -50,7 +51,5 @@ def open_path(engine: str, precision: Precision, path: Path, device: str = "cpu"
             threads = usable_cores()
         return OnnxEngine(path, device=device, threads=threads, precision=precision)
     if path.suffix.lower() == ".safetensors":
-        from .torch_checkpoint import TorchCheckpointEngine  # defers the model's weights loader (safetensors)
-
         return TorchCheckpointEngine(path, device=device, precision=precision)
     return load_engine(path, device=device)
