@@ -21,6 +21,9 @@ when asked to choose.*
   stored measurement are measured once against fp32 on real photos (tens of
   seconds, said on the log) and stored; then the fastest that passes runs.
   A precision named explicitly that fails the gate is refused in one line.
+* ``measure=False`` keeps a wish from measuring (an index's own extraction:
+  its precision is given, the engine comes from the store or the reference);
+  a precision other than fp32 named explicitly is verified either way.
 
 Measuring is what a command-line user asked for by running the tool on a
 new model; a library call that silently spends a minute and writes a file
@@ -43,7 +46,7 @@ from .errors import GateRefused, SelectionRefused, WishError
 from .gate import Gate, gate_photos, measure_candidates
 from .loaders import open_path
 from .measurements import speed_at, stored, write_measurements
-from .messages import stderr_log
+from .messages import stderr_log  # the CLI and the demo import it from here too
 from .precision import Precision
 from .selection import Selection
 from .timing import retime
