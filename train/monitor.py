@@ -1,5 +1,7 @@
 """What a run tells you: per-epoch CSV and JSONL, TensorBoard, a PNG of the curves,
-and a warning when the loss is stuck at ln(classes).
+and a warning when the loss is stuck at ln(classes); the training loss and errors
+counted on the device and read on the host a window late (:class:`Meter`,
+:class:`LossWindow`), so a step never waits for the host.
 
 The stall: with the paper's initialisation (§5, biases 1) the network
 sometimes never leaves the loss of a uniform guess, ln(1000) = 6.91 on
@@ -11,7 +13,17 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from alexnet_kit.errors import AlexKitError
+from alexnet_kit.metrics import ErrorCounter
+
+from .parallel import HostCopy
 
 COLUMNS = ["epoch", "step", "lr", "train_loss", "train_top1_err", "train_top5_err",
            "val_loss", "val_top1_err", "val_top5_err", "images_per_s", "seconds"]
@@ -24,7 +36,7 @@ class MetricsLog:
         self.tb = None
         if enabled and tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # here, not at the top: an optional extra, slow to import
 
                 self.tb = SummaryWriter(str(out / "tensorboard"))
             except Exception:  # tensorboard is an extra (pip install alexnet-kit[train])
@@ -69,7 +81,7 @@ def plot_curves(history: list[dict], path: Path, title: str | None = None) -> bo
     if not history:
         return False
     try:
-        import matplotlib
+        import matplotlib  # here, not at the top: an optional extra, slow to import
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -126,3 +138,76 @@ class StallDetector:
 
     def load_state_dict(self, d: dict) -> None:
         self.recent, self.steps, self.warned = list(d["recent"]), int(d["steps"]), bool(d["warned"])
+
+
+@dataclass
+class Meter:
+    """One epoch's training totals. The sums live on the device, so a step never waits for the host."""
+
+    loss_sum: torch.Tensor  # float64: the same sum a host float would give
+    errors: ErrorCounter  # top-1 and top-5 misses, and the photos this rank has seen
+    seconds: float = 0.0
+    images: int = 0  # photos of the global batches
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> "Meter":
+        return cls(torch.zeros((), dtype=torch.float64, device=device), ErrorCounter(k=5))
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """A step's mean loss and its batch's logits and labels (on the logits' device)."""
+        self.errors.add(logits, y)
+        self.loss_sum += loss.double() * len(y)
+
+    def to_dict(self) -> dict:
+        """Host numbers (one sync each), as training states store them."""
+        return {"loss_sum": float(self.loss_sum), "n": self.errors.n, "wrong1": int(self.errors.wrong1),
+                "wrong5": int(self.errors.wrongk), "seconds": self.seconds, "images": self.images}
+
+    @classmethod
+    def from_dict(cls, d: dict, device: torch.device) -> "Meter":
+        m = cls.zeros(device)
+        m.loss_sum += float(d["loss_sum"])
+        m.errors.n, m.errors.wrong1, m.errors.wrongk = int(d["n"]), int(d["wrong1"]), int(d["wrong5"])
+        m.seconds, m.images = float(d["seconds"]), int(d["images"])
+        return m
+
+
+class LossWindow:
+    """Each step's loss, read on the host a window late, so no step waits for it.
+
+    :meth:`add` keeps the loss on the device; :meth:`drain` starts the window's copy to the
+    host and reads the earlier windows' (long arrived). Reading a loss checks it is finite
+    (training diverged: one line naming the step), feeds the :class:`StallDetector`
+    (``warn``: print its warning) and logs every 10th step.
+    """
+
+    def __init__(self, stall: "StallDetector", log: MetricsLog, warn: bool):
+        self.stall, self.log, self.warn = stall, log, warn
+        self.last = float("nan")  # the newest loss read
+        self._pending: list[tuple[int, torch.Tensor]] = []  # (step, loss) of this window, on the device
+        self._inflight: list[tuple[list[int], HostCopy]] = []  # earlier windows on their way to the host
+
+    def add(self, step: int, loss: torch.Tensor) -> None:
+        self._pending.append((step, loss))
+
+    def drain(self, keep: int) -> None:
+        """Start the pending losses on their way to the host, then read every window but the
+        newest ``keep`` (1 in the loop: that copy overlaps the next steps; 0 before a state is
+        saved and at epoch ends: every loss so far, read now)."""
+        if self._pending:
+            self._inflight.append(([s for s, _ in self._pending], HostCopy(torch.stack([l.float() for _, l in self._pending]))))
+            self._pending.clear()
+        while len(self._inflight) > keep:
+            self._read(*self._inflight.pop(0))
+
+    def _read(self, steps: list[int], losses: HostCopy) -> None:
+        values = losses.get().tolist()
+        for step, lv in zip(steps, values):
+            if not math.isfinite(lv):
+                raise AlexKitError(f"training diverged: loss {lv} at step {step} (lower --lr)")
+            warning = self.stall.update(lv)
+            if warning and self.warn:
+                tqdm.write(f"WARNING {warning}", file=sys.stderr)
+            if step % 10 == 0:
+                self.log.step_scalar("step_loss", lv, step)
+        self.last = values[-1]

@@ -11,18 +11,29 @@
 
 Whatever the form, weights and optimizer velocities are saved under the
 grouped model's parameter names, so a checkpoint resumes in any form.
+
+What the ranks agree on (:class:`StopVote`, :func:`sum_over_ranks`): when to
+stop, the epoch's training totals and the validation sums. One process (no
+process group) agrees with itself and runs no collective.
 """
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+import torch.distributed as tdist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from alexnet_kit.errors import AlexKitError
 from alexnet_kit.model import AlexNet, AlexNetConfig
 from alexnet_kit.towers import TowerAlexNet
+
+if TYPE_CHECKING:
+    from .monitor import Meter
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 
@@ -32,6 +43,9 @@ class DistInfo:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    #: a process group (--parallel data): the ranks reduce and vote, however many there are (a
+    #: one-GPU torchrun, the GPU check's ddp stage, runs the same NCCL reductions as eight)
+    collective: bool = False
 
     @property
     def main(self) -> bool:
@@ -45,8 +59,6 @@ def process_group_backend(device_kind: str) -> str:
 
 def init_distributed(device_kind: str) -> DistInfo:
     """Join the torchrun job, each rank bound to its own GPU before NCCL starts."""
-    import torch.distributed as dist
-
     if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
         raise AlexKitError("--parallel data runs under torchrun, e.g. `torchrun --standalone --nproc_per_node 2 -m alexnet_kit train ...`")
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -58,10 +70,22 @@ def init_distributed(device_kind: str) -> DistInfo:
         # the first allocation) and NCCL has to guess each rank's device.
         torch.cuda.set_device(local_rank)
         device_id = torch.device("cuda", local_rank)
-    if not dist.is_initialized():
+    if not tdist.is_initialized():
         kwargs = {"device_id": device_id} if device_id is not None else {}
-        dist.init_process_group(process_group_backend(device_kind), **kwargs)
-    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank)
+        tdist.init_process_group(process_group_backend(device_kind), **kwargs)
+    return DistInfo(tdist.get_rank(), tdist.get_world_size(), local_rank, collective=True)
+
+
+def end_distributed(dist: DistInfo) -> None:
+    """Leave the process group this process joined (nothing without one)."""
+    if not dist.collective or not tdist.is_initialized():
+        return
+    # gloo's worker threads take the GIL to free a collective's tensors once it has ended,
+    # and the process group's destructor (here, or when the DDP model goes) holds the GIL
+    # while it joins them: a rank that stopped right after a collective could hang at exit
+    # (one stop in six did). Sleeping gives them the GIL; no collective follows.
+    time.sleep(0.1)
+    tdist.destroy_process_group()
 
 
 def pick_device(name: str, dist: DistInfo | None = None) -> torch.device:
@@ -101,10 +125,8 @@ def place(model: AlexNet, parallel: str, device: torch.device, model_devices: st
         # from_grouped builds fresh (NCHW) towers: the grouped model's layout does not carry over
         return towers.to(memory_format=torch.channels_last) if channels_last else towers
     if parallel == "data":
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         model = model.to(device)
-        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     raise AlexKitError(f"--parallel must be none, model or data, not {parallel!r}")
 
 
@@ -170,3 +192,88 @@ def build_grouped(config: AlexNetConfig, seed: int) -> AlexNet:
     with g:
         torch.manual_seed(seed)
         return AlexNet(config)
+
+
+class HostCopy:
+    """A device tensor's values copied to the host without waiting; :meth:`get` waits only if
+    the copy is still running (read a window later, it is long done). CPU tensors: themselves."""
+
+    def __init__(self, t: torch.Tensor):
+        if t.device.type == "cuda":
+            # the copy is queued on t's device's stream, so the event must be recorded there
+            # too (a tower on cuda:1 while cuda:0 is current would otherwise be read too early)
+            with torch.cuda.device(t.device):
+                self.host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+                self.host.copy_(t, non_blocking=True)
+                self.done = torch.cuda.Event()
+                self.done.record()
+        else:
+            self.host, self.done = t, None
+
+    def get(self) -> torch.Tensor:
+        if self.done is not None:
+            self.done.synchronize()
+        return self.host
+
+
+def _float64(values: list, device: torch.device) -> torch.Tensor:
+    """Device tensors and host numbers as one float64 vector on ``device`` (which the tensors are
+    on); float64 holds the counts exactly. Host numbers are joined by fill kernels, not blocking copies."""
+    return torch.stack([v.double() if isinstance(v, torch.Tensor) else torch.full((), float(v), dtype=torch.float64, device=device)
+                        for v in values])
+
+
+def sum_over_ranks(dist: DistInfo, device: torch.device, values: list) -> list[float]:
+    """``values`` (device tensors on one device, host numbers) summed over every rank, as host floats.
+
+    ``device``: the process group's (an NCCL group has no CPU backend)."""
+    if not dist.collective:
+        return [float(v) for v in values]
+    home = next((v.device for v in values if isinstance(v, torch.Tensor)), device)
+    t = _float64(values, home).to(device)
+    tdist.all_reduce(t)
+    return t.tolist()
+
+
+class StopVote:
+    """The signal every rank stops for (0: go on). One process stops for its own signal.
+
+    Under DDP a rank that stopped alone would leave the others blocked in the next all-reduce,
+    so the ranks vote every ``every`` steps (every rank at the same steps) and at every epoch
+    end: the MAX of their signal numbers, 0 where none came. A window's vote is read at the
+    next (its copy to the host long done: no stall), and every rank reads the same vote at the
+    same step, so all stop at the same step, for the same signal.
+    """
+
+    def __init__(self, dist: DistInfo, device: torch.device, every: int):
+        self.dist, self.device, self.every = dist, device, every
+        self._inflight: HostCopy | None = None  # the last vote, on its way to the host
+
+    def at_step(self, step: int, requested: int) -> int:
+        """After ``step``: the agreed signal. ``requested``: this process's (0: none)."""
+        if not self.dist.collective:
+            return requested
+        if step % self.every:
+            return 0
+        agreed = int(self._inflight.get()[0]) if self._inflight is not None else 0
+        # on the device (NCCL has no CPU), made by a fill kernel: torch.tensor(list, device=cuda)
+        # would be a blocking copy from pageable host memory every `every` steps
+        t = torch.full((1,), float(requested), device=self.device)
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX, async_op=True).wait()  # NCCL: the stream waits, not the host
+        self._inflight = HostCopy(t)
+        return agreed
+
+    def at_epoch_end(self, meter: "Meter", requested: int) -> tuple[dict, int]:
+        """The epoch's training totals over every rank (as :meth:`Meter.to_dict`) and the agreed
+        signal, in one reduction that every rank runs at every epoch end."""
+        self._inflight = None  # this reduction carries every rank's signal: a vote still in flight is stale
+        if not self.dist.collective:
+            return meter.to_dict(), requested
+        errors = meter.errors
+        t = _float64([meter.loss_sum, errors.wrong1, errors.wrongk, errors.n, meter.seconds, requested],
+                     meter.loss_sum.device).to(self.device)  # the process group's device (the same one under DDP)
+        tdist.all_reduce(t[:5])
+        tdist.all_reduce(t[5:], op=tdist.ReduceOp.MAX)
+        loss_sum, w1, w5, n, seconds, stop = t.tolist()
+        # every rank counts the global batch already
+        return {"loss_sum": loss_sum, "n": n, "wrong1": w1, "wrong5": w5, "seconds": seconds, "images": float(meter.images)}, int(stop)
