@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from alexnet_kit.errors import AlexKitError, FileProblem, ImageError
 from alexnet_kit.fsutil import atomic_path
@@ -120,7 +121,7 @@ _W: dict = {}
 
 
 def _init_worker(dst: str, size: int, counts: dict[str, int]) -> None:
-    import torch
+    import torch  # here, not at the top: packing itself is torch-free; a worker loads it only to cap its threads
 
     ignore_in_worker()  # the group's SIGINT/SIGTERM: the parent stops the job (module docstring)
     torch.set_num_threads(1)
@@ -237,107 +238,24 @@ def prepare(src: str | os.PathLike, dst: str | os.PathLike, size: int = 256, val
 
     ``stop``: an active StopOnSignal; on its signal what is done is recorded and
     :class:`Interrupted` raised (module docstring)."""
-    def stopped() -> int:
-        return (stop.signum or 0) if stop is not None else 0
-
-    from tqdm import tqdm
-
     src, dst = Path(src).resolve(), Path(dst)
     workers = workers or available_cpus()
-    plan_path = dst / "plan.json"
-    if plan_path.is_file() and not force:
-        plan = json.loads(plan_path.read_text())
-        wanted = {"src": str(src), "size": size, "val_fraction": val_fraction, "seed": seed, "classes": classes}
-        if {k: plan["args"].get(k) for k in wanted} != wanted:
-            raise AlexKitError(f"{dst}: holds a preparation with other settings {plan['args']}; use another DST or --force")
-        classes, layout = plan["classes"], plan["layout"]
-        plans = {s: SplitPlan(**plan["splits"][s]) for s in ("train", "val")}
-    else:
-        only = classes
-        classes, plans, layout = plan_splits(src, val_fraction, seed, only)
-        dst.mkdir(parents=True, exist_ok=True)
-        for s, p in plans.items():
-            d = dst / s
-            d.mkdir(exist_ok=True)
-            n = len(p.files)
-            with open(d / "images.u8", "wb") as f:  # sparse file of the final size
-                f.truncate(n * size * size * 3)
-            _save_npy(d / "labels.npy", np.asarray(p.labels, dtype=np.int64))
-            _save_npy(d / "status.npy", np.zeros(n, dtype=np.uint8))
-            _write_text(d / "files.txt", "".join(f + "\n" for f in p.files))
-        for f in ("dataset.json", "mean.npy", "pca.npz"):
-            (dst / f).unlink(missing_ok=True)
-        _write_text(plan_path, json.dumps({
-            "args": {"src": str(src), "size": size, "val_fraction": val_fraction, "seed": seed, "classes": only},
-            "classes": classes, "layout": layout,
-            "splits": {s: {"files": p.files, "labels": p.labels} for s, p in plans.items()},
-        }))
+    classes, plans, layout = _load_or_make_plan(src, dst, size, val_fraction, seed, classes, force)
     if (dst / "dataset.json").is_file() and (dst / "report.json").is_file() and not force:
         return json.loads((dst / "report.json").read_text())  # already complete with these settings
     counts = {s: len(p.files) for s, p in plans.items()}
     status = {s: np.load(dst / s / "status.npy") for s in plans}
-    errors_path = dst / "errors.jsonl"
-    errors = {}
-    if errors_path.is_file():
-        for line in errors_path.read_text().splitlines():
-            e = json.loads(line)
-            errors[(e["split"], e["row"])] = e["problem"]
-    tasks = []
-    for s, p in plans.items():
-        todo = [(int(r), p.files[r]) for r in np.flatnonzero(status[s] == PENDING)]
-        tasks += [(s, todo[i:i + CHUNK]) for i in range(0, len(todo), CHUNK)]
-    total = sum(counts.values())
-    if stopped():  # while planning (a long walk over ImageNet): the plan is saved, nothing packed yet
-        raise Interrupted(stopped(), f"stopped by {signal_name(stopped())} before packing: the plan is in {dst}; "
-                                     f"run the same command again to pack")
+    errors = _read_errors(dst / "errors.jsonl")
+    if _signal(stop):  # while planning (a long walk over ImageNet): the plan is saved, nothing packed yet
+        raise Interrupted(_signal(stop), f"stopped by {signal_name(_signal(stop))} before packing: the plan is in {dst}; "
+                                         f"run the same command again to pack")
     t0 = time.perf_counter()
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     with starting_workers():
         pool = _Pool(workers, initializer=_init_worker, initargs=(str(dst), size, counts), context=ctx)
     with pool:
-        done = total - sum(len(t[1]) for t in tasks)
-        bar = tqdm(total=total, initial=done, unit="img", desc="pack", disable=not progress, dynamic_ncols=True)
-        last_save = time.monotonic()
-        with open(errors_path, "a", encoding="utf-8") as err_log:
-            for s, results in pool.imap_unordered(_pack_chunk, tasks):
-                for row, st, problem in results:
-                    status[s][row] = st
-                    if st == BAD:
-                        errors[(s, row)] = problem
-                        err_log.write(json.dumps({"split": s, "row": row, "problem": problem}) + "\n")
-                err_log.flush()
-                bar.update(len(results))
-                if stopped():
-                    break  # the with block's exit kills the workers (_Pool)
-                if time.monotonic() - last_save > 2.0:  # status is the resume point
-                    _save_status(dst, status)
-                    last_save = time.monotonic()
-        bar.close()
-        _save_status(dst, status)
-        if stopped():
-            n_done = sum(int((status[s] != PENDING).sum()) for s in status)
-            raise Interrupted(stopped(), f"stopped by {signal_name(stopped())}: {n_done} of {total} photos are packed "
-                                         f"and recorded in {dst}; run the same command again to continue")
-
-        # §2 mean image and §4.1 RGB covariance, over the readable training photos
-        rows = np.flatnonzero(status["train"] == OK)
-        if not len(rows):
-            raise AlexKitError(f"{src}: not one training photo could be read (see {dst / 'report.txt'})")
-        step = max(64, min(STATS_CHUNK, -(-len(rows) // (4 * workers))))  # >= 4 tasks a worker: a moving bar
-        stat_tasks = [("train", rows[i:i + step]) for i in range(0, len(rows), step)]
-        total_sum = np.zeros((size, size, 3), np.int64)
-        xtx = np.zeros((3, 3), np.int64)
-        n = 0
-        bar = tqdm(total=len(rows), unit="img", desc="mean+pca", disable=not progress, dynamic_ncols=True)
-        for s_img, s_xtx, k in pool.imap_unordered(_stats_chunk, stat_tasks):  # integer sums: any order
-            total_sum += s_img
-            xtx += s_xtx
-            n += k
-            bar.update(k)
-            if stopped():  # the sums are quick to redo; every photo stays packed
-                raise Interrupted(stopped(), f"stopped by {signal_name(stopped())} while computing the mean image and "
-                                             f"PCA: every photo is packed in {dst}; run the same command again to finish")
-        bar.close()
+        _pack(pool, dst, plans, status, errors, progress, stop)
+        total_sum, xtx, n = _rgb_sums(pool, src, dst, status, size, workers, progress, stop)
     mean_hwc = total_sum / n
     mean_rgb = total_sum.reshape(-1, 3).sum(0) / (n * size * size)
     cov = xtx / (n * size * size) - np.outer(mean_rgb, mean_rgb)
@@ -350,6 +268,112 @@ def prepare(src: str | os.PathLike, dst: str | os.PathLike, size: int = 256, val
     }
     write_metadata(dst, mean_hwc, cov, classes, report, size=size, layout=layout, val_fraction=val_fraction, seed=seed)
     return report
+
+
+def _signal(stop: StopOnSignal | None) -> int:
+    """The signal that asked the job to stop (0: none)."""
+    return (stop.signum or 0) if stop is not None else 0
+
+
+def _load_or_make_plan(src: Path, dst: Path, size: int, val_fraction: float | None, seed: int,
+                       only: list[str] | None, force: bool) -> tuple[list[str], dict[str, SplitPlan], str]:
+    """(classes, plans, layout): the plan ``dst`` holds (refused when made with other settings), or a
+    new one, with each split's files laid out empty (a new plan drops the old metadata)."""
+    plan_path = dst / "plan.json"
+    if plan_path.is_file() and not force:
+        plan = json.loads(plan_path.read_text())
+        wanted = {"src": str(src), "size": size, "val_fraction": val_fraction, "seed": seed, "classes": only}
+        if {k: plan["args"].get(k) for k in wanted} != wanted:
+            raise AlexKitError(f"{dst}: holds a preparation with other settings {plan['args']}; use another DST or --force")
+        return plan["classes"], {s: SplitPlan(**plan["splits"][s]) for s in ("train", "val")}, plan["layout"]
+    classes, plans, layout = plan_splits(src, val_fraction, seed, only)
+    dst.mkdir(parents=True, exist_ok=True)
+    for s, p in plans.items():
+        d = dst / s
+        d.mkdir(exist_ok=True)
+        n = len(p.files)
+        with open(d / "images.u8", "wb") as f:  # sparse file of the final size
+            f.truncate(n * size * size * 3)
+        _save_npy(d / "labels.npy", np.asarray(p.labels, dtype=np.int64))
+        _save_npy(d / "status.npy", np.zeros(n, dtype=np.uint8))
+        _write_text(d / "files.txt", "".join(f + "\n" for f in p.files))
+    for f in ("dataset.json", "mean.npy", "pca.npz"):
+        (dst / f).unlink(missing_ok=True)
+    _write_text(plan_path, json.dumps({
+        "args": {"src": str(src), "size": size, "val_fraction": val_fraction, "seed": seed, "classes": only},
+        "classes": classes, "layout": layout,
+        "splits": {s: {"files": p.files, "labels": p.labels} for s, p in plans.items()},
+    }))
+    return classes, plans, layout
+
+
+def _read_errors(path: Path) -> dict[tuple[str, int], str]:
+    """The problems of the photos an earlier (interrupted) run skipped, by (split, row)."""
+    errors = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            e = json.loads(line)
+            errors[(e["split"], e["row"])] = e["problem"]
+    return errors
+
+
+def _pack(pool: _Pool, dst: Path, plans: dict[str, SplitPlan], status: dict[str, np.ndarray],
+          errors: dict[tuple[str, int], str], progress: bool, stop: StopOnSignal | None) -> None:
+    """Decode every pending row into its split's memmap, recording each in ``status`` (saved every
+    2 s, the resume point) and each skipped photo in ``errors`` and errors.jsonl."""
+    tasks = []
+    for s, p in plans.items():
+        todo = [(int(r), p.files[r]) for r in np.flatnonzero(status[s] == PENDING)]
+        tasks += [(s, todo[i:i + CHUNK]) for i in range(0, len(todo), CHUNK)]
+    total = sum(len(p.files) for p in plans.values())
+    done = total - sum(len(t[1]) for t in tasks)
+    bar = tqdm(total=total, initial=done, unit="img", desc="pack", disable=not progress, dynamic_ncols=True)
+    last_save = time.monotonic()
+    with open(dst / "errors.jsonl", "a", encoding="utf-8") as err_log:
+        for s, results in pool.imap_unordered(_pack_chunk, tasks):
+            for row, st, problem in results:
+                status[s][row] = st
+                if st == BAD:
+                    errors[(s, row)] = problem
+                    err_log.write(json.dumps({"split": s, "row": row, "problem": problem}) + "\n")
+            err_log.flush()
+            bar.update(len(results))
+            if _signal(stop):
+                break  # the pool's with block's exit kills the workers (_Pool)
+            if time.monotonic() - last_save > 2.0:  # status is the resume point
+                _save_status(dst, status)
+                last_save = time.monotonic()
+    bar.close()
+    _save_status(dst, status)
+    if _signal(stop):
+        n_done = sum(int((status[s] != PENDING).sum()) for s in status)
+        raise Interrupted(_signal(stop), f"stopped by {signal_name(_signal(stop))}: {n_done} of {total} photos are packed "
+                                         f"and recorded in {dst}; run the same command again to continue")
+
+
+def _rgb_sums(pool: _Pool, src: Path, dst: Path, status: dict[str, np.ndarray], size: int, workers: int,
+              progress: bool, stop: StopOnSignal | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """For §2's mean image and §4.1's RGB covariance, over the readable training photos: the sum
+    image (int64 HWC), the pixels' X^T X (3x3) and the number of photos."""
+    rows = np.flatnonzero(status["train"] == OK)
+    if not len(rows):
+        raise AlexKitError(f"{src}: not one training photo could be read (see {dst / 'report.txt'})")
+    step = max(64, min(STATS_CHUNK, -(-len(rows) // (4 * workers))))  # >= 4 tasks a worker: a moving bar
+    stat_tasks = [("train", rows[i:i + step]) for i in range(0, len(rows), step)]
+    total_sum = np.zeros((size, size, 3), np.int64)
+    xtx = np.zeros((3, 3), np.int64)
+    n = 0
+    bar = tqdm(total=len(rows), unit="img", desc="mean+pca", disable=not progress, dynamic_ncols=True)
+    for s_img, s_xtx, k in pool.imap_unordered(_stats_chunk, stat_tasks):  # integer sums: any order
+        total_sum += s_img
+        xtx += s_xtx
+        n += k
+        bar.update(k)
+        if _signal(stop):  # the sums are quick to redo; every photo stays packed
+            raise Interrupted(_signal(stop), f"stopped by {signal_name(_signal(stop))} while computing the mean image and "
+                                             f"PCA: every photo is packed in {dst}; run the same command again to finish")
+    bar.close()
+    return total_sum, xtx, n
 
 
 def write_metadata(dst: Path, mean_hwc: np.ndarray, cov: np.ndarray, classes: list[str], report: dict, *, size: int,
