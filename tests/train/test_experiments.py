@@ -61,7 +61,7 @@ def test_load_photos_caches_warp_and_crop_apart(tmp_path, monkeypatch):
 
 
 def test_four_layer_net_has_cuda_convnets_18pct_shapes_and_the_chosen_activation():
-    from alexnet_kit.train.experiments.fig1 import FourLayerNet, SpatialResponseNorm
+    from alexnet_kit.train.experiments.convnet18 import FourLayerNet, SpatialResponseNorm
 
     nn = torch.nn
     for act, cls in (("relu", nn.ReLU), ("tanh", nn.Tanh)):
@@ -93,7 +93,7 @@ def test_four_layer_net_has_cuda_convnets_18pct_shapes_and_the_chosen_activation
 
 
 def test_response_norm_and_pools_compute_cuda_convnets_formulas():
-    from alexnet_kit.train.experiments.fig1 import FourLayerNet, SpatialResponseNorm
+    from alexnet_kit.train.experiments.convnet18 import FourLayerNet, SpatialResponseNorm
 
     torch.manual_seed(0)
     a = torch.randn(2, 3, 6, 6) * 300  # large enough for the normalisation to matter
@@ -121,7 +121,7 @@ def test_response_norm_and_pools_compute_cuda_convnets_formulas():
 
 
 def test_fig1_trains_with_papersgd_no_weight_decay_and_double_bias_rate():
-    from alexnet_kit.train.experiments.fig1 import FourLayerNet, paper_optimizer
+    from alexnet_kit.train.experiments.convnet18 import FourLayerNet, paper_optimizer
     from alexnet_kit.train.optim import PaperSGD
 
     net = FourLayerNet("tanh", width=(4, 4, 8))

@@ -10,28 +10,11 @@ the chosen rate. The result is the number of epochs to reach 25% training
 error, per seed, and the ReLU/tanh ratio. Both activations get the same
 initial draw and the same data order per seed.
 
-The network is cuda-convnet's CIFAR-10 example net ("18% error in 20
-minutes"), the paper's code and, with three convolutional layers and one
-fully connected one, "a four-layer convolutional neural network". Read from
-``example-layers/layers-18pct.cfg`` and ``layer-params-18pct.cfg`` of
-cuda-convnet 1 (github.com/dnouri/cuda-convnet, a mirror of
-code.google.com/p/cuda-convnet), with the formulas from its ``layer.py`` and
-``src/cudaconv2/conv_util.cu`` / ``include/cudaconv2/conv_util.cuh``:
-
-    conv1 5x5 32, pad 2, initW 0.0001 -> max-pool 3/2 -> neuron -> rnorm 3x3
-    conv2 5x5 32, pad 2, initW 0.01 -> neuron -> avg-pool 3/2 -> rnorm 3x3
-    conv3 5x5 64, pad 2, initW 0.01 -> neuron -> avg-pool 3/2
-    fc10, initW 0.01 -> softmax
-    every layer: epsW = eps, epsB = 2 eps, momentum 0.9; biases start at 0
-
-(layer 1 applies its neuron after the pool; both activations are monotone,
-so this equals pooling after it). The 18pct file also sets weight decay
-(wc) and the training used translations and flips; Figure 1 used "no
-regularization of any kind", so neither is here. Training error is the
-running error over each epoch's minibatches, which is what cuda-convnet
-printed and what Figure 1 plots. The input is cuda-convnet's: pixel values
-(0-255) minus the training set's per-pixel mean (§2), not rescaled, which is
-the scale its initW values were chosen for.
+The network is cuda-convnet's CIFAR-10 example net, in :mod:`.convnet18` (its
+source and layers are cited there); its training here has "no regularization
+of any kind" (Figure 1): no weight decay, no translations or flips. Training
+error is the running error over each epoch's minibatches, which is what
+cuda-convnet printed and what Figure 1 plots.
 """
 from __future__ import annotations
 
@@ -44,23 +27,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from alexnet_kit.errors import AlexKitError
+from alexnet_kit.fsutil import atomic_path
 from alexnet_kit.metrics import ErrorCounter
 
+from ..parallel import pick_device
+from ..trainer import train_step
 from .common import (check_stop, class_folders, finished, load_photos, mean_std, photo_files, savefig, seed_everything,
                      shared_data, submit, worker_pool, write_results)
+from .convnet18 import INITS, FourLayerNet, paper_optimizer
 
 NAME = "fig1_relu_tanh"
 TARGET = 0.25  # Figure 1's dashed line
 PAPER_SPEEDUP = 6.0
-INITS = ("default", "he")
-#: cuda-convnet 18pct: the initW (std of the Gaussian) of conv1, conv2, conv3, fc10
-CONVNET_INIT_STD = (1e-4, 1e-2, 1e-2, 1e-2)
-#: cuda-convnet 18pct: rnorm1/rnorm2 size, scale, pow
-RNORM = dict(size=3, scale=5e-5, pow=0.75)
+ACTIVATIONS = ("relu", "tanh")
 
 
 @dataclass
@@ -92,73 +75,6 @@ SIZES = {
                      lrs={"relu": [0.001, 0.002, 0.004, 0.008, 0.016, 0.032], "tanh": [0.001, 0.002, 0.004, 0.008, 0.016, 0.032]},
                      max_rates=10),
 }
-
-
-class SpatialResponseNorm(nn.Module):
-    """cuda-convnet's ``rnorm``: each map normalised by its own size x size neighbourhood.
-
-        b = a / (1 + scale / size^2 * sum_{size x size window} a^2) ^ pow
-
-    ``layer.py`` divides the configured scale by size^2 (by size for the
-    across-maps ``cmrnorm`` of alexnet_kit.lrn, a different function); the
-    kernel adds 1 and clips the window at the border, i.e. a zero-padded sum.
-    """
-
-    def __init__(self, size: int = 3, scale: float = 5e-5, pow: float = 0.75):
-        super().__init__()
-        if size % 2 != 1:
-            raise ValueError(f"size must be odd, got {size}")
-        self.size, self.scale, self.pow = size, scale, pow
-
-    def forward(self, a: torch.Tensor) -> torch.Tensor:
-        # count_include_pad: the mean over size^2 with zeros outside = sum / size^2
-        mean_sq = F.avg_pool2d(a * a, self.size, stride=1, padding=self.size // 2, count_include_pad=True)
-        return a * (1 + self.scale * mean_sq).pow(-self.pow)
-
-
-class FourLayerNet(nn.Module):
-    """cuda-convnet's 18pct CIFAR-10 net with a chosen activation (module docstring)."""
-
-    def __init__(self, activation: str = "relu", width=(32, 32, 64), classes: int = 10, init: str = "default"):
-        super().__init__()
-        if activation not in ("relu", "tanh"):
-            raise ValueError(f"activation must be relu or tanh, got {activation!r}")
-        act = {"relu": nn.ReLU, "tanh": nn.Tanh}[activation]
-        a, b, c = width
-        # cuda-convnet's pools: outputsX = ceil((size - 3) / 2) + 1, windows clipped at the border and an
-        # average over the pixels inside, which is ceil_mode with no padding: 32 -> 16 -> 8 -> 4
-        self.features = nn.Sequential(
-            nn.Conv2d(3, a, 5, padding=2), nn.MaxPool2d(3, 2, ceil_mode=True), act(), SpatialResponseNorm(**RNORM),
-            nn.Conv2d(a, b, 5, padding=2), act(), nn.AvgPool2d(3, 2, ceil_mode=True), SpatialResponseNorm(**RNORM),
-            nn.Conv2d(b, c, 5, padding=2), act(), nn.AvgPool2d(3, 2, ceil_mode=True),
-        )
-        self.classifier = nn.Linear(c * 4 * 4, classes)
-        layers = [m for m in self.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-        if init == "default":
-            for m, std in zip(layers, CONVNET_INIT_STD):
-                nn.init.normal_(m.weight, 0.0, std)
-                nn.init.zeros_(m.bias)
-        elif init == "he":
-            # not in the paper: a variance-preserving start for each activation
-            # (He et al. 2015; gain sqrt(2) for ReLU, 5/3 for tanh)
-            for m in layers:
-                nn.init.kaiming_normal_(m.weight, nonlinearity=activation if m is not self.classifier else "linear")
-                nn.init.zeros_(m.bias)
-        else:
-            raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
-
-    def forward(self, x):
-        return self.classifier(torch.flatten(self.features(x), 1))
-
-
-def paper_optimizer(net: nn.Module, lr: float):
-    """§5's update with cuda-convnet's per-layer rates: epsB = 2 epsW, momentum 0.9, no weight decay."""
-    from ..optim import PaperSGD
-
-    weights = [p for n, p in net.named_parameters() if n.endswith("weight")]
-    biases = [p for n, p in net.named_parameters() if n.endswith("bias")]
-    # "No regularization of any kind was employed" (§3.1): weight_decay 0
-    return PaperSGD([{"params": weights}, {"params": biases, "lr_mult": 2.0}], lr=lr, momentum=0.9, weight_decay=0.0)
 
 
 def load_cifar(split: str, per_class: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -200,8 +116,6 @@ class Run:
 
     def epoch(self) -> float:
         """One pass over the training set; returns the running training error (what Figure 1 plots)."""
-        from ..trainer import train_step
-
         t0 = time.perf_counter()
         x, y, b = self.x, self.y, self.size.batch
         perm = torch.randperm(len(x), generator=self.order)
@@ -239,8 +153,6 @@ def race(runs: list[Run], log=print, progress: bool = True) -> list[Run]:
     E epochs no other can be faster, so the sweep costs (rates x E) epochs,
     not the sum of every rate's full run.
     """
-    from tqdm import tqdm
-
     alive = list(runs)
     bar = tqdm(total=max(r.max_epochs for r in runs),
                desc=f"{runs[0].activation} seed {runs[0].seed} lr {'/'.join(f'{r.lr:g}' for r in runs)}",
@@ -435,8 +347,6 @@ def _read_partial(path: Path | None, key: str) -> dict:
 def _write_partial(path: Path | None, state: dict) -> None:
     if path is None:
         return
-    from alexnet_kit.fsutil import atomic_path
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(state) + "\n")
@@ -448,8 +358,33 @@ def run(out: str | Path = "experiments/results", size: str = "default", seeds: i
 
     An interrupted run resumes from ``fig1_relu_tanh.partial.<activation>.json`` (a stop, see
     :func:`.common.stop_on_signal`, raises :class:`.common.Stopped` with the finished stages kept there)."""
-    from ..parallel import pick_device
+    cfg = _config(size, seeds, max_epochs, lrs, init)
+    name = NAME if init == "default" else f"{NAME}_init-{init}"
+    dev = pick_device(device)
+    out = Path(out)
+    t_start = time.perf_counter()
+    x, y, xt, yt = _cifar_inputs(cfg)
+    log(f"Figure 1: {len(x)} CIFAR-10 training photos, widths {cfg.width}, {cfg.seeds} seeds, up to {cfg.max_epochs} epochs, "
+        f"device {dev}")
+    partial = {act: out / f"{name}.partial.{act}.json" for act in ACTIVATIONS}
+    jobs = min(jobs, 2) if dev.type == "cpu" else 1
+    if jobs > 1:
+        per_act = _studies_in_workers(x, y, xt, yt, cfg, dev, partial)
+    else:
+        per_act = {act: activation_study(act, x, y, xt, yt, cfg, str(dev), None, log, partial[act]) for act in ACTIVATIONS}
+    results = _results(per_act, cfg, size, len(x), len(xt), time.perf_counter() - t_start)
+    plot(results, out / f"{name}.png")
+    write_results(out, name, results)
+    for p in partial.values():
+        p.unlink(missing_ok=True)
+    log(f"ReLU {per_act['relu']['epochs_to_target']} vs tanh {per_act['tanh']['epochs_to_target']} epochs to 25%: "
+        f"speedup {results['speedup_mean']:.1f} ± {results['speedup_std']:.1f} (paper ~{PAPER_SPEEDUP:g}); "
+        f"{out / (name + '.json')}")
+    return results
 
+
+def _config(size: str, seeds: int | None, max_epochs: int | None, lrs: list[float] | None, init: str) -> Fig1Size:
+    """The size's settings with the command's overrides (checked: one line each)."""
     if init not in INITS:
         raise AlexKitError(f"init must be one of {', '.join(INITS)}, got {init!r}")
     if lrs is not None and len(set(lrs)) < 2:
@@ -462,64 +397,56 @@ def run(out: str | Path = "experiments/results", size: str = "default", seeds: i
     if lrs:
         cfg.lrs = {"relu": sorted(set(lrs)), "tanh": sorted(set(lrs))}
     cfg.init = init
-    name = NAME if init == "default" else f"{NAME}_init-{init}"
-    dev = pick_device(device)
-    out = Path(out)
-    t_start = time.perf_counter()
-    photos, labels, classes = load_cifar("train", cfg.per_class)
+    return cfg
+
+
+def _cifar_inputs(cfg: Fig1Size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x, y, x_test, y_test): the networks' inputs, both less the training set's per-pixel mean."""
+    photos, labels, _ = load_cifar("train", cfg.per_class)
     test_photos, test_labels, _ = load_cifar("test", cfg.test_per_class)
     mean = photos.permute(0, 3, 1, 2).float().mean(0)
-    x, y = to_input(photos, mean), labels
-    xt = to_input(test_photos, mean)
-    log(f"Figure 1: {len(x)} CIFAR-10 training photos, widths {cfg.width}, {cfg.seeds} seeds, up to {cfg.max_epochs} epochs, "
-        f"device {dev}")
-    partial = {act: out / f"{name}.partial.{act}.json" for act in ("relu", "tanh")}
+    return to_input(photos, mean), labels, to_input(test_photos, mean), test_labels
 
-    jobs = min(jobs, 2) if dev.type == "cpu" else 1
-    acts = ("relu", "tanh")
-    if jobs > 1:
-        # one process per task, one thread each: on a shared CPU two single-threaded processes lose less
-        # time to thread synchronisation than one two-threaded one. First each activation's sweep, then
-        # every (activation, seed) still to train, so that one activation's seeds share the two cores.
-        with worker_pool(2) as pool:
-            futs = {submit(pool, sweep_stage, act, x, y, xt, test_labels, cfg, str(dev), 1, print, partial[act]): act
-                    for act in acts}
-            # a sweep that finished is in its partial file even when the other one was stopped
-            states = {futs[f]: state for f, state in finished(futs)}
-            todo = {submit(pool, seed_run, act, x, y, xt, test_labels, cfg, str(dev), 1, states[act]["lr"], s, print): (act, s)
-                    for act in acts for s in seeds_to_train(states[act], cfg)}
-            waiting = {}
-            for f, r in finished(todo):
-                waiting[todo[f]] = r
-                # kept in the partial file as soon as the seeds before it are there
-                for act, s in sorted(waiting):
-                    if s <= len(states[act]["runs"]):
-                        _put_run(states[act], waiting.pop((act, s)), partial[act])
-        per_act = {act: summarise(states[act], cfg, act) for act in acts}
-    else:
-        per_act = {act: activation_study(act, x, y, xt, test_labels, cfg, str(dev), None, log, partial[act]) for act in acts}
+
+def _studies_in_workers(x, y, xt, yt, cfg: Fig1Size, dev: torch.device, partial: dict[str, Path]) -> dict[str, dict]:
+    """Both activations' studies in two worker processes, one thread each: on a shared CPU two
+    single-threaded processes lose less time to thread synchronisation than one two-threaded one.
+    First each activation's sweep, then every (activation, seed) still to train, so that one
+    activation's seeds share the two cores."""
+    with worker_pool(2) as pool:
+        futs = {submit(pool, sweep_stage, act, x, y, xt, yt, cfg, str(dev), 1, print, partial[act]): act
+                for act in ACTIVATIONS}
+        # a sweep that finished is in its partial file even when the other one was stopped
+        states = {futs[f]: state for f, state in finished(futs)}
+        todo = {submit(pool, seed_run, act, x, y, xt, yt, cfg, str(dev), 1, states[act]["lr"], s, print): (act, s)
+                for act in ACTIVATIONS for s in seeds_to_train(states[act], cfg)}
+        waiting = {}
+        for f, r in finished(todo):
+            waiting[todo[f]] = r
+            # kept in the partial file as soon as the seeds before it are there
+            for act, s in sorted(waiting):
+                if s <= len(states[act]["runs"]):
+                    _put_run(states[act], waiting.pop((act, s)), partial[act])
+    return {act: summarise(states[act], cfg, act) for act in ACTIVATIONS}
+
+
+def _results(per_act: dict[str, dict], cfg: Fig1Size, size: str, train_photos: int, test_photos: int, seconds: float) -> dict:
+    """The results file's contents: both studies and the ReLU/tanh speed-up per seed."""
     r_eps = [e if e else float("nan") for e in per_act["relu"]["epochs_to_target"]]
     t_eps = [e if e else cfg.max_epochs for e in per_act["tanh"]["epochs_to_target"]]  # a lower bound when not reached
     ratios = [t / r for t, r in zip(t_eps, r_eps)]
     rm, rs = mean_std(ratios)
-    results = {
+    return {
         "paper": {"claim": "ReLU reaches 25% training error about 6x faster than tanh (Figure 1)", "speedup": PAPER_SPEEDUP},
         "net": "cuda-convnet layers-18pct.cfg: conv5x5 32 + max-pool + rnorm, conv5x5 32 + avg-pool + rnorm, "
                "conv5x5 64 + avg-pool, fc10; no weight decay",
         "size": size, "config": dataclasses.asdict(cfg), "target_train_error": TARGET,
-        "train_photos": len(x), "test_photos": len(xt), "relu": per_act["relu"], "tanh": per_act["tanh"],
+        "train_photos": train_photos, "test_photos": test_photos, "relu": per_act["relu"], "tanh": per_act["tanh"],
         "speedup_per_seed": ratios, "speedup_mean": rm, "speedup_std": rs,
         "speedup_is_lower_bound": not per_act["tanh"]["all_reached"],
-        "seconds": time.perf_counter() - t_start,
-        "epoch_seconds": {act: _epoch_seconds(per_act[act]) for act in ("relu", "tanh")},
+        "seconds": seconds,
+        "epoch_seconds": {act: _epoch_seconds(per_act[act]) for act in ACTIVATIONS},
     }
-    plot(results, out / f"{name}.png")
-    write_results(out, name, results)
-    for p in partial.values():
-        p.unlink(missing_ok=True)
-    log(f"ReLU {per_act['relu']['epochs_to_target']} vs tanh {per_act['tanh']['epochs_to_target']} epochs to 25%: "
-        f"speedup {rm:.1f} ± {rs:.1f} (paper ~{PAPER_SPEEDUP:g}); {out / (name + '.json')}")
-    return results
 
 
 def _epoch_seconds(study: dict) -> float:
@@ -528,7 +455,7 @@ def _epoch_seconds(study: dict) -> float:
 
 
 def plot(results: dict, path: Path) -> Path:
-    import matplotlib
+    import matplotlib  # here, not at the top: an optional extra, slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -557,7 +484,7 @@ def plot(results: dict, path: Path) -> Path:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     ax2.set_xscale("log")
-    rates = sorted({r["lr"] for act in ("relu", "tanh") for r in results[act]["sweep"]})
+    rates = sorted({r["lr"] for act in ACTIVATIONS for r in results[act]["sweep"]})
     ax2.set_xticks(rates, [f"{v:g}" for v in rates], fontsize=7)
     ax2.minorticks_off()
     ax2.set_xlabel("learning rate (epsW)")
