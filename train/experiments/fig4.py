@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alexnet_kit.checkpoint import load_model, weights_fingerprint
+
 from ..evaluate import ensemble_probs
 from .caltech import caltech_split
 from .common import ROOT, load_photos, savefig, write_results
@@ -87,73 +89,31 @@ def photo_sets(meta, size: str) -> tuple[list[str], list[str], str]:
 
 def run(out: str | Path = "experiments/results", model: str | Path | None = None, size: str = "default",
         queries: int = 5, neighbours: int = 6, gallery_limit: int | None = None, log=print) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from alexnet_kit.checkpoint import load_model
-
     path = find_model(model)
     net, meta = load_model(path)
     torch.manual_seed(0)
     prep, res = meta.preprocess, meta.preprocess.resize
-    classes = list(meta.classes)
     gallery_files, query_files, gallery_source = photo_sets(meta, size)
     if gallery_limit and len(gallery_files) > gallery_limit:
         pick = np.sort(np.random.default_rng(0).choice(len(gallery_files), gallery_limit, replace=False))
         gallery_files = [gallery_files[i] for i in pick]
-    # one held-out photo from each of the first `queries` classes (deterministic)
-    chosen, seen = [], set()
-    for f in sorted(query_files, key=lambda f: (Path(f).parent.name, Path(f).name)):
-        if Path(f).parent.name not in seen:
-            seen.add(Path(f).parent.name)
-            chosen.append(f)
-        if len(chosen) == queries:
-            break
+    chosen = one_per_class(query_files, queries)
     gal, ok = load_photos([Path(f) for f in gallery_files], res, what="gallery", mode=prep.resize_mode)
     gal, gal_files = gal[ok], [f for f, k in zip(gallery_files, ok) if k]
     qs, ok = load_photos([Path(f) for f in chosen], res, what="queries", mode=prep.resize_mode)
     qs, q_files = qs[ok], [f for f, k in zip(chosen, ok) if k]
     q_feat, top_idx, top_p = fc7_and_top5(net, prep, qs)
-    g_feat = gallery_features(net, prep, gal)
-    nn_idx, nn_d = nearest(q_feat, g_feat, min(neighbours, len(gal)))
-
+    nn_idx, nn_d = nearest(q_feat, gallery_features(net, prep, gal), min(neighbours, len(gal)))
+    classes = list(meta.classes)
+    entries = [{"query": q_files[r], "truth": Path(q_files[r]).parent.name,
+                "top5": [{"class": classes[i], "p": float(p)} for i, p in zip(top_idx[r], top_p[r])],
+                "neighbours": [{"file": gal_files[g], "class": Path(gal_files[g]).parent.name, "distance": float(d)}
+                               for g, d in zip(nn_idx[r], nn_d[r])]}
+               for r in range(len(qs))]
     out = Path(out)
-    rows, cols = len(qs), 2 + nn_idx.shape[1]
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols + 1.2, 1.7 * rows), squeeze=False,
-                             gridspec_kw={"width_ratios": [1, 1.5] + [1] * nn_idx.shape[1]})
-    entries = []
-    for r in range(rows):
-        truth = Path(q_files[r]).parent.name
-        axes[r, 0].imshow(qs[r])
-        axes[r, 0].set_title(f"test: {truth}", fontsize=7)
-        ax = axes[r, 1]
-        names = [classes[i] for i in top_idx[r]]
-        ax.barh(range(len(names))[::-1], top_p[r], color=["tab:green" if n == truth else "tab:gray" for n in names])
-        for j, (n, p) in enumerate(zip(names, top_p[r])):
-            ax.text(0.02, len(names) - 1 - j, f"{n[:18]} {p:.2f}", va="center", fontsize=6)
-        ax.set_xlim(0, 1)
-        ax.set_yticks([])
-        ax.set_xticks([])
-        for c in range(nn_idx.shape[1]):
-            g = nn_idx[r, c]
-            axes[r, 2 + c].imshow(gal[g])
-            axes[r, 2 + c].set_title(f"{Path(gal_files[g]).parent.name[:12]} d={nn_d[r, c]:.1f}", fontsize=6)
-        for a in axes[r, [0] + list(range(2, cols))]:
-            a.set_axis_off()
-        entries.append({"query": q_files[r], "truth": truth,
-                        "top5": [{"class": n, "p": float(p)} for n, p in zip(names, top_p[r])],
-                        "neighbours": [{"file": gal_files[g], "class": Path(gal_files[g]).parent.name, "distance": float(d)}
-                                       for g, d in zip(nn_idx[r], nn_d[r])]})
-    axes[0, 1].set_title("top-5 (ten crops)", fontsize=7)
-    fig.suptitle(f"Figure 4: {path.name}; neighbours by Euclidean fc7 distance among {len(gal)} training photos", fontsize=9)
-    fig.tight_layout()
-    savefig(fig, out / f"{NAME}.png")
-    plt.close(fig)
+    plot(entries, qs, gal, nn_idx, f"Figure 4: {path.name}; neighbours by Euclidean fc7 distance among {len(gal)} training photos",
+         out / f"{NAME}.png")
     same = [np.mean([n["class"] == e["truth"] for n in e["neighbours"]]) for e in entries]
-    from alexnet_kit.checkpoint import weights_fingerprint
-
     results = {"model": str(path), "fingerprint": weights_fingerprint(path), "trained": meta.trained, "gallery": {"source": gallery_source, "photos": len(gal)},
                "feature_dim": int(q_feat.shape[1]), "queries": entries,
                "top1_correct": int(sum(e["top5"][0]["class"] == e["truth"] for e in entries)),
@@ -163,3 +123,50 @@ def run(out: str | Path = "experiments/results", model: str | Path | None = None
     log(f"Figure 4: {len(entries)} queries, {results['neighbour_same_class_fraction']:.0%} of neighbours share the query's class "
         f"-> {out / (NAME + '.png')}")
     return results
+
+
+def one_per_class(files: list[str], queries: int) -> list[str]:
+    """One photo from each of the first ``queries`` classes (by folder name; deterministic)."""
+    chosen, seen = [], set()
+    for f in sorted(files, key=lambda f: (Path(f).parent.name, Path(f).name)):
+        if Path(f).parent.name not in seen:
+            seen.add(Path(f).parent.name)
+            chosen.append(f)
+        if len(chosen) == queries:
+            break
+    return chosen
+
+
+def plot(entries: list[dict], queries: np.ndarray, gallery: np.ndarray, nn_idx: np.ndarray, title: str, path: Path) -> Path:
+    """A row per query: the photo, its top-5 bars (the true class green), its nearest training photos."""
+    import matplotlib  # here, not at the top: an optional extra, slow to import
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, cols = len(entries), 2 + nn_idx.shape[1]
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols + 1.2, 1.7 * rows), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1.5] + [1] * nn_idx.shape[1]})
+    for r, e in enumerate(entries):
+        axes[r, 0].imshow(queries[r])
+        axes[r, 0].set_title(f"test: {e['truth']}", fontsize=7)
+        ax = axes[r, 1]
+        names = [t["class"] for t in e["top5"]]
+        ax.barh(range(len(names))[::-1], [t["p"] for t in e["top5"]],
+                color=["tab:green" if n == e["truth"] else "tab:gray" for n in names])
+        for j, t in enumerate(e["top5"]):
+            ax.text(0.02, len(names) - 1 - j, f"{t['class'][:18]} {t['p']:.2f}", va="center", fontsize=6)
+        ax.set_xlim(0, 1)
+        ax.set_yticks([])
+        ax.set_xticks([])
+        for c, n in enumerate(e["neighbours"]):
+            axes[r, 2 + c].imshow(gallery[nn_idx[r, c]])
+            axes[r, 2 + c].set_title(f"{n['class'][:12]} d={n['distance']:.1f}", fontsize=6)
+        for a in axes[r, [0] + list(range(2, cols))]:
+            a.set_axis_off()
+    axes[0, 1].set_title("top-5 (ten crops)", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    savefig(fig, path)
+    plt.close(fig)
+    return path
