@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..engines.messages import stderr_log
 from ..errors import AlexKitError
 from ..resolve import resolve_index, resolve_model
 from ..settings import index_choice
@@ -48,11 +49,9 @@ def run(args: argparse.Namespace) -> int:
         raise AlexKitError(f"the demo needs Gradio ({e}); install it with: pip install 'alexnet-kit[demo]'") from None
     model = resolve_model(args.model)  # after the cheap checks: it may download the default model
 
-    from ..engines.select import stderr_log  # here, not at the top: the engines load torch
-
     service = DemoService.load(model, index, device=args.device, engine=args.engine, precision=args.precision,
                                log=stderr_log)
-    stderr_log(f"engine: {service.classifier.engine.choice}")
+    stderr_log(f"engine: {service.selection.reason}")
     if not service.trained:
         print(f"warning: {model} holds untrained (freshly initialised) weights; the page says so", file=sys.stderr)
     if args.host not in ("127.0.0.1", "localhost", "::1"):

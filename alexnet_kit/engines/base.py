@@ -28,11 +28,6 @@ class Engine(abc.ABC):
     #: layers :meth:`layer_features` can return; exported artifacts compute fc7 only
     feature_layers: tuple[str, ...] = ("fc7",)
 
-    @property
-    def choice(self) -> str:
-        """Why this engine and precision run: its selection's reason ("" when opened by file)."""
-        return self.selection.reason if self.selection is not None else ""
-
     @abc.abstractmethod
     def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, classes) logits and (N, 4096) fc7 features (after ReLU), on the CPU."""
