@@ -15,11 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from alexnet_kit.batching import iter_batches
 from alexnet_kit.checkpoint import load_model
 from alexnet_kit.errors import AlexKitError, FileProblem
 from alexnet_kit.images import find_images
 from alexnet_kit.metrics import ErrorCounter, average_crops
+
+from .packed import PackedDataset, is_prepared
 
 
 @dataclass
@@ -39,8 +43,6 @@ class EvalResult:
 
 def _photo_batches(data: Path, split: str, batch: int, resize: int, mode: str = "crop"):
     """(class names, total, iterator of (uint8 photos, class-name labels), skipped list)."""
-    from .packed import PackedDataset, is_prepared
-
     if is_prepared(data):
         ds = PackedDataset(data)
         if ds.size != resize:
@@ -56,8 +58,6 @@ def _photo_batches(data: Path, split: str, batch: int, resize: int, mode: str = 
                 yield sp.take(pos), list(names[sp.labels[pos]])
 
         return ds.classes, len(sp), gen(), []
-    from alexnet_kit.batching import iter_batches
-
     if not data.is_dir():
         raise FileProblem(data, "not a folder")
     classes = sorted(d.name for d in data.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -91,8 +91,6 @@ def ensemble_probs(models, photos, crops: int, device) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(checkpoints: list[str], data: str | Path, crops: int = 10, batch: int = 16, device: str = "cpu",
              split: str = "val", progress: bool = True) -> EvalResult:
-    from tqdm import tqdm
-
     if crops not in (1, 10):
         raise AlexKitError(f"--crops must be 1 or 10, not {crops}")
     models = [load_model(c, device) for c in checkpoints]

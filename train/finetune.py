@@ -28,10 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from alexnet_kit.checkpoint import load_checkpoint, weights_fingerprint
 from alexnet_kit.config import configs_differ
 from alexnet_kit.errors import AlexKitError, CheckpointError
 from alexnet_kit.meta import ModelMeta
 from alexnet_kit.model import AlexNet, AlexNetConfig
+from alexnet_kit.resolve import resolve_model
 
 from .parallel import LAYERS
 
@@ -51,9 +53,6 @@ class Parent:
 
 def load_parent(model: str | os.PathLike) -> Parent:
     """A checkpoint path, or a pretrained name (``caffe``, ...) that :func:`alexnet_kit.resolve.resolve_model` knows."""
-    from alexnet_kit.checkpoint import load_checkpoint, weights_fingerprint
-    from alexnet_kit.resolve import resolve_model
-
     path = resolve_model(str(model))
     if path.suffix.lower() != ".safetensors":
         raise CheckpointError(path, "--init-from needs a checkpoint (.safetensors) with its weights, not an exported artifact")

@@ -36,7 +36,7 @@ class MetricsLog:
         self.tb = None
         if enabled and tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter  # here, not at the top: an optional extra, slow to import
+                from torch.utils.tensorboard import SummaryWriter  # here, not at the top: tensorboard is an optional extra (alexnet-kit[train]), slow to import
 
                 self.tb = SummaryWriter(str(out / "tensorboard"))
             except Exception:  # tensorboard is an extra (pip install alexnet-kit[train])
@@ -81,7 +81,7 @@ def plot_curves(history: list[dict], path: Path, title: str | None = None) -> bo
     if not history:
         return False
     try:
-        import matplotlib  # here, not at the top: an optional extra, slow to import
+        import matplotlib  # here, not at the top: matplotlib is an optional extra (alexnet-kit[train]), slow to import
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt

@@ -21,6 +21,7 @@ from pathlib import Path
 # No torch at import time: `alexnet-kit --help` builds every subcommand's parser.
 from alexnet_kit.config import AlexNetConfig, add_options, check_values, given_options, option
 from alexnet_kit.errors import AlexKitError, FileProblem
+from alexnet_kit.paths import repo_path
 
 RECIPES = Path(__file__).parent / "recipes"
 
@@ -96,7 +97,7 @@ def validate(r: Recipe) -> Recipe:
     if not r.init_from and (r.freeze not in ("", "none") or r.pretrained_lr_mult != 1.0):
         raise AlexKitError("--freeze and --pretrained-lr-mult need --init-from MODEL (the model to fine-tune)")
     if r.init_from:
-        from .finetune import parse_freeze
+        from .finetune import parse_freeze  # here, not at the top: finetune loads torch (see the imports)
 
         parse_freeze(r.freeze)
     return r
@@ -153,6 +154,4 @@ def apply_overrides(recipe: Recipe, args) -> Recipe:
 def resolve_data(path: str) -> Path:
     """A relative data path from the current folder, else from the checkout (the quickstart's
     examples/quickstart-data); outside a checkout a missing one fails in one line naming --data."""
-    from alexnet_kit.paths import repo_path
-
     return repo_path(path, "--data")

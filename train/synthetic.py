@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from .packed import OK
+from .packed import OK, PackedDataset
 from .prepare import write_metadata
+from .trainer import Trainer
 
 
 def write_synthetic_packed(dst: str | Path, classes: int = 1000, per_class: int = 20, val_per_class: int = 1,
@@ -50,8 +52,6 @@ def write_synthetic_packed(dst: str | Path, classes: int = 1000, per_class: int 
 
 def time_steps(step, x, y, steps: int, warmup: int, device) -> float:
     """Images/s of ``step(x, y)``: ``warmup`` calls, then ``steps`` timed ones between device syncs."""
-    import torch
-
     def sync():
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize()
@@ -73,11 +73,6 @@ def timed_run(recipe, data, warmup: int = 10) -> dict:
     cuDNN autotuning, torch.compile, worker start-up), measured from a
     device sync at step ``warmup`` to a device sync after the last step.
     """
-    import torch
-
-    from .packed import PackedDataset
-    from .trainer import Trainer
-
     marks: list[float] = []
 
     class Timed(Trainer):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from alexnet_kit.interrupt import StopOnSignal
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -29,8 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet_kit.interrupt import StopOnSignal
-    from alexnet_kit.train.prepare import prepare
+    from alexnet_kit.train.prepare import prepare  # here, not at the top: packing loads numpy; the CLI starts without it
 
     with StopOnSignal("recording the photos packed so far") as stop:
         rep = prepare(args.src, args.dst, size=args.size, val_fraction=args.val_fraction, seed=args.seed,

@@ -11,6 +11,11 @@ and exits with status 128 + the signal; finished stages stay in
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from ..errors import AlexKitError
+from ..interrupt import Interrupted, signal_name
+from ..resolve import resolve_model
 
 EXPERIMENTS = {
     "fig1": "Figure 1: ReLU vs tanh, epochs to 25%% training error on CIFAR-10 (§3.1)",
@@ -46,12 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from alexnet_kit.train.experiments.common import Stopped, stop_on_signal
-
-    from ..errors import AlexKitError
-    from ..interrupt import Interrupted, signal_name
+    from alexnet_kit.train.experiments.common import Stopped, stop_on_signal  # here, not at the top: it loads torch
 
     for name in ("seeds", "epochs", "queries", "neighbours"):
         v = getattr(args, name)
@@ -69,10 +69,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from ..errors import AlexKitError
-
     if args.experiment == "fig1":
-        from alexnet_kit.train.experiments import fig1
+        from alexnet_kit.train.experiments import fig1  # here, not at the top: it loads torch
 
         try:
             lrs = [float(v) for v in args.lrs.split(",")] if args.lrs else None
@@ -82,7 +80,7 @@ def _run(args: argparse.Namespace) -> None:
             raise AlexKitError(f"--lrs must be positive and below 10, got {args.lrs!r}")
         fig1.run(args.out, args.size, seeds=args.seeds, max_epochs=args.epochs, device=args.device, lrs=lrs, init=args.init)
     elif args.experiment == "ablations":
-        from alexnet_kit.train.experiments import ablations
+        from alexnet_kit.train.experiments import ablations  # here, not at the top: it loads torch
 
         variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
         bad = [v for v in variants or [] if v not in ablations.VARIANTS]
@@ -90,17 +88,15 @@ def _run(args: argparse.Namespace) -> None:
             raise AlexKitError(f"unknown variant(s) {', '.join(bad)}; choose from {', '.join(ablations.VARIANTS)}")
         ablations.run(args.out, args.size, seeds=args.seeds, epochs=args.epochs, variants=variants, device=args.device)
     elif args.experiment == "fig3":
-        from alexnet_kit.train.experiments import fig3
+        from alexnet_kit.train.experiments import fig3  # here, not at the top: it loads torch
 
         fig3.run(args.out, _model(args), args.size)
     else:
-        from alexnet_kit.train.experiments import fig4
+        from alexnet_kit.train.experiments import fig4  # here, not at the top: it loads torch
 
         fig4.run(args.out, _model(args), args.size, queries=args.queries, neighbours=args.neighbours)
 
 
 def _model(args: argparse.Namespace):
     """--model as every command takes it (a path or a pretrained name); None keeps the figures' own default."""
-    from alexnet_kit.resolve import resolve_model
-
     return resolve_model(args.model) if args.model else None

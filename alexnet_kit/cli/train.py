@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
+
+from alexnet_kit.errors import AlexKitError
+from alexnet_kit.interrupt import StopOnSignal, signal_name
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="replace an earlier run in --out (its training states, models, metrics and logs; "
                         "OUT/packed and other files stay); without it a fresh run there is refused")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    # here, not at the top: the runtime imports a stage only inside a command (recipe itself is torch-free)
     from alexnet_kit.train.recipe import add_override_options
 
     add_override_options(p)
@@ -31,12 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-    import sys
-    from pathlib import Path
-
-    from alexnet_kit.errors import AlexKitError
-    from alexnet_kit.interrupt import StopOnSignal, signal_name
+    # here, not at the top: the runtime imports the training stage only inside its command (packed loads numpy)
     from alexnet_kit.train.packed import PackedDataset, is_prepared
     from alexnet_kit.train.recipe import apply_overrides, load_recipe, resolve_data
     from alexnet_kit.train.runfolder import refuse_earlier_run
@@ -53,11 +55,11 @@ def run(args: argparse.Namespace) -> int:
         raise AlexKitError(f"{data}: prepare it first (`alexnet-kit prepare {data} DST`) when training data parallel")
     main = recipe.parallel != "data" or os.environ.get("RANK", "0") == "0"
     # one StopOnSignal from here on: a signal while packing, setting up or training ends cleanly
-    from alexnet_kit.train.trainer import STOP_NOTICE
+    from alexnet_kit.train.trainer import STOP_NOTICE  # here, not at the top: the trainer loads torch
 
     with StopOnSignal(STOP_NOTICE if main else None) as stop:
         if not is_prepared(data):
-            from alexnet_kit.train.prepare import prepare
+            from alexnet_kit.train.prepare import prepare  # here, not at the top: packing loads numpy
 
             packed = Path(recipe.prepared or Path(recipe.out) / "packed")
             print(f"{data} is a photo folder: packing it into {packed} first", file=sys.stderr)
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                                         f"run the same command again to train")
             data = packed
         recipe.data = str(data)
-        from alexnet_kit.train.trainer import Trainer
+        from alexnet_kit.train.trainer import Trainer  # here, not at the top: the trainer loads torch
 
         trainer = Trainer(recipe, PackedDataset(data), resume=args.resume, progress=not args.quiet,
                           overwrite=args.overwrite, stop=stop)

@@ -33,7 +33,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from alexnet_kit.checkpoint import save_checkpoint
+from alexnet_kit.meta import ModelMeta
 from alexnet_kit.metrics import ErrorCounter
 from alexnet_kit.model import AlexNet, AlexNetConfig
 from alexnet_kit.preprocess import Preprocess
@@ -131,8 +134,6 @@ def evaluate(model: AlexNet, photos: np.ndarray, labels: np.ndarray, prep: Prepr
 
 
 def train_variant(variant: str, seed: int, split, stats, cfg: AblationSize, device, log=print, progress: bool = True) -> tuple[dict, AlexNet]:
-    from tqdm import tqdm
-
     base = AlexNetConfig(num_classes=len(split.classes), conv_channels=cfg.channels, fc_features=cfg.fc,
                          input_size=cfg.crop, init="kaiming")
     config = variant_config(base, variant)
@@ -274,9 +275,6 @@ def run(out: str | Path = "experiments/results", size: str = "default", seeds: i
 
 
 def save_small_model(model: AlexNet, split, stats, cfg: AblationSize, path: Path) -> Path:
-    from alexnet_kit.checkpoint import save_checkpoint
-    from alexnet_kit.meta import ModelMeta
-
     meta = ModelMeta(model.config, list(split.classes), None, preprocess(cfg, stats),
                      trained=True, provenance={"experiment": NAME, "data": "caltech101 subset", "epochs": cfg.epochs,
                                                "train_files": split.train_files})
@@ -285,7 +283,7 @@ def save_small_model(model: AlexNet, split, stats, cfg: AblationSize, path: Path
 
 
 def plot(results: dict, path: Path) -> Path:
-    import matplotlib
+    import matplotlib  # here, not at the top: matplotlib is an optional extra (alexnet-kit[train]), slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -23,13 +23,14 @@ import os
 import platform
 import random
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from alexnet_kit import paths
 from alexnet_kit.errors import AlexKitError, ImageError
@@ -84,8 +85,6 @@ def load_photos(files: list[Path], size: int, what: str = "photos", mode: str = 
     if path.exists():
         with np.load(path) as z:
             return z["photos"], z["ok"]
-    from tqdm import tqdm
-
     photos = np.zeros((len(files), size, size, 3), np.uint8)
     ok = np.ones(len(files), bool)
     for i, f in enumerate(tqdm(files, desc=f"decode {what}", unit="img", leave=False)):
@@ -201,8 +200,6 @@ def stop_on_signal(notice: str = "stopping the runs at their next step; finished
 def worker_pool(jobs: int):
     """A spawn ProcessPoolExecutor whose workers ignore the group's signals and see the main
     process's stop request (outside :func:`stop_on_signal`: a plain one). Submit with :func:`submit`."""
-    from concurrent.futures import ProcessPoolExecutor
-
     ctx = mp.get_context("spawn")
     if _shared is None:
         return ProcessPoolExecutor(jobs, mp_context=ctx)

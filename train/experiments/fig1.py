@@ -455,7 +455,7 @@ def _epoch_seconds(study: dict) -> float:
 
 
 def plot(results: dict, path: Path) -> Path:
-    import matplotlib  # here, not at the top: an optional extra, slow to import
+    import matplotlib  # here, not at the top: matplotlib is an optional extra (alexnet-kit[train]), slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from alexnet_kit.apps.figures import kernel_grid
+from alexnet_kit.checkpoint import load_model, weights_fingerprint
+
 from .common import savefig, write_results
 from .models import find_model
 
@@ -29,13 +32,10 @@ def colourfulness(weight: np.ndarray) -> np.ndarray:
 
 
 def run(out: str | Path = "experiments/results", model: str | Path | None = None, size: str = "default", log=print) -> dict:
-    import matplotlib
+    import matplotlib  # here, not at the top: matplotlib is an optional extra (alexnet-kit[train]), slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from alexnet_kit.apps.figures import kernel_grid
-    from alexnet_kit.checkpoint import load_model
 
     path = find_model(model)
     net, meta = load_model(path)
@@ -56,8 +56,6 @@ def run(out: str | Path = "experiments/results", model: str | Path | None = None
                  f"{'trained' if meta.trained else 'UNTRAINED'}; {stats}", fontsize=8)
     savefig(fig, out / f"{NAME}.png")
     plt.close(fig)
-    from alexnet_kit.checkpoint import weights_fingerprint
-
     results = {"model": str(path), "fingerprint": weights_fingerprint(path), "trained": meta.trained, "provenance": {k: v for k, v in meta.provenance.items() if k != "train_files"},
                "kernels": int(w.shape[0]), "kernel_shape": list(w.shape[1:]), "towers": towers,
                "tower_colourfulness": tower_stats, "kernel_colourfulness": col.tolist(),

@@ -139,7 +139,7 @@ def one_per_class(files: list[str], queries: int) -> list[str]:
 
 def plot(entries: list[dict], queries: np.ndarray, gallery: np.ndarray, nn_idx: np.ndarray, title: str, path: Path) -> Path:
     """A row per query: the photo, its top-5 bars (the true class green), its nearest training photos."""
-    import matplotlib  # here, not at the top: an optional extra, slow to import
+    import matplotlib  # here, not at the top: matplotlib is an optional extra (alexnet-kit[train]), slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
