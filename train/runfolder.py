@@ -26,6 +26,8 @@ from pathlib import Path
 
 from alexnet_kit.errors import AlexKitError
 
+#: what a run says on its first SIGTERM/SIGINT (torch-free, so the CLI can install the handler first)
+STOP_NOTICE = "finishing the current step, then saving a training state"
 _STEP = re.compile(r"step-(\d+)\.pt$")
 #: what makes a folder hold an earlier run, besides its training states
 RESULTS = ("model.safetensors", "last.safetensors", "metrics.csv", "metrics.jsonl")

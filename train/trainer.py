@@ -66,7 +66,6 @@ from .recipe import Recipe
 #: and, under DDP, between the collectives in which the ranks agree to stop
 SYNC_EVERY = 16
 #: what rank 0 prints on the first signal (StopOnSignal adds "again to abort at once")
-STOP_NOTICE = "finishing the current step, then saving a training state"
 
 
 def train_step(net, optimizer, x, y, amp_dtype=None, scaler=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -328,7 +327,7 @@ class Trainer:
         """The epochs: "done" or "max_steps"; on a signal, the state saved, :class:`Interrupted`."""
         if self.stop is not None:  # the caller's, active
             return self._train()
-        with StopOnSignal(STOP_NOTICE if self.dist.main else None) as self.stop:
+        with StopOnSignal(runfolder.STOP_NOTICE if self.dist.main else None) as self.stop:
             try:
                 return self._train()
             finally:

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     # here, not at the top: the runtime imports the training stage only inside its command (packed loads numpy)
     from alexnet_kit.train.packed import PackedDataset, is_prepared
     from alexnet_kit.train.recipe import apply_overrides, load_recipe, resolve_data
-    from alexnet_kit.train.runfolder import refuse_earlier_run
+    from alexnet_kit.train.runfolder import STOP_NOTICE, refuse_earlier_run
 
     recipe = apply_overrides(load_recipe(args.recipe), args)
     # before anything is packed or written (every DDP rank makes the same read-only check)
@@ -55,8 +55,6 @@ def run(args: argparse.Namespace) -> int:
         raise AlexKitError(f"{data}: prepare it first (`alexnet-kit prepare {data} DST`) when training data parallel")
     main = recipe.parallel != "data" or os.environ.get("RANK", "0") == "0"
     # one StopOnSignal from here on: a signal while packing, setting up or training ends cleanly
-    from alexnet_kit.train.trainer import STOP_NOTICE  # here, not at the top: the trainer loads torch
-
     with StopOnSignal(STOP_NOTICE if main else None) as stop:
         if not is_prepared(data):
             from alexnet_kit.train.prepare import prepare  # here, not at the top: packing loads numpy
