@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -47,8 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: {e}", file=sys.stderr)
         return e.exit_status
     except Aborted as e:
+        # at once, as asked: no interpreter shutdown, whose helper threads (a loader's file-descriptor
+        # sharer, a background checkpoint writer) would print their own tracebacks while dying
         print(f"{PROG}: aborted ({e})", file=sys.stderr)
-        return 128 + e.signum
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + e.signum)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -75,6 +75,8 @@ def extract_shard(root: Path, photos: list[str], model: Path, rank: int, world: 
     fx = builder.index_extractor(model, None, device=device, crops=crops, metric=metric, batch_photos=batch_photos)
     mine = photos[rank::world]
     done = _done(root)
+    if world > 1:  # every rank has read the shards before any rank creates its own (half-made, it reads as damaged)
+        dist.barrier()
     mine = [p for p in mine if done.get(p) != _stat(p)]
     path = shard_path(root, rank, world)
     store = Store.open(path) if path.exists() else Store.create(path, {**IndexSettings.of(fx, model).to_store(), "state": "shard"})

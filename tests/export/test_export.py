@@ -89,10 +89,10 @@ def test_metadata_round_trip(artifacts, checkpoint):
 
 def test_classifier_agrees_across_backends(artifacts, checkpoint):
     photos = [str(p) for p in sorted(EXAMPLES.iterdir())] + [str(checkpoint)]  # the last is not a photo
-    expected = list(Classifier.load(checkpoint).classify(photos, top=5))
+    expected = list(Classifier.load(checkpoint, precision="fp32").classify(photos, top=5))
     assert not expected[-1].ok and expected[-1].error
     for fmt, path in artifacts.items():
-        got = list(Classifier.load(path).classify(photos, top=5))
+        got = list(Classifier.load(path, precision="fp32").classify(photos, top=5))
         assert [r.error is None for r in got] == [r.error is None for r in expected]
         for a, b in zip(got, expected):
             assert [l.index for l in a.labels] == [l.index for l in b.labels], fmt

@@ -30,7 +30,8 @@ def test_real_photos_give_k_distinct_sorted_labels(paper_checkpoint):
 
 
 def test_ten_crop_prediction_equals_manual_computation(tiny_checkpoint):
-    clf = Classifier.load(tiny_checkpoint, crops=10)
+    # fp32 by name: another test's CLI run may have stored a bf16 verdict for this file, which the default uses
+    clf = Classifier.load(tiny_checkpoint, crops=10, precision="fp32")
     model, meta = load_model(tiny_checkpoint)
     photo = load_square(EXAMPLES / "chelsea.png")
     x = photo.transpose(2, 0, 1).astype(np.float32) - meta.preprocess.mean[:, None, None]
@@ -47,9 +48,9 @@ def test_ten_crop_prediction_equals_manual_computation(tiny_checkpoint):
 
 def test_one_crop_and_ten_crop_differ_and_batching_does_not_matter(tiny_checkpoint):
     photos = sorted(EXAMPLES.iterdir())
-    one = Classifier.load(tiny_checkpoint, crops=1, batch_photos=2)
-    ten_a = Classifier.load(tiny_checkpoint, crops=10, batch_photos=1)
-    ten_b = Classifier.load(tiny_checkpoint, crops=10, batch_photos=4)
+    one = Classifier.load(tiny_checkpoint, crops=1, batch_photos=2, precision="fp32")
+    ten_a = Classifier.load(tiny_checkpoint, crops=10, batch_photos=1, precision="fp32")
+    ten_b = Classifier.load(tiny_checkpoint, crops=10, batch_photos=4, precision="fp32")
     p1 = [r.labels[0].probability for r in one.classify(photos)]
     pa = [r.labels[0].probability for r in ten_a.classify(photos)]
     pb = [r.labels[0].probability for r in ten_b.classify(photos)]
