@@ -11,6 +11,7 @@ import pytest
 from helpers import ROOT, free_port
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: out of make test-fast
 def test_classify_does_not_import_gradio(tiny_checkpoint):
     code = (
         "import sys\n"

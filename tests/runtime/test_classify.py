@@ -74,6 +74,7 @@ def test_awkward_photos_classify_like_their_reference(tmp_path, tiny_checkpoint)
         assert not by_path[path].ok and by_path[path].error.startswith(str(path))
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: out of make test-fast
 def test_cli_classifies_the_good_and_reports_the_bad(tmp_path, tiny_checkpoint):
     good, bad = make_corpus(tmp_path)
     proc = run_cli("classify", "--model", tiny_checkpoint, "--top", "2", *good, *bad)
@@ -89,6 +90,7 @@ def test_cli_classifies_the_good_and_reports_the_bad(tmp_path, tiny_checkpoint):
     assert f"{len(bad)} of {len(good) + len(bad)} photos could not be read" in proc.stderr
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: out of make test-fast
 def test_cli_json_and_folders(tiny_checkpoint):
     proc = run_cli("classify", "--model", tiny_checkpoint, "--top", "3", "--crops", "1", "--json", EXAMPLES)
     assert proc.returncode == 0, proc.stderr
@@ -119,6 +121,7 @@ def test_cli_wrong_checkpoint_is_one_line(tmp_path, args, message):
     assert len(lines) == 1 and message in lines[0], proc.stderr
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: out of make test-fast
 def test_cli_init_then_classify_and_info(tmp_path):
     out = tmp_path / "fresh.safetensors"
     proc = run_cli("init", out, "--caffe-mean", shared("imagenet", "ilsvrc_2012_mean.npy"))

@@ -154,6 +154,7 @@ def test_paper_default_keeps_its_values_and_function(paper_model):
     assert AlexNetConfig.from_dict(old) == cfg
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: out of make test-fast
 def test_caffe_zoo_and_torchvision_architectures():
     from alexnet_kit.pretrained.registry import CAFFE_CONFIG, TORCHVISION_CONFIG, ZOO_CONFIG
 

@@ -204,6 +204,7 @@ def test_classify_cli_says_which_engine_runs(artifacts):
     assert "alexnet-kit: engine: openvino fp32" in proc.stderr
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: out of make test-fast
 def test_info_prints_the_stored_measurements(artifacts, gate_photos):
     fp32, _ = artifacts
     select(fp32, photos=gate_photos)
@@ -331,6 +332,7 @@ def test_a_new_batch_size_retimes_speed_without_rerunning_the_gate(artifacts, ga
     assert said == []  # both stored now
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: out of make test-fast
 def test_info_skips_a_malformed_stored_entry(artifacts, gate_photos, tmp_path):
     import shutil
 

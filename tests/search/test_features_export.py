@@ -129,6 +129,7 @@ def test_other_layers_from_a_checkpoint(model, tmp_path):
         np.testing.assert_allclose(vectors, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: out of make test-fast
 def test_artifacts_refuse_other_layers_in_one_line(model, tmp_path):
     from alexnet_kit.export import export_checkpoint
 
@@ -141,6 +142,7 @@ def test_artifacts_refuse_other_layers_in_one_line(model, tmp_path):
         FeatureExtractor.load(onnx, layer="pool5")
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: out of make test-fast
 def test_parquet(model, tmp_path):
     pytest.importorskip("pyarrow", reason="Parquet output needs pyarrow")
     out = tmp_path / "f.parquet"
