@@ -172,7 +172,7 @@ def _extract(todo: list[str], extractor: FeatureExtractor, chunks: _Chunks, know
                 if stop.requested and (report.extracted + len(report.errors) + len(chunks.bad)) % extractor.batch_photos == 0:
                     break
             chunks.flush()
-        except KeyboardInterrupt:  # a second signal, or Ctrl-C outside the main thread: written chunks stay
+        except KeyboardInterrupt:  # Ctrl-C where no handler could be installed (not the main thread): written chunks stay
             bar.close()
             print(f"alexnet-kit: interrupted; the photos done so far are in {folder}: run the same command again to resume",
                   file=sys.stderr)

@@ -14,7 +14,9 @@ nothing. So a long job (``train``, ``prepare``, ``index build``,
   (:func:`ignore_in_worker`, started inside :func:`starting_workers`): the
   ending is the main process's business, and a worker killed by the group's
   SIGTERM would crash the main process instead;
-* a second signal aborts at once (:class:`Aborted`, a KeyboardInterrupt), as a second Ctrl-C
+* a second signal aborts at once (one line, then the process exits with 128 + that signal,
+  from the handler itself: unwinding would stop loader workers mid-transfer, whose
+  helper threads then print tracebacks; what was saved before stays), as a second Ctrl-C
   always has, unless it repeats the first within :data:`REPEAT_WINDOW`
   seconds: one stop delivered twice (the process group's copy and the copy
   torchrun forwards to its workers) is still one request to stop cleanly.
@@ -44,14 +46,6 @@ class Interrupted(Exception):
     @property
     def exit_status(self) -> int:
         return 128 + self.signum
-
-
-class Aborted(KeyboardInterrupt):
-    """A second signal: the job stops at once, without saving (what was saved before stays)."""
-
-    def __init__(self, signum: int):
-        self.signum = int(signum)
-        super().__init__(signal_name(signum))
 
 
 def signal_name(signum: int) -> str:
@@ -93,7 +87,7 @@ class StopOnSignal:
         if self.signum is not None:
             if signum == self.signum and now - self._when < REPEAT_WINDOW:
                 return  # the same stop, delivered twice
-            raise Aborted(signum)  # a second request: stop now
+            abort(signum)  # a second request: stop now
         self.signum, self._when = signum, now
         if self.notice:
             print(f"\n{signal_name(signum)}: {self.notice} (again to abort at once)", file=sys.stderr, flush=True)
@@ -108,6 +102,14 @@ class StopOnSignal:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old.clear()
+
+
+def abort(signum: int) -> None:
+    """End the process now, with one line and exit status 128 + ``signum``; no cleanup runs."""
+    print(f"alexnet-kit: aborted ({signal_name(signum)})", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 def ignore_in_worker(*_args) -> None:

@@ -151,6 +151,17 @@ def demo_server(checkpoint: Path, index: Path):
         service.close()
 
 
+def train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
+    """`alexnet-kit train` of the tiny topology on ``data``, deterministic, batch 4, one thread, quiet."""
+    return [sys.executable, "-m", "alexnet_kit", "train", "--recipe", "quickstart", "--data", str(data), "--out", str(out),
+            "--batch-size", "4", "--threads", "1", "--deterministic", "true", "--quiet", *TINY, *extra]
+
+
+def state_step(path: Path) -> int:
+    """The step of a training state file (``step-00000012.pt`` -> 12)."""
+    return int(path.stem.split("-")[1])
+
+
 def tiny_recipe(out: Path, **values):
     """The quickstart recipe on the tiny topology without dropout, writing to ``out``; ``values`` set other fields."""
     from alexnet_kit.train.recipe import load_recipe

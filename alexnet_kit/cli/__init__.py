@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import pkgutil
 import sys
 
 from .. import __version__
 from ..errors import AlexKitError
-from ..interrupt import Aborted, Interrupted
+from ..interrupt import Interrupted
 
 PROG = "alexnet-kit"
 
@@ -47,13 +46,6 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as e:  # the job saved its work first
         print(f"{PROG}: {e}", file=sys.stderr)
         return e.exit_status
-    except Aborted as e:
-        # at once, as asked: no interpreter shutdown, whose helper threads (a loader's file-descriptor
-        # sharer, a background checkpoint writer) would print their own tracebacks while dying
-        print(f"{PROG}: aborted ({e})", file=sys.stderr)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(128 + e.signum)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

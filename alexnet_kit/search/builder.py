@@ -169,7 +169,7 @@ def extract_into(store: Store, extractor: FeatureExtractor, todo: list[tuple[str
                     break
             if pending:
                 flush()
-        except KeyboardInterrupt:  # a second signal, or Ctrl-C outside the main thread: committed chunks stay
+        except KeyboardInterrupt:  # Ctrl-C where no handler could be installed (not the main thread): committed chunks stay
             bar.close()
             print(f"alexnet-kit: interrupted; {_safe(store)} photos are safely in {store.path.parent}: "
                   "run the same command again to resume", file=sys.stderr)

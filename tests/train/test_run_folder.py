@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,23 +13,14 @@ from alexnet_kit.errors import AlexKitError
 from alexnet_kit.train.training_state import latest_state, list_states, load_state
 from alexnet_kit.train.runfolder import describe, earlier_run, refuse_earlier_run, remove_run
 
-from helpers import TINY, quickstart_photos
+from helpers import quickstart_photos, state_step, train_cmd
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 STEPS_PER_EPOCH = 3  # 6 photos of 3 classes, one of each held out: 15 training photos, batch 4
 
 
-def train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "alexnet_kit", "train", "--recipe", "quickstart", "--data", str(data), "--out", str(out),
-            "--batch-size", "4", "--threads", "1", "--deterministic", "true", "--quiet", *TINY, *extra]
-
-
 def run(cmd: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
-
-
-def step_of(path: Path) -> int:
-    return int(path.stem.split("-")[1])
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
@@ -88,7 +78,7 @@ def test_a_used_folder_is_refused_and_overwrite_replaces_it_and_resume_continues
     replaced = run(train_cmd(photos, out, "--epochs", "1", "--workers", "0", "--overwrite", "--seed", "5"))
     assert replaced.returncode == 0, replaced.stderr[-2000:]
     assert "--overwrite: removed the earlier run" in replaced.stderr
-    assert [step_of(p) for p in list_states(out / "checkpoints")] == [STEPS_PER_EPOCH]  # only the new run's
+    assert [state_step(p) for p in list_states(out / "checkpoints")] == [STEPS_PER_EPOCH]  # only the new run's
     assert load_state(latest_state(out / "checkpoints"))["recipe"]["seed"] == 5
     assert (out / "metrics.csv").read_text().count("\n") == 2  # header and the new run's one epoch
     assert (out / "packed-notes.txt").read_text() == "not the run's\n"

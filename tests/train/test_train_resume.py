@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,15 +15,14 @@ from alexnet_kit.checkpoint import load_checkpoint, read_meta
 from alexnet_kit.classify import Classifier
 from alexnet_kit.train.training_state import list_states, load_state
 
-from helpers import QUICKSTART_DATA, TINY, tiny_packed
+import helpers
+from helpers import QUICKSTART_DATA, tiny_packed
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 
 def train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "alexnet_kit", "train", "--recipe", "quickstart", "--data", str(data), "--out", str(out),
-            "--epochs", "4", "--batch-size", "4", "--threads", "1", "--deterministic", "true", "--checkpoint-every", "2",
-            "--quiet", *TINY, *extra]
+    return helpers.train_cmd(data, out, "--epochs", "4", "--checkpoint-every", "2", *extra)
 
 
 def wait_for_state(folder: Path, proc: subprocess.Popen, min_step: int, timeout: float = 120) -> None:

@@ -16,7 +16,7 @@ import torch
 
 from alexnet_kit.train.training_state import latest_state, list_states, load_state
 
-from helpers import QUICKSTART_DATA, TINY, free_port, shared, tiny_packed
+from helpers import QUICKSTART_DATA, free_port, shared, state_step, tiny_packed, train_cmd
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
@@ -75,17 +75,8 @@ STEPS_PER_EPOCH = 3  # tiny_packed: 12 training photos, batch 4
 REFERENCE_EPOCHS = 6
 
 
-def train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "alexnet_kit", "train", "--recipe", "quickstart", "--data", str(data), "--out", str(out),
-            "--batch-size", "4", "--threads", "1", "--deterministic", "true", "--quiet", *TINY, *extra]
-
-
 def run(cmd: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
-
-
-def step_of(path: Path) -> int:
-    return int(path.stem.split("-")[1])
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +91,7 @@ def reference(packed, tmp_path_factory) -> dict[int, dict]:
     r = run(train_cmd(packed, out, "--epochs", str(REFERENCE_EPOCHS), "--workers", "0", "--keep-last", "100",
                       "--checkpoint-every", "1000"))
     assert r.returncode == 0, r.stderr[-2000:]
-    return {step_of(p): load_state(p)["model"] for p in list_states(out / "checkpoints")}
+    return {state_step(p): load_state(p)["model"] for p in list_states(out / "checkpoints")}
 
 
 def assert_resumes_to(reference: dict[int, dict], cmd: list[str], out: Path, launch=None) -> None:
@@ -126,7 +117,7 @@ def stop_one_process(packed: Path, out: Path, workers: str, *signals: int):
                             stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
     try:
         wait_for_file(proc, lambda: list_states(out / "checkpoints"), "the first epoch's state")
-        before = step_of(latest_state(out / "checkpoints"))
+        before = state_step(latest_state(out / "checkpoints"))
         for sig in signals:
             os.killpg(proc.pid, sig)
         err = proc.communicate(timeout=120)[1]
@@ -158,7 +149,7 @@ def test_a_second_signal_aborts_at_once(packed, tmp_path):
     assert proc.returncode in (130, 143), err[-2000:]  # 128 + the signal handled second
     assert "Traceback" not in err and last_line(err).startswith("alexnet-kit: aborted (SIG")
     # nothing saved at the abort; the states written before it are intact and resume
-    assert step_of(latest_state(out / "checkpoints")) == before
+    assert state_step(latest_state(out / "checkpoints")) == before
     load_state(latest_state(out / "checkpoints"))
 
 
@@ -186,13 +177,13 @@ def test_sigterm_to_every_rank_stops_them_at_one_step_and_resumes_bitwise(packed
     ref = tmp_path / "reference"
     results = launch_ranks(train_cmd(packed, ref, *ddp, "--epochs", "4", "--keep-last", "100"))
     assert [r.returncode for r in results] == [0, 0], results[0].stderr[-2000:] + results[1].stderr[-2000:]
-    reference = {step_of(p): load_state(p)["model"] for p in list_states(ref / "checkpoints")}
+    reference = {state_step(p): load_state(p)["model"] for p in list_states(ref / "checkpoints")}
 
     out = tmp_path / "run"
     procs = launch_ranks(train_cmd(packed, out, *ddp, "--epochs", "40"), wait=False)
     try:
         wait_for_file(procs[0], lambda: list_states(out / "checkpoints"), "the first epoch's state")
-        before = step_of(latest_state(out / "checkpoints"))
+        before = state_step(latest_state(out / "checkpoints"))
         os.killpg(procs[0].pid, signal.SIGTERM)  # every rank, as SLURM signals a job step
         errs = [p.communicate(timeout=120)[1] for p in procs]
     finally:
