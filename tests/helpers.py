@@ -93,6 +93,35 @@ def random_caffemodel(path: Path) -> Path:
     return path
 
 
+def stop_group(cmd: list, ready, *signals: int, what: str = "the job under way", env=None, just_before=None,
+               wait: float = 240):
+    """Run ``cmd`` in a session of its own, and once ``ready()`` holds send each of ``signals`` to its whole
+    process group, as `timeout`, SLURM and systemd do. Returns (process, stderr, what ``just_before()``
+    returned right before the signals). The group is killed if it outlives the test."""
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + wait
+        while not ready():
+            if proc.poll() is not None:
+                pytest.fail(f"ended before {what}: {proc.communicate()[1][-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {what} after {wait} s")
+            time.sleep(0.01)
+        noted = just_before() if just_before else None
+        for sig in signals:
+            os.killpg(proc.pid, sig)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc, err, noted
+
+
 def free_port() -> int:
     """A local TCP port nobody listens on (now)."""
     with socket.socket() as s:

@@ -41,13 +41,11 @@ def defaults(as_json: bool) -> int:
     d = {"model": m.value, "model_from": m.why, "model_detail": model_line, "index": i.value, "index_from": i.why,
          "index_path": str(ipath), "index_exists": ipath.exists(), "offline": offline(), "config_file": str(config_file()),
          "config_file_exists": config_file().is_file()}
-    if as_json:
-        print(json.dumps(d, indent=2))
-        return 0
-    print(f"default model  {model_line} ({m.why})")
-    print(f"default index  {ipath} ({i.why}){'' if ipath.exists() else '; not built yet: alexnet-kit index build ' + EXAMPLE_FOLDER}")
-    print(f"downloads      {'off (offline mode)' if d['offline'] else 'on'}")
-    print(f"config file    {config_file()}{'' if d['config_file_exists'] else ' (none)'}")
+    not_built = "" if ipath.exists() else f"; not built yet: alexnet-kit index build {EXAMPLE_FOLDER}"
+    rows = {"default model": f"{model_line} ({m.why})", "default index": f"{ipath} ({i.why}){not_built}",
+            "downloads": "off (offline mode)" if d["offline"] else "on",
+            "config file": f"{config_file()}{'' if d['config_file_exists'] else ' (none)'}"}
+    print(json.dumps(d, indent=2) if as_json else "\n".join(f"{k:<14} {v}" for k, v in rows.items()))
     return 0
 
 

@@ -3,18 +3,16 @@ systemd send): the photos done so far are kept, one line, exit 143, and the same
 finishes with exactly what an uninterrupted run gives."""
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import QUICKSTART_DATA
+from helpers import QUICKSTART_DATA, stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -23,16 +21,6 @@ FAST = ["--engine", "torch", "--precision", "fp32", "--chunk", "8", "--batch", "
 
 def kit(*args) -> list[str]:
     return [sys.executable, "-m", "alexnet_kit", *map(str, args)]
-
-
-def stop_when(proc: subprocess.Popen, ready, timeout: float = 240) -> None:
-    """SIGTERM to the process group once ``ready()`` holds (the job is under way)."""
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the job never got under way"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGTERM)
 
 
 def stored(index: Path) -> int:
@@ -56,10 +44,7 @@ def photos() -> list[Path]:
 def test_sigterm_to_the_group_stops_index_build_and_the_same_command_finishes_it(tmp_path, photos, tiny_checkpoint):
     cut, whole = tmp_path / "cut.index", tmp_path / "whole.index"
     build = ["index", "build", *photos, "--model", tiny_checkpoint, *FAST]
-    proc = subprocess.Popen(kit(*build, "--out", cut), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    stop_when(proc, lambda: stored(cut) >= 8)
-    out, err = proc.communicate(timeout=120)
+    proc, err, _ = stop_group(kit(*build, "--out", cut), lambda: stored(cut) >= 8, signal.SIGTERM)
     assert proc.returncode == 143, err[-2000:]
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
@@ -78,10 +63,7 @@ def test_sigterm_to_the_group_stops_features_and_the_same_command_finishes_it(tm
     cut, whole = tmp_path / "cut.npz", tmp_path / "whole.npz"
     feats = ["features", *photos, "--model", tiny_checkpoint, *FAST]
     partial = tmp_path / "cut.npz.partial"
-    proc = subprocess.Popen(kit(*feats, "--out", cut), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    stop_when(proc, lambda: any(partial.glob("chunk-*.npz")))
-    out, err = proc.communicate(timeout=120)
+    proc, err, _ = stop_group(kit(*feats, "--out", cut), lambda: any(partial.glob("chunk-*.npz")), signal.SIGTERM)
     assert proc.returncode == 143, err[-2000:]
     assert "Traceback" not in err and not cut.exists()
     assert err.strip().splitlines()[-1].startswith("alexnet-kit: stopped;") and "run the same command again" in err

@@ -16,7 +16,7 @@ import torch
 
 from alexnet_kit.train.training_state import latest_state, list_states, load_state
 
-from helpers import QUICKSTART_DATA, free_port, shared, state_step, tiny_packed, train_cmd
+from helpers import QUICKSTART_DATA, free_port, shared, state_step, stop_group, tiny_packed, train_cmd
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
@@ -48,15 +48,9 @@ def test_prepare_stopped_by_sigterm_keeps_its_rows_and_a_rerun_ends_as_an_uninte
                 os.link(f, src / c.name / f"{k}-{f.name}")
     dst = tmp_path / "packed"
     cmd = [sys.executable, "-m", "alexnet_kit", "prepare", str(src), str(dst), "--workers", "1", "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
-    try:
-        wait_for_file(proc, lambda: (dst / "errors.jsonl").exists(), "the packing")  # opened as the pool starts
-        time.sleep(0.3)
-        os.killpg(proc.pid, signal.SIGTERM)
-        err = proc.communicate(timeout=60)[1]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    # errors.jsonl is opened as the pool starts; a moment later the packing is under way
+    proc, err, _ = stop_group(cmd, lambda: (dst / "errors.jsonl").exists(), signal.SIGTERM, what="the packing",
+                              env=ENV, just_before=lambda: time.sleep(0.3))
     assert proc.returncode == 143, err[-2000:]
     assert "Traceback" not in err and len([l for l in err.splitlines() if l.startswith("alexnet-kit:")]) == 1
     done = sum(int((np.load(dst / s / "status.npy") != 0).sum()) for s in ("train", "val"))
@@ -113,18 +107,9 @@ def assert_resumes_to(reference: dict[int, dict], cmd: list[str], out: Path, lau
 def stop_one_process(packed: Path, out: Path, workers: str, *signals: int):
     """A long run stopped by ``signals`` sent to its whole process group once the first epoch's
     state is on disk; returns (process, stderr, the newest state's step when the signal went)."""
-    proc = subprocess.Popen(train_cmd(packed, out, "--workers", workers, "--epochs", "40", "--checkpoint-every", "1000"),
-                            stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
-    try:
-        wait_for_file(proc, lambda: list_states(out / "checkpoints"), "the first epoch's state")
-        before = state_step(latest_state(out / "checkpoints"))
-        for sig in signals:
-            os.killpg(proc.pid, sig)
-        err = proc.communicate(timeout=120)[1]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    return proc, err, before
+    return stop_group(train_cmd(packed, out, "--workers", workers, "--epochs", "40", "--checkpoint-every", "1000"),
+                      lambda: list_states(out / "checkpoints"), *signals, what="the first epoch's state", env=ENV,
+                      just_before=lambda: state_step(latest_state(out / "checkpoints")))
 
 
 @pytest.mark.slow
@@ -209,14 +194,8 @@ def test_reproduce_stopped_by_sigterm_keeps_finished_runs_and_continues(tmp_path
            "--seeds", "2", "--epochs", "40", "--out", str(out)]
     env = dict(ENV, XDG_CACHE_HOME=str(tmp_path / "cache"))
     # two worker processes (one per seed); the signal lands once a first variant is done
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-    try:
-        wait_for_file(proc, lambda: list(out.glob("*.partial.*.json")), "a finished variant")
-        os.killpg(proc.pid, signal.SIGTERM)
-        err = proc.communicate(timeout=120)[1]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    proc, err, _ = stop_group(cmd, lambda: list(out.glob("*.partial.*.json")), signal.SIGTERM, what="a finished variant",
+                              env=env)
     assert proc.returncode == 143, err[-2000:]
     assert "Traceback" not in err and not (out / "ablations.json").exists()
     kept = sorted(p.name for p in out.glob("*.partial.*.json"))
