@@ -13,7 +13,7 @@ from pathlib import Path
 from .errors import AlexKitError
 from .paths import index_root
 from .pretrained import NAMES, ensure
-from .settings import EXAMPLE_FOLDER, index_choice, index_path, is_index_name, model_choice
+from .settings import EXAMPLE_FOLDER, index_choice, index_folder, model_choice
 
 
 def resolve_model(given: str | os.PathLike | None = None) -> Path:
@@ -35,12 +35,10 @@ def resolve_index(given: str | os.PathLike | None = None) -> Path:
 
     With nothing given and no index yet: one line saying how to build one."""
     choice = index_choice(given)
-    path = Path(choice.value).expanduser()
+    path = index_folder(choice.value)
     if path.exists():
         return path
-    if is_index_name(choice.value) and index_path(choice.value).exists():
-        return index_path(choice.value)
-    if choice.why == "built in":
+    if choice.built_in:
         raise AlexKitError(f"no index yet: alexnet-kit index build {EXAMPLE_FOLDER}")
     known = list_indexes()
     names = f" (indexes in {index_root()}: {', '.join(p.name for p in known)})" if known else ""
@@ -49,10 +47,7 @@ def resolve_index(given: str | os.PathLike | None = None) -> Path:
 
 def build_target(out: str | os.PathLike | None) -> Path:
     """Where ``index build`` writes: ``--out``, else the default index (a name, in the user's index folder)."""
-    if out is not None:
-        return Path(out).expanduser()
-    choice = index_choice(None)
-    return index_path(choice.value) if is_index_name(choice.value) else Path(choice.value).expanduser()
+    return Path(out).expanduser() if out is not None else index_folder(index_choice(None).value)
 
 
 def list_indexes() -> list[Path]:

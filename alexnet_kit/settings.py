@@ -45,6 +45,7 @@ INDEX_ENV = "ALEXNET_KIT_INDEX"
 OFFLINE_ENV = "ALEXNET_KIT_OFFLINE"
 BUILTIN_MODEL = "caffe"
 BUILTIN_INDEX = "default"
+BUILT_IN = "built in"  # a Choice's ``why`` when nothing chose
 #: the folder 'no index yet' suggests indexing
 EXAMPLE_FOLDER = "~/Pictures"
 _KEYS = {"model": str, "index": str, "offline": bool}
@@ -57,6 +58,10 @@ class Choice:
 
     value: str
     why: str
+
+    @property
+    def built_in(self) -> bool:
+        return self.why == BUILT_IN
 
 
 def read_config() -> dict:
@@ -84,7 +89,7 @@ def _choose(flag: str, given: str | os.PathLike | None, env: str, key: str, buil
     value = read_config().get(key)
     if value:
         return Choice(value, f"{key} in {config_file()}")
-    return Choice(builtin, "built in")
+    return Choice(builtin, BUILT_IN)
 
 
 def model_choice(given: str | os.PathLike | None = None) -> Choice:
@@ -105,11 +110,8 @@ def offline() -> bool:
     return bool(read_config().get("offline", False))
 
 
-def index_path(name: str) -> Path:
-    """The folder of the index called ``name`` in the user's index folder."""
-    return index_root() / name
-
-
-def is_index_name(value: str) -> bool:
-    """A short name (``holidays``), not a path (``runs/photos.index``, ``./x``)."""
-    return bool(_NAME.fullmatch(value))
+def index_folder(value: str) -> Path:
+    """The folder an index setting names: an existing path as it is, else a short name (``holidays``, not
+    ``runs/photos.index`` or ``./x``) in the user's index folder, else the path."""
+    path = Path(value).expanduser()
+    return index_root() / value if not path.exists() and _NAME.fullmatch(value) else path

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 def _index(given: str | None) -> tuple[str | None, str]:
     """(index folder or None, why there is none): a named index must be there; the default one may not be
     built yet (the page works without it and says how to build one)."""
-    if given or index_choice().why != "built in":
+    if given or not index_choice().built_in:
         return str(resolve_index(given)), ""
     try:
         return str(resolve_index()), ""

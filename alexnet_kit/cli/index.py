@@ -136,13 +136,14 @@ def _list() -> int:
     from ..search import SimilarityIndex  # defers torch (the parser must not load it)
 
     choice = index_choice()
+    default = build_target(None)  # the default index's folder
     folders = list_indexes()
     if not folders:
         print(f"no indexes in {index_root()} yet: alexnet-kit index build {EXAMPLE_FOLDER}")
     for folder in folders:
         with SimilarityIndex.open(folder) as idx:
             d = idx.info()
-        mark = "*" if choice.value in (folder.name, str(folder)) else " "
+        mark = "*" if folder == default else " "
         print(f"{mark} {folder.name:<16} {d['photos']:>9,} photos  {', '.join(d['roots'] or [])}")
     print(f"default index: {choice.value} ({choice.why})")
     return 0
