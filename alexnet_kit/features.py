@@ -155,6 +155,12 @@ class FeatureExtractor:
             f = f.reshape(len(photos), self.crops, -1).mean(1)
         return l2_normalise(f) if self.settings.normalised else np.ascontiguousarray(f)
 
+    def batch_done(self, extracted: int) -> bool:
+        """Whether the first ``extracted`` results of one :meth:`extract` call end a batch. A job stopped there
+        resumes with the very batches an uninterrupted run computes, so its features are bitwise the same
+        (a batch's results depend, in the last bits, on which photos share it)."""
+        return extracted % self.batch_photos == 0
+
     def extract(self, sources: Iterable[ImageSource]) -> Iterator[Extracted]:
         """One :class:`Extracted` per source, in order; unreadable ones carry ``error``."""
         size = self.meta.preprocess.resize

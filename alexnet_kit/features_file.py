@@ -167,9 +167,8 @@ def _extract(todo: list[str], extractor: FeatureExtractor, chunks: _Chunks, know
                 if item.error is not None:
                     bar.set_postfix(unreadable=known_bad + len(chunks.bad) + len(report.errors), refresh=False)
                 bar.update(1)
-                # a signal ends the batch in hand first: the next run's batches are then the ones an
-                # uninterrupted run computes, so its features are bitwise the same
-                if stop.requested and (report.extracted + len(report.errors) + len(chunks.bad)) % extractor.batch_photos == 0:
+                # a signal ends the batch in hand first
+                if stop.requested and extractor.batch_done(report.extracted + len(report.errors) + len(chunks.bad)):
                     break
             chunks.flush()
         except KeyboardInterrupt:  # Ctrl-C where no handler could be installed (not the main thread): written chunks stay

@@ -122,8 +122,9 @@ def convert(name: str, file: str | os.PathLike, out: str | os.PathLike, digest_c
 def ensure(name: str, progress: bool = True) -> Path:
     """The cached checkpoint for ``name``: downloaded and converted on first use, reused afterwards.
 
-    Before a download one stderr line (with the progress bar, unless ``progress`` is off) says what is fetched, from where, how
-    big it is and where it goes. Offline (:func:`alexnet_kit.settings.offline`)
+    Before a download one stderr line (with the progress bar, unless ``progress``
+    is off) says what is fetched, from where, how big it is and where it goes.
+    Offline (:func:`alexnet_kit.settings.offline`)
     or when the download fails, one :class:`AlexKitError` line names the
     address, the failure and the ways out; nothing is left in the cache but a
     resumable ``.part`` file of an interrupted transfer."""
@@ -133,8 +134,7 @@ def ensure(name: str, progress: bool = True) -> Path:
     if ckpt.exists():
         return ckpt
     src = source(name)
-    if not (cache_dir() / src.filename).exists():
-        _check_online(src)
+    _check_online(src)
     with _cache_lock(name):  # two commands started together must not write the same .part file
         if ckpt.exists():  # the other one finished while we waited
             return ckpt
@@ -146,8 +146,7 @@ def fetch(name: str, progress: bool = True) -> Path:
     from .registry import source  # here, not at the top: the registry loads torch
 
     src = source(name)
-    if not (cache_dir() / src.filename).exists():
-        _check_online(src)
+    _check_online(src)
     with _cache_lock(name):
         return _download(src, progress)
 
@@ -158,7 +157,8 @@ def ways_out(name: str) -> str:
 
 
 def _check_online(src) -> None:
-    if offline():
+    """Refuse, before any file is made, a download that offline mode forbids (a file in the cache needs none)."""
+    if offline() and not (cache_dir() / src.filename).exists():
         raise AlexKitError(f"{src.name} weights are not in {cache_dir()} and offline mode ({OFFLINE_ENV}=1 or "
                            f"offline = true in the config file) forbids fetching {src.url}; {ways_out(src.name)}")
 

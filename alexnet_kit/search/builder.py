@@ -160,9 +160,7 @@ def extract_into(store: Store, extractor: FeatureExtractor, todo: list[tuple[str
                 bar.update(1)
                 if item.error is not None:
                     bar.set_postfix(unreadable=report.bad, refresh=False)
-                # a signal ends the batch in hand first: the next run's batches are then the ones an
-                # uninterrupted run computes, so its features are bitwise the same
-                at_batch_end = (report.extracted + report.bad) % extractor.batch_photos == 0
+                at_batch_end = extractor.batch_done(report.extracted + report.bad)  # a signal ends the batch first
                 if len(pending) >= chunk or (stop.requested and at_batch_end):
                     flush()
                 if stop.requested and at_batch_end:
