@@ -25,6 +25,7 @@ rounding-up pooling; torchvision's single tower without LRN.
 from __future__ import annotations
 
 import math
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -33,6 +34,7 @@ from torch import nn
 # fields without importing torch); they are importable from here as well.
 from .config import INIT_SCHEMES, AlexNetConfig
 from .lrn import LocalResponseNorm
+from .named_layers import parse_layers
 
 
 def layer_factories(cfg: AlexNetConfig, norm_groups: int, halo: int = 0):
@@ -102,6 +104,38 @@ class AlexNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc8(self.drop7(self.fc7_features(x)))
+
+    def stages(self) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+        """The forward pass as named steps, in order: each takes the previous step's output
+        (names and meanings: :mod:`alexnet_kit.named_layers`)."""
+        return [
+            ("conv1_pre", self.conv1), ("conv1", self.act1), ("norm1", self.norm1), ("pool1", self.pool1),
+            ("conv2_pre", self.conv2), ("conv2", self.act2), ("norm2", self.norm2), ("pool2", self.pool2),
+            ("conv3_pre", self.conv3), ("conv3", self.act3),
+            ("conv4_pre", self.conv4), ("conv4", self.act4),
+            ("conv5_pre", self.conv5), ("conv5", self.act5), ("pool5", self.pool5),
+            ("fc6_pre", lambda t: self.fc6(torch.flatten(t, 1))), ("fc6", self.act6),
+            ("fc7_pre", lambda t: self.fc7(self.drop6(t))), ("fc7", self.act7),
+            ("fc8", lambda t: self.fc8(self.drop7(t))),
+        ]
+
+    def layer_features(self, x: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The activations of the named layers for the batch ``x``, keyed by name, in one pass that
+        stops after the last one asked for: (N, C, H, W) for maps, (N, D) for vectors.
+
+            >>> model.layer_features(x, ["conv3", "fc7"])["conv3"].shape
+            torch.Size([N, 384, 13, 13])
+        """
+        want = set(parse_layers(list(names)))
+        out: dict[str, torch.Tensor] = {}
+        for name, step in self.stages():
+            x = step(x)
+            if name in want:
+                # the ReLUs work in place: a pre-activation kept must be a copy
+                out[name] = x.clone() if name.endswith("_pre") else x
+                if len(out) == len(want):
+                    break
+        return {n: out[n] for n in names}
 
     def layers(self) -> dict[str, nn.Module]:
         """The eight learned layers by name."""
