@@ -16,7 +16,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[cpu,train,demo,dev]"
+	$(PY) -m pip install --quiet -e ".[cpu,train,demo,explain,dev]"
 	touch $(STAMP)
 
 # (a) the main job end to end on the data shipped in the repo:
