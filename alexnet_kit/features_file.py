@@ -14,6 +14,15 @@ readable photo, same order), the model's ``fingerprint`` and the feature
 settings and the precision it ran in (fp32, bf16 or int8); the unreadable
 photos are listed with their errors. A resumed run must use the same
 precision as the interrupted one.
+
+A row holds the blocks of the layers asked for, side by side in the order
+named; the metadata's ``layers`` lists each as ``{"name", "shape" (of the
+layer for one image: [C, H, W] or [D]), "spatial" (flatten, max or mean;
+null for a vector), "start", "end"}`` (its columns). :func:`split_layers`
+cuts the rows back into layers::
+
+    paths, vectors, meta = read_features("f.npz")     # --layer conv5,fc7
+    split_layers(vectors, meta)["conv5"].shape          # (N, 256, 13, 13) flattened, (N, 256) max or mean
 """
 from __future__ import annotations
 
@@ -192,7 +201,8 @@ def _assemble(photos: Sequence[str], out: Path, folder: Path, extractor: Feature
     meta = {"fingerprint": extractor.fingerprint, "model": model, "layer": extractor.settings.layer,
             "crops": extractor.settings.crops, "metric": extractor.settings.metric,
             "features": extractor.settings.describe(), "dim": extractor.dim, "engine": extractor.engine.description,
-            "precision": str(extractor.precision), "unreadable": [{"path": p, "error": e} for p, e in all_bad]}
+            "precision": str(extractor.precision), "unreadable": [{"path": p, "error": e} for p, e in all_bad],
+            "layers": layers_meta(extractor)}
     with atomic_path(out) as tmp:
         if out.suffix.lower() == ".npz":
             with open(tmp, "wb") as f:
@@ -203,6 +213,27 @@ def _assemble(photos: Sequence[str], out: Path, folder: Path, extractor: Feature
         else:
             _write_parquet(tmp, all_paths, all_vectors, meta)
     return all_paths, all_bad
+
+
+def layers_meta(extractor: FeatureExtractor) -> list[dict]:
+    """Where each layer's columns lie in a row, as the file's metadata records it."""
+    spatial = extractor.settings.spatial
+    return [{"name": name, "shape": list(shape), "spatial": spatial if len(shape) == 3 else None, "start": start,
+             "end": end} for name, (start, end, shape) in extractor.layer_columns.items()]
+
+
+def split_layers(vectors: np.ndarray, meta: dict) -> dict[str, np.ndarray]:
+    """The rows of a features file cut into its layers, by name in the order asked: (N, C, H, W) for a map
+    kept whole (``flatten``), (N, C) for one reduced by ``max`` or ``mean``, (N, D) for a vector.
+    A file from before ``layers`` was recorded holds one layer: its rows as they are."""
+    if "layers" not in meta:
+        return {meta["layer"]: vectors}
+    out = {}
+    for entry in meta["layers"]:
+        block = vectors[:, entry["start"]:entry["end"]]
+        shape = tuple(entry["shape"])
+        out[entry["name"]] = block.reshape(len(vectors), *shape) if entry["spatial"] == "flatten" else block
+    return out
 
 
 def export_features(photos: Sequence[str], out: str | os.PathLike, extractor: FeatureExtractor, *, model: str = "",

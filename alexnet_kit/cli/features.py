@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..errors import AlexKitError
+from ..named_layers import LAYER_NAMES, SPATIAL, parse_layers
 from ..resolve import resolve_model
 from . import _serving
 from ._photos import named_photos
@@ -14,18 +15,24 @@ from ._photos import named_photos
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "features",
-        help="export the features of photos (fc7, fc6 or pool5) to .npz or Parquet",
+        help="export the features of photos (fc7, or any named layer: conv1_pre ... fc8) to .npz or Parquet",
         description="Run the network over PHOTOS (folders are searched recursively) and write one vector per "
         "photo with its path and the model's fingerprint to OUT (.npz, or .parquet where pyarrow is installed). "
-        "The same extraction as 'index build'. fc6 and pool5 need a checkpoint (.safetensors); exported "
-        "artifacts compute fc7 only. Unreadable photos are skipped and listed. An interrupted run resumes when "
-        "run again (the photos done so far wait in OUT.partial/).",
+        "The same extraction as 'index build'. --layer names any layer (see 'alexnet-kit info MODEL --layers' "
+        "for their shapes), or several, computed in one pass and written side by side; every layer but fc7 and "
+        "fc8 needs a checkpoint (.safetensors): exported artifacts compute those two only. Unreadable photos are "
+        "skipped and listed. An interrupted run resumes when run again (the photos done so far wait in OUT.partial/).",
     )
     p.add_argument("photos", nargs="+", metavar="PHOTOS", help="folders or image files")
     p.add_argument("-o", "--out", required=True, metavar="FILE", help="output file: .npz or .parquet")
     p.add_argument("-m", "--model", help=_serving.MODEL_HELP)
-    p.add_argument("--layer", choices=["fc7", "fc6", "pool5"], default="fc7",
-                   help="fc7 (default, §6.1) or fc6 after their ReLU, or pool5 flattened")
+    p.add_argument("--layer", default="fc7", metavar="NAME[,NAME...]",
+                   help="one layer or a comma list, e.g. conv5,fc7 (default fc7, after its ReLU: §6.1); "
+                   f"one of {', '.join(LAYER_NAMES)}: convN/fcN after their ReLU (§3.1), *_pre before it, normN "
+                   "after response normalisation (§3.3), poolN after max-pooling (§3.4), fc8 the logits")
+    p.add_argument("--spatial", choices=SPATIAL, default="flatten",
+                   help="how a map layer (conv*, norm*, pool*) becomes columns: flatten keeps all CxHxW values "
+                   "(default), max or mean one per map over its positions; vectors (fc*) are unaffected")
     p.add_argument("--crops", type=int, choices=[1, 10], default=1,
                    help="1: centre crop (default); 10: mean over the ten crops of §4.1")
     p.add_argument("--normalise", action="store_true", help="L2-normalise each vector (default: raw activations)")
@@ -39,9 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..features import FeatureExtractor, default_batch_photos  # defers torch (the parser must not load it)
-    from ..features_file import check_output, export_features  # defers torch, through features
+    layers = parse_layers(args.layer)  # an unknown layer: one line, before anything is read or loaded
 
+    from ..engines.errors import require_layers  # defers the engines package
+    from ..engines.loaders import feature_layers_of  # defers torch (the parser must not load it)
+    from ..features import FeatureExtractor, default_batch_photos  # defers torch
+    from ..features_file import check_output, export_features  # defers torch, through features
 
     if args.batch is not None and args.batch < 1:
         raise AlexKitError("--batch must be at least 1")
@@ -53,12 +63,10 @@ def run(args: argparse.Namespace) -> int:
         return 1
     model = resolve_model(args.model)
     batch_photos = args.batch or default_batch_photos(args.crops)
-    if args.layer != "fc7" and model.suffix.lower() != ".safetensors":
-        raise AlexKitError(f"{model}: {args.layer} features need a checkpoint (.safetensors); an exported artifact "
-                           f"computes fc7 only (it has no {args.layer} output)")
+    require_layers(model, layers, feature_layers_of(model))  # a layer an artifact lacks: one line, before opening it
     engine = _serving.open_selected(args, model, batch=batch_photos * args.crops)
     extractor = FeatureExtractor(engine, crops=args.crops, metric="cosine" if args.normalise else "euclidean",
-                                 batch_photos=batch_photos, layer=args.layer)
+                                 batch_photos=batch_photos, layer=layers, spatial=args.spatial)
     report = export_features(photos, args.out, extractor, model=str(engine.selection.path), chunk=args.chunk,
                              progress=not args.quiet, force=args.force)
     for path, err in report.errors[:20]:

@@ -20,7 +20,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "when given none, and why (--model/--index, $ALEXNET_KIT_MODEL/$ALEXNET_KIT_INDEX, "
                        "~/.config/alexnet-kit/config.toml, or built in), without downloading anything.")
     p.add_argument("model", nargs="?", help="checkpoint (.safetensors), artifact or pretrained name (default: describe the defaults)")
-    p.add_argument("--json", action="store_true", help="print the metadata as JSON (without the mean image)")
+    p.add_argument("--json", action="store_true", help="print the metadata (or, with --layers, the layers) as JSON "
+                   "(without the mean image)")
+    p.add_argument("--layers", action="store_true",
+                   help="list the named layers 'features --layer' takes (conv1_pre ... fc8): each one's shape per image, "
+                   "its columns under --spatial flatten and max/mean, a map's receptive field, and which ones this "
+                   "file computes (an exported artifact: fc7 and fc8; the rest need the checkpoint); without MODEL, "
+                   "those of the default model")
     p.set_defaults(run=run)
 
 
@@ -49,8 +55,44 @@ def defaults(as_json: bool) -> int:
     return 0
 
 
+def layer_rows(config, have: tuple[str, ...]) -> list[dict]:
+    """One dict per named layer: shape per image, columns under each --spatial, receptive field, computed here."""
+    from ..named_layers import MAP_LAYERS, feature_size, layer_shapes, receptive_field  # the parser needs none of it
+
+    rows = []
+    for name, shape in layer_shapes(config).items():
+        rf = receptive_field(config, name) if name in MAP_LAYERS else None
+        rows.append({"name": name, "shape": list(shape),
+                     "columns": {s: feature_size(shape, s) for s in ("flatten", "max", "mean")},
+                     "receptive_field": None if rf is None else {"size": rf.size, "stride": rf.jump, "start": rf.start},
+                     "computed_here": name in have})
+    return rows
+
+
+def layers(given: str, engine, as_json: bool) -> int:
+    """``info MODEL --layers``: the named layers of the model's network, and which this file computes."""
+    rows = layer_rows(engine.meta.config, engine.feature_layers)
+    need = [r["name"] for r in rows if not r["computed_here"]]
+    if as_json:
+        print(json.dumps({"model": given, "engine": engine.description, "computes": list(engine.feature_layers),
+                          "need_checkpoint": need, "layers": rows}, indent=2))
+        return 0
+    print(f"{'layer':<10} {'shape per image':<16} {'flatten':>9} {'max/mean':>9}  {'receptive field':<16} computed here")
+    for r in rows:
+        rf = r["receptive_field"]
+        field = f"{rf['size']}x{rf['size']} /{rf['stride']}" if rf else "-"
+        print(f"{r['name']:<10} {'x'.join(map(str, r['shape'])):<16} {r['columns']['flatten']:>9,} "
+              f"{r['columns']['max']:>9,}  {field:<16} {'yes' if r['computed_here'] else 'needs the checkpoint'}")
+    print("columns: a row's values per layer under 'features --spatial flatten' and under max or mean (one per map); "
+          "receptive field: input pixels one unit of a map sees, and its stride")
+    if need:
+        print(f"{given}: this exported file computes {', '.join(engine.feature_layers)} only (its features and logits "
+              f"outputs); the other {len(need)} layers need the checkpoint (.safetensors)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.model is None:
+    if args.model is None and not args.layers:
         return defaults(args.json)
 
     import torch  # defers torch (the parser, and 'info' without a model, must not load it)
@@ -61,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
 
     path = resolve_model(args.model)
     engine = load_engine(path)
+    if args.layers:
+        return layers(args.model or str(path), engine, args.json)
     meta = engine.meta
     d = meta.to_dict()
     d["preprocess"].pop("mean_f32le_b64")

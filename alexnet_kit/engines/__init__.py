@@ -2,8 +2,10 @@
 
 Every engine takes the network's input, a float32 (N, 3, 224, 224) batch
 already normalised and cropped, and returns logits and/or the 4096-d fc7
-features. The runtime above them (classification, similarity search, the
-demo) never cares which file format it runs.
+features; :meth:`Engine.activations` returns named layers
+(:mod:`alexnet_kit.named_layers`): fc7 and fc8 from every file, every layer
+from a checkpoint. The runtime above them (classification, similarity
+search, the demo) never cares which file format it runs.
 
 Two steps, each in one place: :func:`choose` decides what runs a model here
 (a :class:`Selection`: engine, :class:`Precision`, file, measurement,
@@ -25,7 +27,7 @@ import importlib
 _NAMES = {
     "Engine": ".base", "run_batches": ".base", "LOADERS": ".loaders", "load_engine": ".loaders",
     "Precision": ".precision", "Wish": ".select", "choose": ".select", "Selection": ".selection",
-    "open_engine": ".selection",
+    "open_engine": ".selection", "feature_layers_of": ".loaders", "ARTIFACT_LAYERS": ".base",
 }
 
 

@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Callable
+import os
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
 from ..meta import ModelMeta
+from .errors import require_layers
 from .precision import Precision
 
 if TYPE_CHECKING:
     from .selection import Selection
+
+#: the named layers behind an exported artifact's two outputs: ``features`` is fc7, ``logits`` fc8
+ARTIFACT_LAYERS = ("fc7", "fc8")
 
 
 class Engine(abc.ABC):
@@ -25,8 +30,11 @@ class Engine(abc.ABC):
     precision: Precision = Precision.FP32
     #: the :class:`~alexnet_kit.engines.selection.Selection` it was opened from (None when opened by file)
     selection: "Selection | None" = None
-    #: layers :meth:`layer_features` can return; exported artifacts compute fc7 only
-    feature_layers: tuple[str, ...] = ("fc7",)
+    #: the model file it runs (None where an engine was made some other way)
+    path: "str | os.PathLike | None" = None
+    #: the named layers (:mod:`alexnet_kit.named_layers`) :meth:`activations` returns: an artifact's
+    #: fc7 and fc8; a checkpoint's engine every one
+    feature_layers: tuple[str, ...] = ARTIFACT_LAYERS
 
     @abc.abstractmethod
     def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,12 +46,24 @@ class Engine(abc.ABC):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits_and_features(x)[1]
 
-    def layer_features(self, x: torch.Tensor, layer: str) -> torch.Tensor:
-        """(N, D) activations of ``layer`` (fc7 and fc6 after ReLU; pool5 flattened)."""
-        if layer == "fc7":
-            return self.features(x)
-        raise ValueError(f"{layer} features need a checkpoint (.safetensors): this {type(self).__name__} "
-                         f"computes {', '.join(self.feature_layers)} only")
+    def check_layers(self, names: str | Sequence[str]) -> list[str]:
+        """``names`` as a list; one line naming the file, the layers that need a checkpoint and the ones
+        this engine has, when it lacks any (an unknown name is one line too)."""
+        where = self.path or (self.selection.path if self.selection is not None else self.description)
+        return require_layers(where, names, self.feature_layers)
+
+    def activations(self, x: torch.Tensor, names: str | Sequence[str]) -> dict[str, torch.Tensor]:
+        """The named layers' activations for the batch ``x``, float32 on the CPU, keyed in the order asked:
+        (N, C, H, W) for maps, (N, D) for vectors. Here fc7 and fc8 (the logits), the outputs every file has."""
+        names = self.check_layers(names)
+        if "fc8" not in names:
+            got = {"fc7": self.features(x)}
+        elif "fc7" not in names:
+            got = {"fc8": self.logits(x)}
+        else:
+            logits, feats = self.logits_and_features(x)
+            got = {"fc7": feats, "fc8": logits}
+        return {n: got[n].float().cpu() for n in names}
 
 
 @torch.inference_mode()

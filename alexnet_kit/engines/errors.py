@@ -6,6 +6,7 @@ fine, the wish (engine, precision, device) or this machine is not.
 from __future__ import annotations
 
 from ..errors import AlexKitError, FileProblem
+from ..named_layers import parse_layers
 
 
 class WishError(AlexKitError):
@@ -30,3 +31,18 @@ class PrecisionMismatch(FileProblem):
 
 class EngineMissing(FileProblem):
     """The runtime an engine needs (onnxruntime, openvino) is not installed."""
+
+
+class LayerUnavailable(FileProblem):
+    """A named layer the model file cannot compute: an exported artifact has fc7 and fc8 (its two outputs) only."""
+
+
+def require_layers(path, names, have: tuple[str, ...]) -> list[str]:
+    """``names`` (``"conv3,fc7"`` or a list) parsed, one line for an unknown one; one line naming ``path``,
+    the layers that need a checkpoint and the ones it has when ``have`` lacks any."""
+    names = parse_layers(names)
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise LayerUnavailable(path, f"{', '.join(missing)} features need a checkpoint (.safetensors); this model file "
+                                     f"computes {', '.join(have)} only")
+    return names

@@ -37,6 +37,16 @@ def load_engine(path: str | os.PathLike, device: str = "cpu", **options) -> Engi
     return getattr(importlib.import_module(module), factory)(path, device=device, **options)
 
 
+def feature_layers_of(path: str | os.PathLike) -> tuple[str, ...]:
+    """The named layers the engine of ``path``'s kind computes, without opening it: every one for a
+    checkpoint, fc7 and fc8 for an artifact (whichever engine runs it)."""
+    target = LOADERS.get(Path(path).suffix.lower())
+    if target is None:
+        return Engine.feature_layers  # load_engine says what is wrong with the file
+    module, _, factory = target.partition(":")
+    return getattr(importlib.import_module(module), factory).feature_layers
+
+
 def open_path(engine: str, precision: Precision, path: Path, device: str = "cpu", threads: int | None = None,
               batch: int = 80) -> Engine:
     """``path`` run by ``engine`` in ``precision`` (an engine refuses a precision it cannot run)."""

@@ -40,6 +40,7 @@ class OnnxEngine(Engine):
     def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None,
                  precision: Precision | str | None = None, batch: int | None = None):
         path = existing_file(path, CheckpointError, "a model file")
+        self.path = path
         if precision not in (None, Precision.FP32, Precision.INT8):
             raise PrecisionMismatch(path, f"onnxruntime runs fp32 and int8 artifacts on a CPU, not {precision} "
                                           "(bf16: --engine openvino)")

@@ -76,6 +76,7 @@ class OpenVinoEngine(Engine):
     def __init__(self, path: str | os.PathLike, device: str = "cpu", precision: Precision | str | None = None,
                  threads: int | None = None, batch: int = 80):
         path = existing_file(path, CheckpointError, "a model file")
+        self.path = path
         ov, core, model, env = _read(path, device)
         held = Precision.parse(env.precision)
         want = _wanted_precision(path, held, env.precision, precision)

@@ -29,6 +29,7 @@ class TorchArchiveEngine(Engine):
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu"):
         path = existing_file(path, CheckpointError, "a model file")
+        self.path = path
         self.device = torch.device(device)
         extra = {EXTRA_FILE: ""}
         try:

@@ -7,13 +7,14 @@ import os
 import torch
 
 from ..checkpoint import load_model, read_meta
+from ..named_layers import LAYER_NAMES
 from .base import Engine
 from .errors import PrecisionMismatch
 from .precision import Precision
 
 
 class TorchCheckpointEngine(Engine):
-    feature_layers = ("fc7", "fc6", "pool5")
+    feature_layers = LAYER_NAMES  # every named layer, through AlexNet.layer_features
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu", verify: bool = True,
                  precision: Precision | str = Precision.FP32, threads: int | None = None, batch: int | None = None):
@@ -21,6 +22,7 @@ class TorchCheckpointEngine(Engine):
             raise PrecisionMismatch(path, f"torch runs a checkpoint in fp32 or bf16, not {str(precision)!r} "
                                           "(int8 is an exported artifact: alexnet-kit export --format onnx --int8)")
         self.device = torch.device(device)
+        self.path = path
         self.model, self.meta = load_model(path, device=self.device, verify=verify)
         self.fingerprint = read_meta(path)[1]["weights_sha256"]
         self.precision = Precision(precision)
@@ -57,15 +59,8 @@ class TorchCheckpointEngine(Engine):
             return self.model.fc7_features(self._input(x)).float().cpu()
 
     @torch.inference_mode()
-    def layer_features(self, x: torch.Tensor, layer: str) -> torch.Tensor:
-        if layer == "fc7":
-            return self.features(x)
-        m = self.model
+    def activations(self, x: torch.Tensor, names) -> dict[str, torch.Tensor]:
+        names = self.check_layers(names)
         with self._autocast():
-            if layer == "fc6":
-                out = m.act6(m.fc6(m.conv_features(self._input(x))))
-            elif layer == "pool5":
-                out = m.conv_features(self._input(x))
-            else:
-                raise ValueError(f"unknown feature layer {layer!r} (fc7, fc6 or pool5)")
-        return out.float().cpu()
+            out = self.model.layer_features(self._input(x), names)
+        return {n: t.float().cpu() for n, t in out.items()}
