@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from ..errors import AlexKitError
 from ..paths import index_root
@@ -121,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         report = builder.add(args.index, args.photos or None, model=model, device=args.device, chunk=args.chunk,
                              progress=not args.quiet, rebuild_index=args.rebuild, batch_photos=args.batch)
         _report(report, f"updated {args.index}")
+        _refresh_units(args)
         return 1 if report.bad else 0
     if cmd == "remove":
         if not args.paths and not args.missing:
@@ -129,6 +131,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"removed {report.removed} photos from {args.index}; {report.indexed} remain")
         return 0
     return _info(args)
+
+
+def _refresh_units(args: argparse.Namespace) -> None:
+    """Extend the index's stored unit maxima ('alexnet-kit units') to the photos just added."""
+    if not any(Path(args.index).glob("units/*/table.json")):
+        return
+    from ..explain.units import refresh  # defers torch
+    from ..search.files import store_path  # defers numpy
+    from ..search.store import Store  # defers numpy
+
+    store = Store.open(store_path(Path(args.index)), verify=False)
+    try:
+        for layer in refresh(args.index, store, device=args.device, progress=not args.quiet):
+            print(f"updated the stored {layer} units")
+    finally:
+        store.close()
 
 
 def _list() -> int:

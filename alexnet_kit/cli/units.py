@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(resumable; 'index add' extends it), so later calls take a moment.",
     )
     p.add_argument("index", nargs="?", help="index folder or name (default: the default index)")
-    p.add_argument("--layer", default="conv5", choices=LAYERS, help="the layer (default conv5)")
+    p.add_argument("--layer", default="conv5", help=f"the layer (default conv5): {', '.join(LAYERS)}")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--unit", type=int, help="the unit's number (a map of a convolutional layer, from 0)")
     which.add_argument("--units", choices=["all"], help="all: a grid over every unit of the layer")
@@ -62,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise AlexKitError("--top must be at least 1")
+    if args.layer not in LAYERS:
+        raise AlexKitError(f"unknown layer {args.layer!r}: units are shown for {', '.join(LAYERS)}")
     index = resolve_index(args.index)
     if not index.exists():
         raise AlexKitError(f"{index}: no index there: alexnet-kit index build {EXAMPLE_FOLDER}")
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     with SimilarityIndex.open(index) as idx:
         model = units_model(args, idx.model_path)
         engine = load_engine(model, device=args.device)
-        table = UnitTable.of(index, engine, args.layer)
+        table = UnitTable.of(index, engine, args.layer, model)
         if args.unit is not None and not 0 <= args.unit < table.units:
             raise AlexKitError(f"{args.layer} has units 0 to {table.units - 1}, not {args.unit}")
         if args.deconv and args.layer in ("fc6", "fc7", "fc8"):

@@ -194,13 +194,21 @@ class Explainer:
 
     def explain_similar(self, source: ImageSource, other: ImageSource, name: str | None = None,
                         other_name: str | None = None) -> Explanation:
-        """The regions of ``source`` that drive the cosine of its fc7 vector to ``other``'s (§6.1)."""
+        """The regions of ``source`` that drive the cosine of its fc7 vector to ``other``'s (§6.1): occlusion maps the
+        fall of the cosine, the gradient methods the projection of fc7 on ``other``'s unit vector."""
         x, crop = self._crop(self._photo(source))
         y, _ = self._crop(self._photo(other))
         v = torch.nn.functional.normalize(self.engine.features(y).float(), dim=1)[0]
-        score = lambda f: torch.nn.functional.normalize(f, dim=1) @ v  # noqa: E731
-        cos = float(score(self.engine.features(x).float())[0])
-        heat = self._map(x, "fc7", score).float().numpy()
+        cosine = lambda f: torch.nn.functional.normalize(f, dim=1) @ v  # noqa: E731
+        cos = float(cosine(self.engine.features(x).float())[0])
+        if self.method == "occlusion":
+            heat = self._map(x, "fc7", cosine)  # how far the cosine falls with each place hidden
+        else:
+            # The gradient of the cosine vanishes where the two vectors align (a photo against itself has
+            # none at all): the gradient methods explain the projection of fc7 on the other's direction,
+            # the sum over fc7's units of each one's share of the similarity.
+            heat = self._map(x, "fc7", lambda f: f @ v)
+        heat = heat.float().numpy()
         return Explanation(name or _name(source), self.method, "similar", other_name or _name(other), None, cos,
                            heat, crop, crop_geometry(source, self.meta), self.params())
 

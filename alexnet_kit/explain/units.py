@@ -53,8 +53,12 @@ def table_dir(index: str | os.PathLike, fingerprint: str, layer: str) -> Path:
 class UnitTable:
     """Each photo's maximum (and where) for every unit of one layer, for the photos of one index."""
 
-    def __init__(self, folder: Path, engine: Engine, layer: str):
+    def __init__(self, folder: Path, engine: Engine, layer: str, model: str | os.PathLike | None = None):
+        """``model``: the file ``engine`` runs, recorded so that ``index add`` can extend the table."""
         self.folder, self.engine, self.layer = Path(folder), engine, layer
+        if model is None and engine.selection is not None:
+            model = engine.selection.path
+        self.model = str(Path(model).resolve()) if model else ""
         self.shape = layer_shapes(engine.meta.config)[layer]
         self.units = self.shape[0]
         if layer not in engine.feature_layers:
@@ -63,14 +67,13 @@ class UnitTable:
                                f"computes {', '.join(engine.feature_layers)} only")
 
     @classmethod
-    def of(cls, index: str | os.PathLike, engine: Engine, layer: str) -> "UnitTable":
-        return cls(table_dir(index, engine.fingerprint, layer), engine, layer)
+    def of(cls, index: str | os.PathLike, engine: Engine, layer: str, model: str | os.PathLike | None = None) -> "UnitTable":
+        return cls(table_dir(index, engine.fingerprint, layer), engine, layer, model)
 
     # -- the stored chunks --------------------------------------------------
 
     def header(self) -> dict:
-        model = str(self.engine.selection.path) if self.engine.selection else ""
-        return {"fingerprint": self.engine.fingerprint, "layer": self.layer, "shape": list(self.shape), "model": model}
+        return {"fingerprint": self.engine.fingerprint, "layer": self.layer, "shape": list(self.shape), "model": self.model}
 
     def _open(self) -> None:
         state = self.folder / "table.json"
@@ -193,6 +196,6 @@ def refresh(index: str | os.PathLike, store: Store, device: str = "cpu", progres
             print(f"alexnet-kit: {state.parent}: {model} holds other weights now; the units table was not updated",
                   file=sys.stderr)
             continue
-        UnitTable(state.parent, engine, head["layer"]).update(store, progress)
+        UnitTable(state.parent, engine, head["layer"], model).update(store, progress)
         done.append(head["layer"])
     return done
