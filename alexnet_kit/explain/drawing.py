@@ -24,10 +24,13 @@ SCALE = 2  # the picture's pixels per crop pixel
 
 
 def colour(heat: np.ndarray) -> np.ndarray:
-    """(H, W) map -> (H, W, 3) uint8: its positive part scaled to its maximum (negative and zero: black)."""
+    """(H, W) map -> (H, W, 3) uint8: its positive part scaled to its 99th percentile (above: the brightest
+    colour; negative and zero: black). The pixel-level methods put much of a map's mass in a few pixels,
+    which a scale to the maximum would leave as a dark picture with a few bright dots."""
     h = np.clip(np.nan_to_num(heat.astype(np.float32)), 0, None)
-    top = float(h.max())
-    t = h / top if top > 0 else h
+    positive = h[h > 0]
+    top = float(np.percentile(positive, 99)) if positive.size else 0.0
+    t = np.minimum(h / top, 1.0) if top > 0 else h
     pos = t * (len(_STOPS) - 1)
     i = np.clip(pos.astype(int), 0, len(_STOPS) - 2)
     f = (pos - i)[..., None]
