@@ -12,14 +12,16 @@ functions counted; ``tests`` walk the graph):
    names are photos), ``paths`` (where files live), ``settings`` (the
    default model and index, and why), ``config`` (the network's settings),
    ``interrupt`` (how long jobs stop on a signal);
-2. the network and its files: ``lrn``, ``towers``, ``model``, ``images``,
+2. the network and its files: ``named_layers`` (every activation's name,
+   shape and receptive field), ``lrn``, ``towers``, ``model``, ``images``,
    ``preprocess``, ``meta``, ``checkpoint``, ``metrics``, ``batching``;
 3. published weights: ``pretrained/`` (readers, registry, downloader), and
    ``resolve`` (a model or index name to a file, fetching on first use);
 4. ``engines/``: what runs a model file here, :func:`~alexnet_kit.engines.choose`
    to a :class:`~alexnet_kit.engines.Selection`, then opened;
 5. what the engines serve: ``classify``, ``features``, ``features_file``,
-   ``search/``;
+   ``search/``, and ``explain/`` (heat maps, and what units respond to over
+   an index's photos);
 6. ``cli/``: one module per subcommand. It is the one place that reaches the
    stages, lazily, inside ``train``, ``prepare``, ``evaluate``, ``export``,
    ``reproduce`` and ``demo``; nothing else in the runtime imports them.
