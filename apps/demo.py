@@ -1,4 +1,4 @@
-"""The Gradio page: upload a photo, see its top-5 classes and the most similar photos.
+"""The Gradio page: upload a photo, see its top-5 classes, the most similar photos, and why.
 
     alexnet-kit demo --model runs/x/model.safetensors --index runs/x/photos.index
     # or in Python:
@@ -8,8 +8,10 @@
 
 Two named API endpoints for gradio_client: ``/classify`` (photo -> top-5
 label) and ``/similar`` (photo -> gallery and a JSON list of path/score).
-The page also shows the ten crops the network averages over (§4.1) and
-the 96 first-layer kernels (Figure 3).
+The page also shows the ten crops the network averages over (§4.1), the
+96 first-layer kernels (Figure 3), a heat map of the pixels behind the top
+class, one of why a clicked neighbour is similar, and a layer's units
+(:mod:`alexnet_kit.explain`); their logic is in :class:`DemoService`.
 
 Safety: binds 127.0.0.1 unless told otherwise; uploads are capped
 (``max_file_size``); the only files served besides Gradio's own cache are
@@ -29,7 +31,7 @@ import gradio as gr
 from alexnet_kit.errors import AlexKitError, ImageError
 from alexnet_kit.paths import example_photos
 
-from .service import NO_INDEX, DemoService
+from .service import NO_INDEX, UNIT_LAYERS, UNIT_TOP, DemoService
 
 TOP = 5
 SIMILAR = 8
@@ -100,12 +102,13 @@ def upload_source(payload) -> tuple[str | bytes, str]:
     raise ImageError("upload", "no image received")
 
 
+def fail(e: AlexKitError) -> gr.Error:
+    """gr.Error shows the message in the page (a toast) and to API clients."""
+    return gr.Error(str(e), title="Cannot use this photo" if isinstance(e, ImageError) else "Error")
+
+
 def handlers(service: DemoService):
     """The page's three functions (classify, similar, crops) over ``service``; problems become gr.Error."""
-
-    def fail(e: AlexKitError):
-        # gr.Error shows the message in the page (a toast) and to API clients.
-        return gr.Error(str(e), title="Cannot use this photo" if isinstance(e, ImageError) else "Error")
 
     def classify(payload):
         if payload is None:
@@ -139,12 +142,99 @@ def handlers(service: DemoService):
     return classify, similar, crops
 
 
+def explain_handlers(service: DemoService):
+    """The explain panel's functions: the top class's map, a clicked neighbour's map, and it again for a new method."""
+
+    def explain(payload, method):
+        if payload is None:
+            return None
+        try:
+            src, name = upload_source(payload)
+            return service.explain(src, method, name)
+        except ImageError:
+            return None  # classify already reports the problem once
+        except AlexKitError as e:
+            raise fail(e) from None
+
+    def why(payload, neighbour, method):
+        if payload is None or not neighbour:
+            return None
+        try:
+            src, name = upload_source(payload)
+            return service.why_similar(src, neighbour, method, name)
+        except AlexKitError as e:
+            raise fail(e) from None
+
+    def pick(payload, hits, method, evt: gr.SelectData):
+        """A thumbnail clicked: the map of why, and the neighbour kept for a change of method."""
+        try:
+            neighbour = hits[evt.index]["file"]
+        except (IndexError, KeyError, TypeError):
+            raise gr.Error("that photo is no longer among the similar ones: upload the photo again") from None
+        return why(payload, neighbour, method), neighbour
+
+    return explain, why, pick
+
+
+def explain_panel(service: DemoService, image, gallery, hits) -> None:
+    """Heat maps of the top class, and of why a clicked neighbour is similar, with a method picker."""
+    gr.Markdown("## Why: the pixels behind the answer\n"
+                "The central 224x224 crop and, beside it, the pixels that drive the top class: occlusion and "
+                "the deconvnet (Zeiler & Fergus 2013), Grad-CAM and guided Grad-CAM (Selvaraju et al. 2017), "
+                "integrated gradients (Sundararajan et al. 2017). Click a similar photo to see which regions of "
+                "yours make it similar (its fc7 cosine).", elem_id="explain-heading")
+    problem = service.explain_problem()
+    note = problem or service.methods_note()
+    gr.Markdown(f"**{note}**" if note else "", elem_id="explain-note", visible=bool(note))
+    if problem:
+        return
+    explain, why, pick = explain_handlers(service)
+    method = gr.Radio(service.explain_methods(), value=service.default_method(), label="Method", elem_id="explain-method")
+    with gr.Row():
+        shown = gr.Image(label="The top class (central crop)", interactive=False, format="png", elem_id="explain")
+        why_shown = gr.Image(label="Why similar: click a photo in the gallery", interactive=False, format="png",
+                             elem_id="why-similar", visible=service.has_index)
+    picked = gr.State(None)
+    model = dict(api_visibility="private", preprocess=False, concurrency_id=MODEL_QUEUE, concurrency_limit=1)
+    gr.on([image.change, method.change], explain, inputs=[image, method], outputs=shown, **model)
+    if service.has_index:
+        image.change(lambda: (None, None), outputs=[why_shown, picked], api_visibility="private", concurrency_limit=None)
+        gallery.select(pick, inputs=[image, hits, method], outputs=[why_shown, picked], **model)
+        method.change(why, inputs=[image, picked, method], outputs=why_shown, **model)
+
+
+def units_panel(service: DemoService) -> None:
+    """A layer's units: each one's top photos of the index, cut to its receptive field."""
+    gr.Markdown("## Units: what each map of a layer responds to\n"
+                f"Per unit (one map of the layer), the {UNIT_TOP} photos of the index that excite it most, cut to "
+                "its receptive field where it fired (Zeiler & Fergus 2013, Figure 2). The first time a layer is "
+                "asked, one pass over the index's photos computes every unit's maximum and stores it in the index "
+                "folder (`units/`).", elem_id="units-heading")
+    problem = service.units_problem()
+    gr.Markdown(f"**{problem}**" if problem else "", elem_id="units-note", visible=bool(problem))
+    if problem:
+        return
+
+    def units(layer):
+        try:
+            return service.unit_grid(layer)
+        except AlexKitError as e:
+            raise fail(e) from None
+
+    with gr.Row():
+        layer = gr.Dropdown(list(UNIT_LAYERS), value="conv5", label="Layer", elem_id="units-layer", scale=1)
+        button = gr.Button("Show the layer's units", elem_id="units-button", scale=1)
+    grid = gr.Image(label="Each unit's top photos, numbered", interactive=False, format="png", elem_id="units")
+    button.click(units, inputs=layer, outputs=grid, api_visibility="private", concurrency_id=MODEL_QUEUE,
+                 concurrency_limit=1)
+
+
 def build_app(service: DemoService, examples: list[Path] | None = None) -> gr.Blocks:
     examples = default_examples() if examples is None else examples
     classify, similar, crops = handlers(service)
     kernels = service.kernels()
     with gr.Blocks(title="AlexNet demo", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
-        gr.Markdown("# AlexNet: classify a photo, find similar ones\n"
+        gr.Markdown("# AlexNet: classify a photo, find similar ones, see why\n"
                     "Krizhevsky, Sutskever & Hinton (2012), *ImageNet Classification with Deep Convolutional Neural Networks*.")
         gr.Markdown(status_markdown(service), elem_id="status")
         with gr.Row():
@@ -160,12 +250,6 @@ def build_app(service: DemoService, examples: list[Path] | None = None) -> gr.Bl
                              rows=1, height=170, elem_id="similar", object_fit="cover", visible=service.has_index)
         with gr.Accordion("Similar photos as data", open=False, visible=service.has_index):
             hits = gr.JSON(label="path and score of each similar photo", elem_id="similar-json")
-        gr.Markdown("## What the network sees and learned")
-        with gr.Row():
-            strip = gr.Image(label="The ten 224x224 crops it averages over (§4.1): corners and centre, then mirrored",
-                             interactive=False, elem_id="crops", height=260)
-            gr.Image(value=kernels, label=kernels_caption(service), interactive=False, elem_id="kernels", height=260)
-
         image.change(classify, inputs=image, outputs=label, api_name="classify", preprocess=False,
                      concurrency_id=MODEL_QUEUE, concurrency_limit=1)
         # Without an index the page never asks for similar photos (the heading
@@ -174,6 +258,15 @@ def build_app(service: DemoService, examples: list[Path] | None = None) -> gr.Bl
         similar_trigger = image.change if service.has_index else gr.Button(visible=False).click
         similar_trigger(similar, inputs=image, outputs=[gallery, hits], api_name="similar", preprocess=False,
                         concurrency_id=MODEL_QUEUE, concurrency_limit=1)
+        # the maps are asked after the labels and the gallery, which come first in the model's queue
+        explain_panel(service, image, gallery, hits)
+        gr.Markdown("## What the network sees and learned")
+        with gr.Row():
+            strip = gr.Image(label="The ten 224x224 crops it averages over (§4.1): corners and centre, then mirrored",
+                             interactive=False, elem_id="crops", height=260)
+            gr.Image(value=kernels, label=kernels_caption(service), interactive=False, elem_id="kernels", height=260)
+        units_panel(service)
+
         image.change(crops, inputs=image, outputs=strip, api_visibility="private", preprocess=False,
                      concurrency_limit=None)
     return app

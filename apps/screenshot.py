@@ -3,8 +3,8 @@
     python -m alexnet_kit.apps.screenshot --model M --index I --photo examples/photos/cat.jpg --out docs/img/demo.png
 
 Starts the demo on 127.0.0.1 (a free port), opens it in headless chromium,
-uploads the photo, waits for the labels, the similar photos and the ten
-crops, and saves a full-page screenshot. The browser is the system's
+uploads the photo, waits for the labels, the similar photos, the ten
+crops and the heat map of the top class, and saves a full-page screenshot. The browser is the system's
 ``/usr/bin/chromium`` (``scripts/install-browser.sh`` installs it); it is
 never downloaded (no ``playwright install``).
 """
@@ -49,6 +49,9 @@ def upload_and_wait(page, url: str, photo: str | Path, similar: int) -> None:
     page.locator("#photo input[type=file]").set_input_files(str(photo))
     page.locator("#top5 dt").first.wait_for()
     page.locator("#crops img").first.wait_for()
+    if page.locator("#explain").count():  # the top class's heat map (absent without Captum)
+        page.wait_for_function("document.querySelector('#explain img')?.complete && "
+                               "document.querySelector('#explain img').naturalWidth > 0")
     if similar:
         page.wait_for_function(f"document.querySelectorAll('#similar .caption-label').length >= {similar}")
         page.locator("#similar").scroll_into_view_if_needed()  # thumbnails load lazily

@@ -7,17 +7,27 @@ calls it directly as the no-server baseline.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+from PIL import Image
 
+from alexnet_kit import explain as explaining
+from alexnet_kit.checkpoint import read_meta
 from alexnet_kit.classify import Classifier, Label
-from alexnet_kit.engines import Selection, choose
+from alexnet_kit.engines import Engine, Selection, choose
 from alexnet_kit.errors import AlexKitError, ImageError
+from alexnet_kit.explain import DEFAULT_METHOD, METHODS, Explainer, Explanation, MethodNeedsCheckpoint, check_method
+from alexnet_kit.explain.contact_sheet import layer_sheet
+from alexnet_kit.explain.drawing import overlay
+from alexnet_kit.explain.units import UnitTable
 from alexnet_kit.features import FeatureExtractor
+from alexnet_kit.images import ImageSource, source_name
 from alexnet_kit.search import Hit, IndexMismatch, SimilarityIndex
 from alexnet_kit.search.index_settings import IndexSettings
 
@@ -25,6 +35,10 @@ from .figures import crops_strip, kernel_grid
 
 NO_INDEX = ("No similarity index loaded: build one with 'alexnet-kit index build ~/Pictures' (the default "
             "index, which the demo then opens), or start the demo with --index PATH.")
+#: the layers whose units the page shows (Zeiler & Fergus 2013, Figure 2): every map of these
+UNIT_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5")
+#: photos per unit in a layer's grid
+UNIT_TOP = 4
 
 
 class PageHit(Hit):
@@ -37,8 +51,9 @@ class PageHit(Hit):
 
 class DemoService:
     def __init__(self, classifier: Classifier, index: "IndexThread | None" = None, model_path: str | os.PathLike | None = None,
-                 index_path: str | os.PathLike | None = None):
+                 index_path: str | os.PathLike | None = None, device: str = "cpu"):
         self.classifier = classifier
+        self.device = device
         #: what runs the model and why
         self.selection: Selection | None = classifier.selection
         self.meta = classifier.meta
@@ -54,6 +69,11 @@ class DemoService:
         self._kernels: np.ndarray | None = None
         self._kernels_done = False
         self._lock = threading.Lock()
+        self._explainer: Explainer | None = None  # the last method's: a gradient method keeps a copy of the model
+        self._explain_lock = threading.Lock()
+        self._units_engine: Engine | None = None
+        self._unit_grids: dict[str, Image.Image] = {}
+        self._units_lock = threading.Lock()
 
     @classmethod
     def load(cls, model: str | os.PathLike, index: str | os.PathLike | None = None, device: str = "cpu",
@@ -76,7 +96,7 @@ class DemoService:
         selection = choose(model, engine, precision, device=device, batch=10, allow=allow, log=log)
         classifier = Classifier(selection, crops=10)
         idx = IndexThread(index, classifier, model, device) if index else None
-        return cls(classifier, idx, model, index)
+        return cls(classifier, idx, model, index, device)
 
     # -- facts for the page ----------------------------------------------
 
@@ -147,6 +167,157 @@ class DemoService:
                 self._kernels_done = True
         return self._kernels
 
+    # -- explanations (Zeiler & Fergus 2013; Selvaraju et al. 2017; Sundararajan et al. 2017) ----------
+
+    def explain_problem(self) -> str | None:
+        """One line when nothing can be explained here (Captum is not installed), else None."""
+        try:
+            explaining.require_captum()
+        except AlexKitError as e:
+            return str(e)
+        return None
+
+    def _explained_file(self) -> Path | None:
+        """The file the engine runs, whose suffix says whether gradients exist (as :class:`Explainer` decides)."""
+        s = self.classifier.engine.selection
+        return Path(s.path) if s is not None else self.model_path
+
+    def explain_methods(self) -> list[str]:
+        """The methods that work on this model file: all on a checkpoint, occlusion alone on an exported artifact."""
+        works = []
+        for m in METHODS:
+            try:
+                check_method(self._explained_file(), m)
+            except MethodNeedsCheckpoint:
+                continue
+            works.append(m)
+        return works
+
+    def default_method(self) -> str:
+        works = self.explain_methods()
+        return DEFAULT_METHOD if DEFAULT_METHOD in works else works[0]
+
+    def methods_note(self) -> str | None:
+        """One line on why some methods are not offered (None where every method works)."""
+        works = self.explain_methods()
+        missing = [m for m in METHODS if m not in works]
+        if not missing:
+            return None
+        name = self._explained_file().name if self._explained_file() else "this model"
+        return (f"Only {', '.join(works)} is offered: {', '.join(missing)} need the gradients of a checkpoint "
+                f"(.safetensors), and {name} is an exported artifact, which runs forward passes only.")
+
+    def _explainer_for(self, method: str) -> Explainer:
+        """An :class:`Explainer` over the classifier's own engine (the model is never loaded again); the last one is kept."""
+        explaining.require_captum()
+        if self._explainer is None or self._explainer.method != method:
+            self._explainer = None  # a gradient method's copy of the model goes before the next is made
+            self._explainer = Explainer(self.classifier.engine, method)
+        return self._explainer
+
+    def explanation(self, photo: ImageSource, method: str = DEFAULT_METHOD, name: str | None = None) -> Explanation:
+        """The map of the central crop's most probable class by ``method``."""
+        with self._explain_lock, _named(photo, name):
+            return self._explainer_for(method).explain(photo, top=1, name=name)[0]
+
+    def explain(self, photo: ImageSource, method: str = DEFAULT_METHOD, name: str | None = None) -> Image.Image:
+        """The crop and the crop under its map for the top class, side by side with the caption."""
+        e = self.explanation(photo, method, name)
+        return overlay(e.crop, e.heat, e.caption())
+
+    def why_similar(self, photo: ImageSource, neighbour: str | os.PathLike, method: str = DEFAULT_METHOD,
+                    name: str | None = None) -> Image.Image:
+        """The regions of ``photo`` that drive its fc7 cosine to ``neighbour``, a photo of the index's folders."""
+        if self.index is None:
+            raise AlexKitError(NO_INDEX)
+        if not self.servable(neighbour):
+            raise AlexKitError(f"{neighbour}: not a photo in the index's folders; only those can be compared")
+        with self._explain_lock, _named(photo, name):
+            e = self._explainer_for(method).explain_similar(photo, neighbour, name=name, other_name=Path(neighbour).name)
+        return overlay(e.crop, e.heat, e.caption())
+
+    # -- units (Zeiler & Fergus 2013, Figure 2) ---------------------------------------
+
+    def _units_checkpoint(self) -> Path | None:
+        """None where the engine computes every map itself (a checkpoint's); else the checkpoint with the
+        same weights beside the artifact, or one line saying the units need it."""
+        from alexnet_kit.cli.units import units_model  # the checkpoint beside an artifact, found as `alexnet-kit units` does
+
+        engine = self.classifier.engine
+        if set(UNIT_LAYERS) <= set(engine.feature_layers):
+            return None
+        model = self.model_path or self._explained_file()
+        found = None
+        if model is not None:
+            with contextlib.suppress(AlexKitError):
+                found = units_model(SimpleNamespace(model=None), model)
+        if found is None or found.suffix.lower() != ".safetensors":
+            where = f"{model.with_suffix('.safetensors').name} beside {model.name}" if model else "a .safetensors file"
+            raise AlexKitError(f"Units need the checkpoint: an exported artifact computes fc7 and fc8 only; "
+                               f"put its checkpoint ({where}) there and restart the demo.")
+        weights = read_meta(found)[1].get("weights_sha256", "")
+        envelope = getattr(engine, "envelope", None)
+        wanted = getattr(envelope, "source_fingerprint", "") or engine.fingerprint
+        if weights != wanted:
+            raise AlexKitError(f"Units need the checkpoint: {found} holds other weights ({weights[:12]}) than "
+                               f"{model.name} ({wanted[:12]}).")
+        return found
+
+    def units_problem(self) -> str | None:
+        """One line when the page cannot show units (no index, or no checkpoint behind an artifact), else None."""
+        if self.index is None:
+            return "Units need a similarity index, whose photos they are ranked over: " + NO_INDEX.split(": ", 1)[1]
+        try:
+            self._units_checkpoint()
+        except AlexKitError as e:
+            return str(e)
+        return None
+
+    def _engine_for_units(self) -> Engine:
+        """The classifier's engine where it computes the maps; else the checkpoint's torch engine, opened once."""
+        checkpoint = self._units_checkpoint()
+        if checkpoint is None:
+            return self.classifier.engine
+        if self._units_engine is None:
+            self._units_engine = choose(checkpoint, "torch", "fp32", device=self.device).open()
+        return self._units_engine
+
+    def unit_grid(self, layer: str = "conv5", top: int = UNIT_TOP) -> Image.Image:
+        """A tile per unit of ``layer``: the index's ``top`` photos that excite it most, cut to its receptive field.
+
+        The first call for a layer runs the table's pass over the index's photos and stores it in the
+        index folder (``units/``); the picture is kept for later calls.
+        """
+        if self.index is None:
+            raise AlexKitError(NO_INDEX)
+        if layer not in UNIT_LAYERS:
+            raise AlexKitError(f"unknown layer {layer!r}: one of {', '.join(UNIT_LAYERS)}")
+        with self._units_lock:
+            if layer not in self._unit_grids:
+                engine = self._engine_for_units()
+                table = UnitTable.of(self.index.path, engine, layer)
+
+                def best(index):  # on the index's thread: its SQLite store may only be used there
+                    table.update(index.store)
+                    return {u: table.top(index.store, u, top) for u in range(table.units)}
+
+                tops = self.index.run(best)
+                if not any(tops.values()):
+                    raise AlexKitError(f"{self.index.path}: no readable photos in the index")
+                self._unit_grids[layer] = layer_sheet(tops, engine.meta, f"{layer}: {table.units} units, top {top} photos each")
+            return self._unit_grids[layer]
+
+
+@contextlib.contextmanager
+def _named(photo: ImageSource, name: str | None):
+    """An unreadable ``photo`` reported under ``name`` (what the user called it), not the server's temporary path."""
+    try:
+        yield
+    except ImageError as e:
+        if name and e.path == source_name(photo):
+            raise ImageError(name, e.problem) from None
+        raise
+
 
 def first_layer_weight(engine, path: str | os.PathLike | None = None):
     """conv1's (K, 3, 11, 11) weight, or None where the model file does not expose it.
@@ -212,6 +383,10 @@ class IndexThread:
 
     def query_vector(self, vector: np.ndarray, top: int):
         return self._call(self.index.query_vector, vector, top)
+
+    def run(self, fn, *args):
+        """``fn(index, *args)`` on the index's own thread, where its SQLite store may be used; its result."""
+        return self._call(fn, self.index, *args)
 
     def __len__(self) -> int:
         return self._call(len, self.index)

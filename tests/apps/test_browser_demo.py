@@ -2,16 +2,19 @@
 
 Uploads a real photo, reads the top-5 labels and the similar-photo gallery
 back from the page, checks them against the service, and saves a
-screenshot. Without /usr/bin/chromium this FAILS where the browser could
+screenshot; then the explain panel, why-similar and units pictures. Without /usr/bin/chromium this FAILS where the browser could
 have been installed (root, or CI: `bash scripts/install-browser.sh` is part
 of the test command) and skips, with the command to run, elsewhere.
 """
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from pathlib import Path
 
+import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -102,3 +105,42 @@ def test_picking_an_example_classifies_it(demo, page):
     page.locator("#top5 dt").first.wait_for()
     want = service.classify(service.read_photo(EXAMPLES / "rocket.jpg"), 5)
     assert page.locator("#top5 dt").all_inner_texts() == [l.name for l in want]
+
+
+DECODED = "sel => { const i = document.querySelector(sel); return !!i && i.complete && i.naturalWidth > 0 }"
+
+
+def shown_image(page, sel: str) -> np.ndarray:
+    """The picture the browser shows in ``sel``, fetched from the server as the browser did."""
+    src = page.eval_on_selector(sel, "e => e.src")
+    with Image.open(io.BytesIO(httpx.get(src).content)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def test_explain_why_similar_and_units(demo, page):
+    """The top class's map, a new one for another method, why the first neighbour is similar, and a layer's units:
+    each a picture the browser decoded, and the very picture the service draws."""
+    app, service = demo
+    photo = EXAMPLES / "chelsea.png"
+    hits = service.similar(photo, 8)
+    upload_and_wait(page, app.local_url, photo, len(hits))  # waits for the explain map too
+    assert page.locator("#explain-method input:checked").get_attribute("value") == service.default_method()
+    before = page.eval_on_selector("#explain img", "e => e.src")
+    np.testing.assert_array_equal(shown_image(page, "#explain img"),
+                                  np.asarray(service.explain(photo, service.default_method(), photo.name)))
+
+    page.locator("#explain-method").get_by_label("deconvnet").check()
+    page.wait_for_function("s => { const i = document.querySelector('#explain img');"
+                           " return !!i && i.src !== s && i.complete && i.naturalWidth > 0 }", arg=before)
+    np.testing.assert_array_equal(shown_image(page, "#explain img"), np.asarray(service.explain(photo, "deconvnet", photo.name)))
+
+    page.locator("#similar .thumbnail-item").first.click()
+    page.wait_for_function(DECODED, arg="#why-similar img")
+    want = service.why_similar(photo, hits[0].path, "deconvnet", photo.name)  # the method picked above
+    np.testing.assert_array_equal(shown_image(page, "#why-similar img"), np.asarray(want))
+
+    assert page.locator("#units-layer input").input_value() == "conv5"
+    page.locator("#units-button").click()
+    page.wait_for_function(DECODED, arg="#units img")
+    assert list(Path(service.index.path).glob("units/*-conv5/table.json"))
+    np.testing.assert_array_equal(shown_image(page, "#units img"), np.asarray(service.unit_grid("conv5")))

@@ -11,10 +11,13 @@ from PIL import Image
 pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from alexnet_kit.apps.demo import SIMILAR, TOP, launch  # noqa: E402
+from alexnet_kit.apps.demo import SIMILAR, TOP, build_app, launch  # noqa: E402
 from alexnet_kit.apps.screenshot import free_port  # noqa: E402
 from alexnet_kit.apps.service import NO_INDEX, DemoService  # noqa: E402
-from helpers import EXAMPLES, ROOT, demo_server  # noqa: E402
+from alexnet_kit.errors import AlexKitError, ImageError  # noqa: E402
+from alexnet_kit.explain import DEFAULT_METHOD, METHODS, MethodNeedsCheckpoint  # noqa: E402
+from alexnet_kit.explain.drawing import colour, overlay  # noqa: E402
+from helpers import EXAMPLES, ROOT, demo_server, make_checkpoint  # noqa: E402
 
 MAX_UPLOAD_MB = 1
 
@@ -131,8 +134,6 @@ def test_page_says_the_model_is_untrained_and_no_index(server):
 
 
 def test_service_reports_unreadable_upload_under_its_own_name(service, tmp_path):
-    from alexnet_kit.errors import ImageError
-
     bad = tmp_path / "gradio-temp-name.bin"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
     with pytest.raises(ImageError) as e:
@@ -247,7 +248,6 @@ def test_only_the_index_photo_folders_are_served(indexed_server, photo_folder):
 
 def test_index_of_another_model_is_refused(index_path, tmp_path, tiny_config):
     from alexnet_kit.search import IndexMismatch
-    from helpers import make_checkpoint
 
     other = make_checkpoint(tmp_path / "other.safetensors", tiny_config, seed=1)
     with pytest.raises(IndexMismatch, match="not comparable"):
@@ -282,3 +282,163 @@ def test_with_an_index_auto_picks_the_index_precision(tiny_checkpoint, tmp_path)
             assert svc.similar(EXAMPLES / "cat.jpg")
         finally:
             svc.close()
+
+
+# -- the explain panel, why similar, units -------------------------------------
+
+#: a few seconds each even on the tiny model (169 occluded crops; 32 integration steps)
+SLOW_METHODS = ("occlusion", "integrated-gradients")
+
+def overlay_size(e) -> tuple[int, int]:
+    """drawing.overlay's picture of a map: the crop and the blend side by side, 2x, over a caption bar."""
+    from alexnet_kit.explain.drawing import SCALE
+
+    side = e.crop.shape[0] * SCALE
+    return 2 * side + 8, side + 30
+
+
+@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.slow) if m in SLOW_METHODS else m for m in METHODS])
+def test_explain_maps_the_top_class_with_each_method(service, method):
+    """Every method on a checkpoint: a map of the central crop's top class that is not a constant, drawn as the page shows it."""
+    e = service.explanation(EXAMPLES / "cat.jpg", method, "cat.jpg")
+    assert (e.method, e.kind, e.photo) == (method, "class", "cat.jpg")
+    assert e.heat.shape == e.crop.shape[:2] == (224, 224)
+    assert np.ptp(e.heat) > 0 and np.ptp(colour(e.heat).reshape(-1, 3), 0).max() > 0  # a map, not one colour
+    probs = service.classifier.engine.logits(service.meta.preprocess.crops(service.read_photo(EXAMPLES / "cat.jpg")[None], 1))
+    assert e.class_index == int(probs.argmax())  # the top class on the central crop
+    if method == DEFAULT_METHOD:  # the picture is drawing.overlay of that map, caption included
+        img = service.explain(EXAMPLES / "cat.jpg", method, "cat.jpg")
+        assert img.size == overlay_size(e)
+        np.testing.assert_array_equal(np.asarray(img), np.asarray(overlay(e.crop, e.heat, e.caption())))
+
+
+def test_explain_reuses_the_classifier_engine(service):
+    assert service.explain_methods() == list(METHODS) and service.methods_note() is None
+    assert service.default_method() == DEFAULT_METHOD
+    service.explanation(EXAMPLES / "cat.jpg", "deconvnet")
+    assert service._explainer.engine is service.classifier.engine
+
+
+def test_explain_unreadable_upload_is_named_as_the_user_named_it(service, tmp_path):
+    bad = tmp_path / "gradio-temp-name.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(ImageError, match=r"^my photo\.png: "):
+        service.explain(bad, DEFAULT_METHOD, "my photo.png")
+
+
+def test_without_captum_the_panel_says_so(service, monkeypatch):
+    import alexnet_kit.explain as explain
+
+    def no_captum():
+        raise AlexKitError("explanations need Captum: pip install captum")
+
+    monkeypatch.setattr(explain, "require_captum", no_captum)
+    assert service.explain_problem() == "explanations need Captum: pip install captum"
+    with pytest.raises(AlexKitError, match="need Captum"):
+        service.explain(EXAMPLES / "cat.jpg")
+    page = page_components(build_app(service, examples=[]))
+    assert "need Captum" in page["explain-note"]["value"] and "explain-method" not in page
+
+
+def page_components(app) -> dict[str, dict]:
+    """The page's components by elem_id, with their props, as the browser receives them."""
+    return {c["props"]["elem_id"]: c["props"] for c in app.config["components"] if c["props"].get("elem_id")}
+
+
+def test_units_need_an_index(service):
+    assert "Units need a similarity index" in service.units_problem()
+    with pytest.raises(AlexKitError, match="No similarity index loaded"):
+        service.unit_grid("conv5")
+    with pytest.raises(AlexKitError, match="No similarity index loaded"):
+        service.why_similar(EXAMPLES / "cat.jpg", EXAMPLES / "rocket.jpg")
+    page = page_components(build_app(service, examples=[]))
+    assert "Units need a similarity index" in page["units-note"]["value"] and "units-button" not in page
+
+
+def test_why_similar_maps_the_fc7_cosine_to_a_neighbour(indexed_server, photo_folder):
+    _, service = indexed_server
+    e_img = service.why_similar(EXAMPLES / "chelsea.png", photo_folder / "cat.jpg", "gradcam", "chelsea.png")
+    assert e_img.size == (2 * 448 + 8, 448 + 30)
+    right = np.asarray(e_img)[:448, 456:].astype(float)
+    assert right.std() > 0
+
+
+@pytest.mark.parametrize("outside", ["/etc/passwd", "{private}/secret.jpg", "{photos}/../notes.txt", "{examples}/cat.jpg",
+                                     "{photos}/missing.jpg"])
+def test_why_similar_refuses_a_photo_outside_the_index(indexed_server, photo_folder, outside):
+    _, service = indexed_server
+    path = outside.format(private=photo_folder.parent / "photos-private", photos=photo_folder, examples=EXAMPLES)
+    with pytest.raises(AlexKitError, match=r"not a photo in the index's folders") as e:
+        service.why_similar(EXAMPLES / "cat.jpg", path, "gradcam")
+    assert "\n" not in str(e.value)
+
+
+def test_unit_grid_runs_the_pass_once_and_stores_it_in_the_index(indexed_server, index_path):
+    from PIL import Image
+
+    _, service = indexed_server
+    assert service.units_problem() is None
+    grid = service.unit_grid("conv5")
+    assert isinstance(grid, Image.Image) and grid.width > 100 and grid.height > 100
+    assert np.asarray(grid).std() > 0
+    tables = list((index_path / "units").glob("*-conv5"))
+    assert len(tables) == 1 and (tables[0] / "table.json").is_file() and list(tables[0].glob("chunk-*.npz"))
+    with np.load(next(tables[0].glob("chunk-*.npz"))) as z:
+        assert len(z["ids"]) == len(service.index)  # every photo of the index, through its own thread
+    assert service.unit_grid("conv5") is grid  # kept: the pass does not run again
+    with pytest.raises(AlexKitError, match="unknown layer 'fc7'"):
+        service.unit_grid("fc7")
+
+
+# -- on an exported artifact -----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def onnx_model(tiny_checkpoint, tmp_path_factory):
+    """The tiny checkpoint exported to ONNX, the checkpoint beside it (as `alexnet-kit export` leaves them)."""
+    import shutil
+
+    pytest.importorskip("onnxruntime")
+    from alexnet_kit.export import export_checkpoint
+
+    folder = tmp_path_factory.mktemp("artifact")
+    checkpoint = shutil.copy(tiny_checkpoint, folder / "tiny.safetensors")
+    return export_checkpoint(checkpoint, "onnx").path
+
+
+@pytest.mark.slow
+def test_on_an_artifact_only_occlusion_is_offered(onnx_model, index_path):
+    svc = DemoService.load(onnx_model, index_path)
+    try:
+        assert svc.explain_methods() == ["occlusion"] and svc.default_method() == "occlusion"
+        note = svc.methods_note()
+        assert "\n" not in note and "gradcam" in note and "integrated-gradients" in note and "tiny.onnx" in note
+        e = svc.explanation(EXAMPLES / "cat.jpg", "occlusion")
+        assert np.ptp(e.heat) > 0 and svc._explainer.engine is svc.classifier.engine  # the onnxruntime engine itself
+        with pytest.raises(MethodNeedsCheckpoint):
+            svc.explain(EXAMPLES / "cat.jpg", "gradcam")
+        page = page_components(build_app(svc, examples=[]))
+        assert [tuple(c) for c in page["explain-method"]["choices"]] == [("occlusion", "occlusion")]
+        assert page["explain-method"]["value"] == "occlusion" and note in page["explain-note"]["value"]
+        # units: the checkpoint beside the artifact, with the same weights
+        assert svc.units_problem() is None
+        assert svc.unit_grid("conv1").width > 0
+    finally:
+        svc.close()
+
+
+@pytest.mark.slow
+def test_units_of_an_artifact_without_its_checkpoint_say_so(onnx_model, index_path, tmp_path, tiny_config):
+    import shutil
+
+    alone = shutil.copy(onnx_model, tmp_path / "tiny.onnx")
+    svc = DemoService.load(alone, index_path)
+    try:
+        problem = svc.units_problem()
+        assert problem.startswith("Units need the checkpoint") and "\n" not in problem
+        assert "tiny.safetensors beside tiny.onnx" in problem
+        with pytest.raises(AlexKitError, match="Units need the checkpoint"):
+            svc.unit_grid("conv5")
+        make_checkpoint(tmp_path / "tiny.safetensors", tiny_config, seed=7)  # a checkpoint of other weights beside it
+        assert "holds other weights" in svc.units_problem()
+    finally:
+        svc.close()
