@@ -12,7 +12,6 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image
@@ -25,7 +24,7 @@ from alexnet_kit.errors import AlexKitError, ImageError
 from alexnet_kit.explain import DEFAULT_METHOD, METHODS, Explainer, Explanation, MethodNeedsCheckpoint, check_method
 from alexnet_kit.explain.contact_sheet import layer_sheet
 from alexnet_kit.explain.drawing import overlay
-from alexnet_kit.explain.units import UnitTable
+from alexnet_kit.explain.units import UnitTable, checkpoint_for
 from alexnet_kit.features import FeatureExtractor
 from alexnet_kit.images import ImageSource, source_name
 from alexnet_kit.search import Hit, IndexMismatch, SimilarityIndex
@@ -241,16 +240,11 @@ class DemoService:
     def _units_checkpoint(self) -> Path | None:
         """None where the engine computes every map itself (a checkpoint's); else the checkpoint with the
         same weights beside the artifact, or one line saying the units need it."""
-        from alexnet_kit.cli.units import units_model  # the checkpoint beside an artifact, found as `alexnet-kit units` does
-
         engine = self.classifier.engine
         if set(UNIT_LAYERS) <= set(engine.feature_layers):
             return None
         model = self.model_path or self._explained_file()
-        found = None
-        if model is not None:
-            with contextlib.suppress(AlexKitError):
-                found = units_model(SimpleNamespace(model=None), model)
+        found = None if model is None else checkpoint_for(model)  # the checkpoint beside an artifact
         if found is None or found.suffix.lower() != ".safetensors":
             where = f"{model.with_suffix('.safetensors').name} beside {model.name}" if model else "a .safetensors file"
             raise AlexKitError(f"Units need the checkpoint: an exported artifact computes fc7 and fc8 only; "

@@ -41,17 +41,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def units_model(args, index_model: Path) -> Path:
-    """The checkpoint for the units: --model, else the index's model or the checkpoint exported to it."""
+    """The checkpoint for the units: --model, else the index's model or the checkpoint it was exported from."""
+    from ..explain.units import checkpoint_for  # defers torch
+
     if args.model:
         return resolve_model(args.model)
-    model = Path(index_model)
-    if model.suffix.lower() != ".safetensors":
-        beside = model.with_suffix(".safetensors")
-        if beside.is_file():
-            return beside
-    if not model.is_file():
-        raise AlexKitError(f"the index's model {model} is gone: name a checkpoint with --model")
-    return model
+    found = checkpoint_for(index_model)
+    if found is None:
+        raise AlexKitError(f"the index's model {index_model} is not a checkpoint and no .safetensors lies beside it: "
+                           "units need the maps a checkpoint computes; name one with --model")
+    return found
 
 
 def run(args: argparse.Namespace) -> int:

@@ -46,6 +46,20 @@ class TopPhoto:
     box: tuple[int, int, int, int]  # (left, top, right, bottom) in the central crop
 
 
+def checkpoint_for(model: str | os.PathLike) -> Path | None:
+    """The checkpoint whose maps the units need: ``model`` itself if it is one, else the ``.safetensors`` beside
+    the artifact exported from it (X.onnx, X.int8.onnx, X.ts, X.pt2 -> X.safetensors), or None."""
+    model = Path(model)
+    if model.suffix.lower() == ".safetensors":
+        return model if model.is_file() else None
+    name = model.name
+    for suffix in (".onnx", ".ts", ".pt2", ".int8"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    beside = model.with_name(name + ".safetensors")
+    return beside if beside.is_file() else None
+
+
 def table_dir(index: str | os.PathLike, fingerprint: str, layer: str) -> Path:
     return Path(index) / "units" / f"{fingerprint[:16]}-{layer}"
 
