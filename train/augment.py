@@ -6,6 +6,12 @@ and adds PCA colour noise: to every pixel of an image the same RGB offset
 ``[p1 p2 p3] [a1 l1, a2 l2, a3 l3]^T``, a_i ~ N(0, 0.1), one draw per image
 per presentation. Validation uses the centre patch, unflipped, no noise.
 
+A recipe may replace §4.1's fixed-size patches by random-resized crops
+(``crop = "rrc"``, not in the paper): a box of a random area (``crop_scale``
+to all of the photo) and aspect ratio (3/4 to 4/3), resized to 224x224
+bilinearly (:func:`rrc_boxes`, :meth:`Finisher.resized`); flips, centring
+and colour noise stay the paper's.
+
 The random numbers are drawn up front by :func:`draw` from a generator seeded
 with (seed, epoch, batch), so a batch is the same whichever process or
 device augments it, and whenever (exact resume). Where the work runs:
@@ -36,19 +42,65 @@ class Draw:
     lefts: np.ndarray  # int64 (B,)
     flips: np.ndarray  # bool (B,)
     alphas: np.ndarray  # float32 (B, 3)
+    heights: np.ndarray | None = None  # int64 (B,): random-resized crops' boxes; None: crop x crop patches (§4.1)
+    widths: np.ndarray | None = None
+
+    def take(self, idx) -> "Draw":
+        """The draws of the images ``idx`` (a slice or an index array), in that order."""
+        pick = lambda a: None if a is None else a[idx]  # noqa: E731
+        return Draw(self.tops[idx], self.lefts[idx], self.flips[idx], self.alphas[idx], pick(self.heights), pick(self.widths))
 
 
-def draw(n: int, size: int, crop: int, rng: np.random.Generator | None, pca_std: float = 0.1) -> Draw:
-    """Random patches, flips and PCA coefficients; ``rng=None`` = validation (centre, nothing random)."""
+def draw(n: int, size: int, crop: int, rng: np.random.Generator | None, pca_std: float = 0.1,
+         scale: float | None = None) -> Draw:
+    """Random patches, flips and PCA coefficients; ``rng=None`` = validation (centre, nothing random).
+    ``scale``: random-resized crops of ``scale`` to all of the photo's area instead of §4.1's patches."""
     if rng is None:
         mid = (size - crop) // 2
         return Draw(np.full(n, mid, np.int64), np.full(n, mid, np.int64), np.zeros(n, bool), np.zeros((n, 3), np.float32))
-    span = size - crop + 1
-    tops = rng.integers(0, span, n)
-    lefts = rng.integers(0, span, n)
+    if scale is not None:
+        heights, widths, tops, lefts = rrc_boxes(rng, n, size, scale)
+    else:  # §4.1: a random crop x crop patch of the size x size photo
+        span = size - crop + 1
+        heights = widths = None
+        tops = rng.integers(0, span, n)
+        lefts = rng.integers(0, span, n)
     flips = rng.random(n) < 0.5
     alphas = (rng.standard_normal((n, 3)) * pca_std).astype(np.float32)  # §4.1: a_i ~ N(0, 0.1)
-    return Draw(tops, lefts, flips, alphas)
+    return Draw(tops, lefts, flips, alphas, heights, widths)
+
+
+def rrc_boxes(rng: np.random.Generator, n: int, size: int, scale: float, ratio=(3 / 4, 4 / 3), tries: int = 10):
+    """(heights, widths, tops, lefts) of random-resized crops (not in the paper; Inception's and
+    torchvision's RandomResizedCrop): an area of ``scale``..1 of the photo and an aspect ratio of
+    ``ratio`` (log-uniform), redrawn up to ``tries`` times until the box fits, else the whole photo."""
+    h = np.full(n, size, np.int64)
+    w = np.full(n, size, np.int64)
+    done = np.zeros(n, bool)
+    for _ in range(tries):
+        area = size * size * rng.uniform(scale, 1.0, n)
+        aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1]), n))
+        ww = np.round(np.sqrt(area * aspect)).astype(np.int64)
+        hh = np.round(np.sqrt(area / aspect)).astype(np.int64)
+        ok = ~done & (ww >= 1) & (hh >= 1) & (ww <= size) & (hh <= size)
+        h[ok], w[ok] = hh[ok], ww[ok]
+        done |= ok
+    tops = rng.integers(0, size - h + 1)
+    lefts = rng.integers(0, size - w + 1)
+    return h, w, tops, lefts
+
+
+def _axis(start: torch.Tensor, length: torch.Tensor, out: int):
+    """Bilinear sample positions of ``out`` pixels over [start, start + length) per image (half-pixel
+    centres, clamped inside the box, as torch's bilinear resize of the box): (i0, i1, fraction)."""
+    pos = (torch.arange(out, device=start.device, dtype=torch.float32) + 0.5)[None] * (length.float() / out)[:, None] - 0.5
+    last = (length - 1).float()[:, None]
+    pos = torch.minimum(pos.clamp_min(0.0), last)
+    i0 = pos.floor()
+    frac = pos - i0
+    i0 = i0.long()
+    i1 = torch.minimum(i0 + 1, (length - 1)[:, None])
+    return i0 + start[:, None], i1 + start[:, None], frac
 
 
 def crop_flip(images: np.ndarray, d: Draw, crop: int) -> torch.Tensor:
@@ -100,6 +152,8 @@ class Finisher:
         -> float (B, 3, crop, crop), cropping, mirroring, centring and colouring in one
         pass per channel straight into the output (no gathered intermediate copies).
         Computes exactly what ``self(crop_flip(...), d)`` computes."""
+        if d.heights is not None:  # random-resized crops: the batched resize, on this (CPU) finisher
+            return self.resized(torch.from_numpy(np.stack(photos)), pack_draw(d))
         c = self.crop
         if self._mean_np is None:
             mean = self.mean_hwc.cpu().numpy().transpose(2, 0, 1)
@@ -131,8 +185,11 @@ class Finisher:
         (one pinned copy to the device instead of four pageable ones)."""
         c = self.crop
         dev = self.device
+        p = pack_draw(d) if isinstance(d, Draw) else d
+        if p.shape[1] == 8:  # random-resized crops (the draw's shape says so: no device sync)
+            return self.resized(photos, p, channels_last)
         x = photos.to(dev, non_blocking=True)
-        p = (pack_draw(d) if isinstance(d, Draw) else d).to(dev, non_blocking=True)
+        p = p.to(dev, non_blocking=True)
         tops, lefts, flips, alphas = p[:, 0].long(), p[:, 1].long(), p[:, 2] > 0.5, p[:, 3:6]
         ar = torch.arange(c, device=dev)
         rows = tops[:, None] + ar  # (B, c)
@@ -149,8 +206,40 @@ class Finisher:
         return x if channels_last else x.contiguous()
 
 
+    def resized(self, photos: torch.Tensor, p: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+        """Random-resized crops (not in the paper): whole uint8 photos (B, S, S, 3) and a packed
+        draw with boxes (B, 8) -> float (B, 3, crop, crop): each box resized bilinearly, mirrored,
+        minus the mean image resized alike (the same as resizing the centred photo: it is linear),
+        plus the §4.1 colour noise. One batched gather on any device: the CPU workers and the GPU
+        compute the same thing."""
+        dev, c = self.device, self.crop
+        x, p = photos.to(dev, non_blocking=True), p.to(dev, non_blocking=True)
+        tops, lefts, flips, alphas, hs, ws = p[:, 0].long(), p[:, 1].long(), p[:, 2] > 0.5, p[:, 3:6], p[:, 6].long(), p[:, 7].long()
+        y0, y1, fy = _axis(tops, hs, c)
+        x0, x1, fx = _axis(lefts, ws, c)
+        f = flips[:, None]  # mirrored: output column j is the resized box's column c - 1 - j
+        x0, x1, fx = torch.where(f, x0.flip(1), x0), torch.where(f, x1.flip(1), x1), torch.where(f, fx.flip(1), fx)
+        b = torch.arange(len(x), device=dev)[:, None, None]
+        wy, wx = fy[:, :, None, None], fx[:, None, :, None]
+
+        def sample(img, batched: bool) -> torch.Tensor:
+            def at(r, q):
+                return (img[b, r[:, :, None], q[:, None, :]] if batched else img[r[:, :, None], q[:, None, :]]).float()
+
+            return (at(y0, x0) * (1 - wx) + at(y0, x1) * wx) * (1 - wy) + (at(y1, x0) * (1 - wx) + at(y1, x1) * wx) * wy
+
+        out = sample(x, True).sub_(sample(self.mean_hwc, False)).add_((alphas @ self.pl.T)[:, None, None, :])
+        if self.inv_std is not None:
+            out = out.mul_(self.inv_std)
+        out = out.permute(0, 3, 1, 2)
+        return out if channels_last else out.contiguous()
+
+
 def pack_draw(d: Draw) -> torch.Tensor:
-    """A draw as one float32 (B, 6) tensor: top, left, flip, a1, a2, a3 (offsets < 2^24: exact)."""
-    out = np.empty((len(d.tops), 6), np.float32)
-    out[:, 0], out[:, 1], out[:, 2], out[:, 3:] = d.tops, d.lefts, d.flips, d.alphas
+    """A draw as one float32 tensor: (B, 6) top, left, flip, a1, a2, a3 (offsets < 2^24: exact);
+    random-resized crops add their boxes' height and width: (B, 8)."""
+    out = np.empty((len(d.tops), 6 if d.heights is None else 8), np.float32)
+    out[:, 0], out[:, 1], out[:, 2], out[:, 3:6] = d.tops, d.lefts, d.flips, d.alphas
+    if d.heights is not None:
+        out[:, 6], out[:, 7] = d.heights, d.widths
     return torch.from_numpy(out)

@@ -41,9 +41,10 @@ class EpochBatches(Dataset):
 
     def __init__(self, split: Split, *, batch: int, seed: int, epoch: int, crop: int, train: bool,
                  finisher: Finisher | None = None, pca_std: float = 0.1, part: tuple[int, int] = (0, 1),
-                 drop_last: bool | None = None):
+                 drop_last: bool | None = None, scale: float | None = None):
         self.split, self.batch, self.seed, self.epoch, self.crop = split, batch, seed, epoch, crop
         self.train, self.finisher, self.pca_std, self.part = train, finisher, pca_std, part
+        self.scale = scale  # random-resized crops of this much to all of the area (None: §4.1's patches)
         n = len(split)
         self.order = epoch_order(n, seed, epoch) if train else np.arange(n)
         drop_last = train if drop_last is None else drop_last
@@ -56,16 +57,14 @@ class EpochBatches(Dataset):
         idx = self.order[b * self.batch:(b + 1) * self.batch]
         size = self.split.images.shape[1]
         rng = np.random.default_rng([self.seed, self.epoch, b]) if self.train else None
-        d = draw(len(idx), size, self.crop, rng, self.pca_std)
+        d = draw(len(idx), size, self.crop, rng, self.pca_std, self.scale)
         rank, world = self.part
         if world > 1:
             keep = slice(rank, None, world)
-            idx = idx[keep]
-            d.tops, d.lefts, d.flips, d.alphas = d.tops[keep], d.lefts[keep], d.flips[keep], d.alphas[keep]
+            idx, d = idx[keep], d.take(keep)
         # sorted rows read the memmap sequentially; the draw stays with its photo
         order = np.argsort(idx, kind="stable")
-        idx = idx[order]
-        d.tops, d.lefts, d.flips, d.alphas = d.tops[order], d.lefts[order], d.flips[order], d.alphas[order]
+        idx, d = idx[order], d.take(order)
         labels = torch.from_numpy(self.split.labels[idx])
         if self.finisher is not None:
             rows = self.split.rows[idx]

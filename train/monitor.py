@@ -88,15 +88,17 @@ def plot_curves(history: list[dict], path: Path, title: str | None = None) -> bo
     except Exception:
         return False
     ep = [r["epoch"] for r in history]
+    val = [r for r in history if r.get("val_loss") is not None]  # a budget's late epoch ends skip validation
+    vep = [r["epoch"] for r in val]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     a.plot(ep, [r["train_loss"] for r in history], "o-", ms=3, label="train")
-    if any(r.get("val_loss") is not None for r in history):
-        a.plot(ep, [r.get("val_loss") for r in history], "s-", ms=3, label="validation")
+    if val:
+        a.plot(vep, [r["val_loss"] for r in val], "s-", ms=3, label="validation")
     a.set_xlabel("epoch"), a.set_ylabel("cross-entropy loss"), a.legend(), a.grid(alpha=0.3)
     b.plot(ep, [100 * r["train_top1_err"] for r in history], "o-", ms=3, label="train top-1")
-    if any(r.get("val_top1_err") is not None for r in history):
-        b.plot(ep, [100 * r["val_top1_err"] for r in history], "s-", ms=3, label="validation top-1")
-        b.plot(ep, [100 * r["val_top5_err"] for r in history], "^--", ms=3, label="validation top-5")
+    if val:
+        b.plot(vep, [100 * r["val_top1_err"] for r in val], "s-", ms=3, label="validation top-1")
+        b.plot(vep, [100 * r["val_top5_err"] for r in val], "^--", ms=3, label="validation top-5")
     b.set_xlabel("epoch"), b.set_ylabel("error (%)"), b.set_ylim(0, 100), b.legend(), b.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
@@ -211,3 +213,26 @@ class LossWindow:
             if step % 10 == 0:
                 self.log.step_scalar("step_loss", lv, step)
         self.last = values[-1]
+
+
+def epoch_row(epoch: int, step: int, lr: float, totals: dict, world: int, val: tuple[float, float, float] | None) -> dict:
+    """The history's row for an epoch: the training totals over every rank, validation if any."""
+    n = max(1, totals["n"])
+    seconds = totals["seconds"] / world  # every rank ran the whole epoch: the wall time, not the sum
+    row = {
+        "epoch": epoch, "step": step, "lr": lr,
+        "train_loss": totals["loss_sum"] / n, "train_top1_err": totals["wrong1"] / n, "train_top5_err": totals["wrong5"] / n,
+        "images_per_s": totals["images"] / max(1e-9, seconds) if totals["seconds"] else None,
+        "seconds": round(seconds, 2),
+    }
+    if val:
+        row.update(val_loss=val[0], val_top1_err=val[1], val_top5_err=val[2])
+    return row
+
+
+def epoch_line(row: dict) -> str:
+    """The line rank 0 prints at an epoch's end."""
+    v = (f"  val loss {row['val_loss']:.3f} top-1 err {100 * row['val_top1_err']:.1f}% top-5 err {100 * row['val_top5_err']:.1f}%"
+         if "val_loss" in row else "")
+    return (f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.3f} top-1 err {100 * row['train_top1_err']:.1f}%{v}"
+            f"  lr {row['lr']:.3g}  {row['images_per_s'] or 0:.0f} img/s")

@@ -249,31 +249,39 @@ class StopVote:
         self.dist, self.device, self.every = dist, device, every
         self._inflight: HostCopy | None = None  # the last vote, on its way to the host
 
-    def at_step(self, step: int, requested: int) -> int:
-        """After ``step``: the agreed signal. ``requested``: this process's (0: none)."""
+    def at_step(self, step: int, requested: int, clock: tuple[float, ...] = ()) -> tuple[int, tuple[float, ...] | None]:
+        """After ``step``: the agreed signal and the agreed ``clock`` values (None: no vote at this
+        step). ``requested``: this process's signal (0: none); ``clock``: numbers every rank must
+        agree on (the budget's progress), the largest over the ranks."""
         if not self.dist.collective:
-            return requested
+            return requested, clock
         if step % self.every:
-            return 0
-        agreed = int(self._inflight.get()[0]) if self._inflight is not None else 0
+            return 0, None
+        if self._inflight is not None:
+            got = self._inflight.get().tolist()
+            agreed, agreed_clock = int(got[0]), tuple(got[1:])
+        else:
+            agreed, agreed_clock = 0, None
         # on the device (NCCL has no CPU), made by a fill kernel: torch.tensor(list, device=cuda)
         # would be a blocking copy from pageable host memory every `every` steps
-        t = torch.full((1,), float(requested), device=self.device)
+        t = _float64([requested, *clock], self.device)
         tdist.all_reduce(t, op=tdist.ReduceOp.MAX, async_op=True).wait()  # NCCL: the stream waits, not the host
         self._inflight = HostCopy(t)
-        return agreed
+        return agreed, agreed_clock
 
-    def at_epoch_end(self, meter: "Meter", requested: int) -> tuple[dict, int]:
-        """The epoch's training totals over every rank (as :meth:`Meter.to_dict`) and the agreed
-        signal, in one reduction that every rank runs at every epoch end."""
+    def at_epoch_end(self, meter: "Meter", requested: int, clock: tuple[float, ...] = ()) -> tuple[dict, int, tuple[float, ...]]:
+        """The epoch's training totals over every rank (as :meth:`Meter.to_dict`), the agreed
+        signal and the agreed ``clock`` values (as :meth:`at_step`), in one reduction that every
+        rank runs at every epoch end."""
         self._inflight = None  # this reduction carries every rank's signal: a vote still in flight is stale
         if not self.dist.collective:
-            return meter.to_dict(), requested
+            return meter.to_dict(), requested, clock
         errors = meter.errors
-        t = _float64([meter.loss_sum, errors.wrong1, errors.wrongk, errors.n, meter.seconds, requested],
+        t = _float64([meter.loss_sum, errors.wrong1, errors.wrongk, errors.n, meter.seconds, requested, *clock],
                      meter.loss_sum.device).to(self.device)  # the process group's device (the same one under DDP)
         tdist.all_reduce(t[:5])
         tdist.all_reduce(t[5:], op=tdist.ReduceOp.MAX)
-        loss_sum, w1, w5, n, seconds, stop = t.tolist()
+        loss_sum, w1, w5, n, seconds, stop, *agreed_clock = t.tolist()
         # every rank counts the global batch already
-        return {"loss_sum": loss_sum, "n": n, "wrong1": w1, "wrong5": w5, "seconds": seconds, "images": float(meter.images)}, int(stop)
+        totals = {"loss_sum": loss_sum, "n": n, "wrong1": w1, "wrong5": w5, "seconds": seconds, "images": float(meter.images)}
+        return totals, int(stop), tuple(agreed_clock)

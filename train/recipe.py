@@ -23,11 +23,14 @@ from alexnet_kit.config import AlexNetConfig, add_options, check_values, given_o
 from alexnet_kit.errors import AlexKitError, FileProblem
 from alexnet_kit.paths import repo_path
 
+from .schedule import BUDGET_DEFAULT, KINDS, parse_duration
+
 RECIPES = Path(__file__).parent / "recipes"
 
 # The data decides the number of classes (a [model] value is overridden);
 # every other AlexNetConfig field is a [model] setting and a --model.NAME option.
 _FROM_DATA = ("num_classes",)
+CROPS = ("paper", "rrc")
 
 
 @dataclass
@@ -47,6 +50,17 @@ class Recipe:
     lr_patience: int = option(2, "epochs without validation gain before lr drops")
     lr_max_drops: int = option(3, "at most this many drops (the paper: 3)")
     lr_threshold: float = option(1e-3, "smaller validation-error gains do not count")
+    budget: str = option("", "wall-clock budget, e.g. 90s, 20m, 2h, 1h30m: the run, its evaluations and the final model end "
+                             "within it, and --epochs no longer limits it (empty: no budget); --resume continues with what is left")
+    schedule: str = option("auto", f"learning-rate schedule: plateau (§5: /10 when validation stops improving), cosine or "
+                                   f"linear (a warm-up, then down to 0 at the end of the budget, or of the epochs), auto "
+                                   f"(plateau without --budget, {BUDGET_DEFAULT} with one)", KINDS)
+    warmup: float = option(0.03, "cosine/linear: warm-up from 0 over this fraction of the training (its time under --budget)")
+    label_smoothing: float = option(0.0, "label smoothing of the training loss (not in the paper: 0 = off)")
+    crop: str = option("paper", "training crops: paper (§4.1: random 224x224 patches of the 256x256 photos) or rrc "
+                                "(random-resized crops: a random area and aspect ratio resized to 224; not in the paper)",
+                       CROPS)
+    crop_scale: float = option(0.35, "crop rrc: a crop covers this fraction to all of the photo's area (torchvision: 0.08)")
     pca_std: float = option(0.1, "sigma of the §4.1 PCA colour noise (the paper: 0.1; 0 = off)")
     input_std: bool = option(False, "true: divide centred pixels by the training set's per-channel std (not in the paper)")
     seed: int = option(0, "seed of initialisation, data order, augmentation and dropout")
@@ -55,8 +69,9 @@ class Recipe:
     model_devices: str = option("", "--parallel model: e.g. cuda:0,cuda:1 (default: two GPUs, else the device twice)")
     workers: int = option(2, "augmentation worker processes (0: in the training process)")
     threads: int = option(0, "torch threads for the training step (0: torch's default)")
-    amp: str = option("auto", "auto (bf16 on CUDA; fp16 + loss scaling on GPUs without bf16) | bf16 | fp16 | off",
-                      ("auto", "bf16", "fp16", "off"))
+    amp: str = option("auto", "auto (bf16 on a GPU or CPU that has it in hardware; fp16 + loss scaling on GPUs without; "
+                              "else fp32) | bf16 | fp16 | off", ("auto", "bf16", "fp16", "off"))
+    force_amp: bool = option(False, "--amp bf16 on a CPU without native bf16 (emulated, slow): run it anyway")
     channels_last: str = option("auto", "auto (= on; measured faster on CUDA and CPU) | on | off", ("auto", "on", "off"))
     compile: bool = option(False, "torch.compile the network")
     deterministic: bool = option(False, "deterministic kernels (bitwise resume on CPU)")
@@ -94,6 +109,11 @@ def validate(r: Recipe) -> Recipe:
             raise AlexKitError(f"{key.replace('_', '-')} must be at least 1")
     if r.lr <= 0:
         raise AlexKitError("lr must be positive")
+    if r.budget:
+        parse_duration(r.budget)
+    for key, lo, hi in (("label_smoothing", 0.0, 0.999), ("warmup", 0.0, 0.5), ("crop_scale", 0.01, 1.0)):
+        if not lo <= getattr(r, key) <= hi:
+            raise AlexKitError(f"{key.replace('_', '-')} must be between {lo:g} and {hi:g}, not {getattr(r, key)}")
     if not r.init_from and (r.freeze not in ("", "none") or r.pretrained_lr_mult != 1.0):
         raise AlexKitError("--freeze and --pretrained-lr-mult need --init-from MODEL (the model to fine-tune)")
     if r.init_from:
@@ -139,7 +159,10 @@ def load_recipe(name_or_path: str) -> Recipe:
 
 def add_override_options(parser) -> None:
     g = parser.add_argument_group("recipe overrides (each replaces one value of the recipe)")
-    add_options(g, Recipe, dest="r_", skip=("model",))
+    add_options(g, Recipe, dest="r_", skip=("model", "force_amp"))
+    # a bare flag (read as "true" by apply_overrides, like every other override)
+    force = next(f for f in dataclasses.fields(Recipe) if f.name == "force_amp")
+    g.add_argument("--force-amp", dest="r_force_amp", action="store_const", const="true", default=None, help=force.metadata["help"])
     m = parser.add_argument_group("network overrides (each replaces one value of the recipe's [model] table)")
     add_options(m, AlexNetConfig, prefix="model", dest="m_", skip=_FROM_DATA)
 
@@ -149,6 +172,12 @@ def apply_overrides(recipe: Recipe, args) -> Recipe:
         setattr(recipe, name, value)
     recipe.model = {**recipe.model, **given_options(args, AlexNetConfig, prefix="model", dest="m_", skip=_FROM_DATA)}
     return validate(recipe)
+
+
+def given_fields(args) -> set[str]:
+    """The recipe fields the command line set (``model.NAME`` for the [model] table's)."""
+    names = set(given_options(args, Recipe, dest="r_", skip=("model",)))
+    return names | {f"model.{k}" for k in given_options(args, AlexNetConfig, prefix="model", dest="m_", skip=_FROM_DATA)}
 
 
 def resolve_data(path: str) -> Path:

@@ -30,12 +30,10 @@ from a background thread (:class:`~.training_state.BackgroundWriter`).
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -54,13 +52,19 @@ from alexnet_kit.preprocess import Preprocess
 from . import finetune, runfolder, training_state
 from .augment import Finisher
 from .loader import EpochBatches, make_loader, prefetch
-from .monitor import LossWindow, Meter, MetricsLog, StallDetector
-from .optim import PaperSGD, PlateauSchedule
+from .monitor import LossWindow, Meter, MetricsLog, StallDetector, epoch_line, epoch_row
+from .optim import PaperSGD
 from .packed import PackedDataset
 from .parallel import (DistInfo, StopVote, build_grouped, end_distributed, grouped_state, grouped_velocity,
                        init_distributed, input_device, load_grouped_state, load_grouped_velocity, pick_device, place,
                        sum_over_ranks, unwrap)
+from .precision import bf16_native_check, cuda_bf16_native, deterministic_setup, resolve_amp
 from .recipe import Recipe
+from .schedule import Budget, Schedule, format_duration, parse_duration, resolve_kind
+
+# resolve_amp, cuda_bf16_native and deterministic_setup lived here: scripts and tests import them from here
+__all__ = ["SYNC_EVERY", "Trainer", "build_optimizer", "cuda_bf16_native", "deterministic_setup", "resolve_amp", "step_seed",
+           "train_step"]
 
 #: steps between host reads of the loss (progress bar, stall detector, divergence check)
 #: and, under DDP, between the collectives in which the ranks agree to stop
@@ -68,13 +72,14 @@ SYNC_EVERY = 16
 #: what rank 0 prints on the first signal (StopOnSignal adds "again to abort at once")
 
 
-def train_step(net, optimizer, x, y, amp_dtype=None, scaler=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One SGD step on a batch; returns (loss, logits), both detached, still on the device."""
+def train_step(net, optimizer, x, y, amp_dtype=None, scaler=None, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step on a batch; returns (loss, logits), both detached, still on the device.
+    ``label_smoothing`` (not in the paper): the loss's target puts that much weight uniformly on every class."""
     optimizer.zero_grad(set_to_none=True)
     dev = input_device(net)
     with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         logits = net(x)
-    loss = F.cross_entropy(logits.float(), y.to(logits.device, non_blocking=True))
+    loss = F.cross_entropy(logits.float(), y.to(logits.device, non_blocking=True), label_smoothing=label_smoothing)
     if scaler is not None:  # fp16 on GPUs without bf16: scale the loss so small gradients do not flush to 0
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -87,50 +92,6 @@ def train_step(net, optimizer, x, y, amp_dtype=None, scaler=None) -> tuple[torch
 
 def step_seed(seed: int, rank: int, step: int) -> int:
     return (seed * 1_000_003 + rank * 7_919 + step) % (2**63 - 1)
-
-
-def resolve_amp(setting: str, device_type: str, bf16_supported: Callable[[], bool]) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None, whether a GradScaler is needed) for ``--amp``.
-
-    ``auto``: bf16 on a GPU that has it; fp16 with loss scaling on one that
-    does not (pre-Ampere: V100, T4, GTX), since bf16 there is emulated or
-    missing; fp32 on the CPU. ``bf16_supported`` is injected so the choice is
-    testable without the GPU (the trainer passes :func:`cuda_bf16_native`).
-    """
-    if setting == "off":
-        return None, False
-    if setting == "fp16":
-        return torch.float16, device_type == "cuda"
-    if setting == "bf16":
-        if device_type == "cuda" and not bf16_supported():
-            raise AlexKitError("--amp bf16: this GPU has no bfloat16; use --amp fp16 (or auto)")
-        return torch.bfloat16, False
-    if device_type != "cuda":
-        return None, False
-    return (torch.bfloat16, False) if bf16_supported() else (torch.float16, True)
-
-
-def cuda_bf16_native() -> bool:
-    """Whether the current GPU runs bf16 in hardware (Ampere and later).
-
-    torch 2.x's ``is_bf16_supported()`` counts emulation by default and answers True on
-    V100/T4, where bf16 is emulated and slow, so the fp16 + GradScaler fallback would
-    never be chosen; ask for the native answer."""
-    try:
-        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
-    except TypeError:  # torch before the flag existed: it did not count emulation
-        return bool(torch.cuda.is_bf16_supported())
-
-
-def deterministic_setup() -> None:
-    """Deterministic kernels; cuBLAS needs a fixed workspace, read when its first handle is made."""
-    if "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            raise AlexKitError("--deterministic true on CUDA: set CUBLAS_WORKSPACE_CONFIG=:4096:8 in the environment "
-                               "(CUDA was already started, too late to set it here)")
-        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
 
 
 def git_commit() -> str | None:
@@ -150,38 +111,16 @@ def build_optimizer(net: torch.nn.Module, recipe: Recipe) -> PaperSGD:
     return PaperSGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
 
 
-def epoch_row(epoch: int, step: int, lr: float, totals: dict, world: int, val: tuple[float, float, float] | None) -> dict:
-    """The history's row for an epoch: the training totals over every rank, validation if any."""
-    n = max(1, totals["n"])
-    seconds = totals["seconds"] / world  # every rank ran the whole epoch: the wall time, not the sum
-    row = {
-        "epoch": epoch, "step": step, "lr": lr,
-        "train_loss": totals["loss_sum"] / n, "train_top1_err": totals["wrong1"] / n, "train_top5_err": totals["wrong5"] / n,
-        "images_per_s": totals["images"] / max(1e-9, seconds) if totals["seconds"] else None,
-        "seconds": round(seconds, 2),
-    }
-    if val:
-        row.update(val_loss=val[0], val_top1_err=val[1], val_top5_err=val[2])
-    return row
-
-
-def epoch_line(row: dict) -> str:
-    """The line rank 0 prints at an epoch's end."""
-    v = (f"  val loss {row['val_loss']:.3f} top-1 err {100 * row['val_top1_err']:.1f}% top-5 err {100 * row['val_top5_err']:.1f}%"
-         if "val_loss" in row else "")
-    return (f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.3f} top-1 err {100 * row['train_top1_err']:.1f}%{v}"
-            f"  lr {row['lr']:.3g}  {row['images_per_s'] or 0:.0f} img/s")
-
-
 class Trainer:
     """``overwrite``: replace an earlier run in ``recipe.out`` (else a fresh run there is refused).
     ``stop``: the caller's active :class:`StopOnSignal` (the CLI's also covers packing and set-up);
-    None: :meth:`train` installs one while it runs."""
+    None: :meth:`train` installs one while it runs. ``started``: when a ``--budget`` began (a
+    ``time.monotonic()`` reading; the CLI passes its process's start), default now."""
 
     def __init__(self, recipe: Recipe, data: PackedDataset, resume: str | None = None, progress: bool = True,
-                 overwrite: bool = False, stop: StopOnSignal | None = None):
+                 overwrite: bool = False, stop: StopOnSignal | None = None, started: float | None = None):
         self.r, self.data, self.resume_from, self.progress = recipe, data, resume, progress
-        self.overwrite = overwrite
+        self.overwrite, self.started = overwrite, time.monotonic() if started is None else started
         self.stop = stop  # the one stop flag: its signum, the signal this process was asked to stop by
         self.out = Path(recipe.out)
         self.ckpt_dir = self.out / "checkpoints"
@@ -215,7 +154,7 @@ class Trainer:
         on_cuda = self.device.type == "cuda"
         if on_cuda and not r.deterministic:
             torch.backends.cudnn.benchmark = True
-        self.amp, use_scaler = resolve_amp(r.amp, self.device.type, cuda_bf16_native if on_cuda else (lambda: False))
+        self.amp, use_scaler = resolve_amp(r.amp, self.device.type, bf16_native_check(self.device.type), r.force_amp)
         self.scaler = torch.amp.GradScaler(self.device.type) if use_scaler else None
         # channels_last: cuDNN's fast layout, and on the CPU oneDNN's (measured ~15% faster
         # per step for the quickstart network, docs/benchmarks.md)
@@ -277,7 +216,13 @@ class Trainer:
     def _setup_optimizer(self) -> None:
         r = self.r
         self.optimizer = build_optimizer(self.net, r)
-        self.schedule = PlateauSchedule(r.lr, r.lr_factor, r.lr_patience, r.lr_max_drops, r.lr_threshold)
+        self.schedule = Schedule(resolve_kind(r.schedule, bool(r.budget)), r.lr, r.warmup, r.lr_factor, r.lr_patience,
+                                 r.lr_max_drops, r.lr_threshold)
+        # the end's write: weights and velocities in the state, the weights again in the model
+        state_bytes = 12 * sum(p.numel() for p in self.net.parameters())
+        self.budget = Budget(parse_duration(r.budget), started=self.started, val_photos=len(self.val_split),
+                             state_bytes=state_bytes) if r.budget else None
+        self._progress = 0.0  # the budget's progress the ranks agreed on (its lr; 1: training ends)
 
     def _replace_earlier_run(self) -> None:
         """``--overwrite``: as late as possible (a set-up error above keeps the old run), before the
@@ -311,6 +256,11 @@ class Trainer:
         load_grouped_state(self.net, st["model"])
         load_grouped_velocity(self.net, self.optimizer, st["velocity"])
         self.schedule.load_state_dict(st["schedule"])
+        if self.budget is not None and st.get("budget"):
+            self.budget.load_state_dict(st["budget"])  # what the run spent so far: the rest is this run's
+            self._progress = float(st["budget"].get("progress", 0.0))  # every rank's lr from the same number
+        elif st.get("budget") and self.dist.main:
+            print(f"{path} was trained to a {st['budget']['seconds']:g} s budget; without --budget, --epochs ends it", file=sys.stderr)
         self.optimizer.set_lr(self.schedule.lr)
         self.losses.stall.load_state_dict(st["stall"])
         self.epoch, self.batch, self.global_step = int(st["epoch"]), int(st["batch"]), int(st["global_step"])
@@ -335,7 +285,9 @@ class Trainer:
 
     def _train(self) -> str:
         try:
-            while self.epoch < self.r.epochs:
+            if self.budget is not None and self.budget.spent_for(1):
+                return "budget"  # resumed with nothing left
+            while self.budget is not None or self.epoch < self.r.epochs:  # a budget ends the run, not --epochs
                 outcome = self._train_epoch()
                 if outcome:
                     return outcome
@@ -347,8 +299,10 @@ class Trainer:
         """The rest of this epoch, then its end: "max_steps" when the step limit came, else None."""
         r = self.r
         batches = EpochBatches(self.train_split, batch=r.batch_size, seed=r.seed, epoch=self.epoch, crop=self.config.input_size,
-                               train=True, finisher=self.cpu_finisher, pca_std=r.pca_std, part=(self.dist.rank, self.dist.world))
+                               train=True, finisher=self.cpu_finisher, pca_std=r.pca_std, part=(self.dist.rank, self.dist.world),
+                               scale=r.crop_scale if r.crop == "rrc" else None)  # §4.1's patches, or random-resized crops
         loader = make_loader(batches, self.batch, r.workers, pin=self.device.type == "cuda")
+        self.steps_per_epoch = len(batches)
         self.optimizer.set_lr(self.schedule.lr)
         self.net.train()
         with self._progress_bar(len(batches)) as bar:
@@ -357,20 +311,29 @@ class Trainer:
                 self._step(x, y, d)
                 clock = self._count(bar, clock)
                 # the last batch's save and vote are the epoch end's
-                if self.batch < len(batches) and self._between_steps():
-                    return "max_steps"  # finished as asked: a signal now changes nothing
+                limit = self._between_steps() if self.batch < len(batches) else None
+                if limit == "max_steps":
+                    return limit  # finished as asked: a signal now changes nothing
+                if limit:
+                    break  # the budget: this (partial) epoch's end is the run's last evaluation and model
         del loader
         stop = self._end_epoch()  # writes the epoch's state (in the background)
         if self._step_limit_reached():
             return "max_steps"
-        if stop and self.epoch < r.epochs:
+        if self.budget is not None and self._progress >= 1.0:
+            return "budget"
+        if stop and (self.budget is not None or self.epoch < r.epochs):
             self._interrupted(stop)
         return None
 
     def _step(self, x, y, d) -> None:
         x, y = self._finish(x, y, d)
         torch.manual_seed(step_seed(self.r.seed, self.dist.rank, self.global_step))  # dropout, resumable
-        loss, logits = train_step(self.forward, self.optimizer, x, y, self.amp, scaler=self.scaler)
+        if self.schedule.timed:  # cosine/linear: over the budget's time, else over the planned steps
+            plan = self.r.epochs * self.steps_per_epoch
+            self.optimizer.set_lr(self.schedule.at(self._progress if self.budget else (self.global_step + 1) / plan))
+        loss, logits = train_step(self.forward, self.optimizer, x, y, self.amp, scaler=self.scaler,
+                                  label_smoothing=self.r.label_smoothing)
         self.meter.add(loss, logits, y)
         self.batch += 1
         self.global_step += 1
@@ -381,29 +344,44 @@ class Trainer:
         now = time.perf_counter()
         self.meter.seconds += now - clock
         self.meter.images += self.r.batch_size
+        if self.budget is not None:
+            self.budget.note_step(now - clock, self.r.batch_size)
         bar.update(self.r.batch_size)
         if self.global_step % SYNC_EVERY == 0:
             self.losses.drain(keep=1)
-            bar.set_postfix(loss=f"{self.losses.last:.3f}", lr=f"{self.schedule.lr:.2g}", refresh=False)
+        if self.global_step % SYNC_EVERY == 0 or self.budget is not None:
+            left = {"left": format_duration(self.budget.left())} if self.budget is not None else {}
+            bar.set_postfix(loss=f"{self.losses.last:.3f}", lr=f"{self.schedule.lr:.2g}", **left, refresh=False)
         return now
 
-    def _between_steps(self) -> bool:
-        """Mid-epoch: the ranks' stop vote, the step limit and the time to save. True when the
-        step limit is reached (the state saved); raises :class:`Interrupted` when the ranks agreed
-        to stop (the state saved)."""
-        stop = self.vote.at_step(self.global_step, self._requested())
-        limit = self._step_limit_reached()
+    def _between_steps(self) -> str | None:
+        """Mid-epoch: the ranks' stop vote, the step limit, the budget and the time to save.
+        "max_steps" when the step limit is reached (the state saved), "budget" when training must
+        stop for the end to fit in the budget; raises :class:`Interrupted` when the ranks agreed to
+        stop (the state saved)."""
+        stop, clock = self.vote.at_step(self.global_step, self._requested(), self._clock_vote())
+        if clock:  # None between DDP votes; () without a budget
+            self._progress = clock[0]
+        limit = "max_steps" if self._step_limit_reached() else ("budget" if self._progress >= 1.0 else None)
+        if limit == "budget":
+            return limit  # the epoch's end evaluates and saves: a signal now changes nothing
         if stop or limit or self._checkpoint_due():
             self.save_state(wait=bool(stop or limit))
         if stop and not limit:
             self._interrupted(stop)
         return limit
 
+    def _clock_vote(self, epoch_end: bool = False) -> tuple[float, ...]:
+        """What this rank's budget says: its progress, 1 when training must stop now. Under DDP
+        the ranks take the largest (rank 0's clock, in practice), read a window late, so each looks
+        two windows ahead."""
+        return self.budget.vote(2 * SYNC_EVERY if self.dist.collective else 1, epoch_end) if self.budget is not None else ()
+
     def _progress_bar(self, batches: int) -> tqdm:
         r = self.r
         return tqdm(total=batches * r.batch_size, initial=self.batch * r.batch_size, unit="img", unit_scale=False,
-                    desc=f"epoch {self.epoch + 1}/{r.epochs}", disable=not (self.progress and self.dist.main),
-                    dynamic_ncols=True, leave=False, file=sys.stderr)
+                    desc=f"epoch {self.epoch + 1}" + (f"/{r.epochs}" if self.budget is None else f", budget {r.budget}"),
+                    disable=not (self.progress and self.dist.main), dynamic_ncols=True, leave=False, file=sys.stderr)
 
     def _finish(self, x, y, d):
         """The batch on the input device: labels once, non_blocking (pinned by the loader)."""
@@ -445,40 +423,54 @@ class Trainer:
     def _end_epoch(self) -> int:
         """Validation, the totals, the schedule, the files and the line; returns the signal every
         rank agreed to stop for (0: none)."""
+        t0 = time.monotonic()
         self.losses.drain(keep=0)
-        val = self.evaluate() if len(self.val_split) else None
+        # under a budget, cosine/linear need no evaluation just before the final one (one process: the ranks
+        # would have to agree first)
+        late = self.budget is not None and self.schedule.timed and not self.dist.collective and self.budget.late()
+        val = self.evaluate() if len(self.val_split) and not late else None
         # every rank, always, after validation: it also carries the stop vote, so a signal that
-        # came during validation stops the run here, with this epoch's state
-        totals, stop = self.vote.at_epoch_end(self.meter, self._requested())
+        # came during validation stops the run here, with this epoch's state (and the budget's)
+        totals, stop, clock = self.vote.at_epoch_end(self.meter, self._requested(), self._clock_vote(epoch_end=not late))
+        self._progress = clock[0] if clock else self._progress
         row = epoch_row(self.epoch + 1, self.global_step, self.schedule.lr, totals, self.dist.world, val)
+        if self.budget is not None:
+            row["elapsed"] = round(self.budget.elapsed(), 2)
         self.history.append(row)
         self.epoch, self.batch = self.epoch + 1, 0
         self.meter = Meter.zeros(input_device(self.net))
-        improved = self._schedule_step(val[1] if val else row["train_top1_err"])
+        improved = self._schedule_step(val[1] if val else None if late else row["train_top1_err"])
         self._last_save = time.monotonic()
         if self.dist.main:
             self.log.rewrite(self.history)
             self.writer.submit(self._write_epoch, self.state(), self.model_meta(), improved)
             print(epoch_line(row), file=sys.stderr)
+        if self.budget is not None and not late:  # evaluation, logs and the snapshot: what the end costs, besides the write
+            self.budget.note_eval(time.monotonic() - t0)
         return stop
 
-    def _schedule_step(self, err: float) -> bool:
-        """The plateau schedule sees the epoch's error; True when it is the best so far."""
+    def _schedule_step(self, err: float | None) -> bool:
+        """The plateau schedule sees the epoch's error (None: not evaluated); True when it is the best so far."""
+        if err is None:
+            return False
         improved = err < self.best_val
         if improved:
             self.best_val = err
-        if self.schedule.step(err) and self.dist.main:
+        if self.schedule.epoch_end(err) and self.dist.main:
             print(f"validation error stopped improving: lr -> {self.schedule.lr:.3g} (drop {self.schedule.drops} of {self.r.lr_max_drops})", file=sys.stderr)
         return improved
 
     def _write_epoch(self, state: dict, meta: ModelMeta, improved: bool) -> None:
         """Background thread: the state, last.safetensors, and on a new best hard links, not copies."""
+        t0 = time.monotonic()
         path = training_state.save_state(self.ckpt_dir, state, self.r.keep_last)
         last = self.out / "last.safetensors"
         save_checkpoint(last, state["model"], meta)
         if improved:
             training_state.link_best(self.ckpt_dir, path)
             training_state.link_or_copy(last, self.out / "model.safetensors")
+        if self.budget is not None:
+            self.budget.note_write(time.monotonic() - t0)
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float, float]:
@@ -516,6 +508,7 @@ class Trainer:
             "epoch": self.epoch, "batch": self.batch, "global_step": self.global_step,
             "history": self.history, "best_val": self.best_val, "acc": self.meter.to_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "budget": {**self.budget.state_dict(), "progress": self._progress} if self.budget is not None else {},
             "rng": training_state.rng_state(), "recipe": self.r.to_dict(), "config": self.config.to_dict(),
             "classes": self.data.classes,
         }
@@ -539,7 +532,9 @@ class Trainer:
                 "created_by": f"alexnet-kit {__version__} train", "recipe": self.r.name, "recipe_values": self.r.to_dict(),
                 "dataset": str(self.data.root), "dataset_source": self.data.info.get("source"),
                 "train_photos": len(self.train_split), "val_photos": len(self.val_split),
-                "epochs": self.epoch, "steps": self.global_step,
+                "epochs": self.epoch, "steps": self.global_step, "schedule": self.schedule.kind,
+                "amp": str(self.amp).replace("torch.", "") if self.amp is not None else "fp32",
+                **({"budget": self.r.budget, "budget_used_s": round(self.budget.elapsed(), 1)} if self.budget is not None else {}),
                 "val_top1_err": last.get("val_top1_err"), "val_top5_err": last.get("val_top5_err"),
                 "best_val_top1_err": self.best_val if math.isfinite(self.best_val) else None,
                 "git_commit": git_commit(), "parallel": self.r.parallel, "world_size": self.dist.world,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from alexnet_kit.errors import AlexKitError
@@ -20,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "`alexnet-kit classify --model`. SIGTERM or Ctrl-C (SIGINT) finishes the current step, saves a "
         "training state and exits with status 128 + the signal (143, 130); a second signal aborts at once. "
         "The same command with --resume continues exactly. A fresh run never replaces an earlier run in "
-        "--out: it is refused unless --overwrite is given.",
+        "--out: it is refused unless --overwrite is given. --budget 20m trains to a wall-clock budget: the "
+        "learning rate follows the clock and the final evaluation and model are written before it ends.",
         epilog="Data parallel: torchrun --standalone --nproc_per_node N -m alexnet_kit train --parallel data ...",
     )
     p.add_argument("--recipe", default="quickstart", help="a shipped recipe name (paper, quickstart, caltech10, finetune) or a .toml path (default: quickstart)")
@@ -39,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # here, not at the top: the runtime imports the training stage only inside its command (packed loads numpy)
+    from alexnet_kit.train.schedule import format_duration, process_age
+
+    started = time.monotonic() - process_age()  # a --budget counts from this command's start
     from alexnet_kit.train.packed import PackedDataset, is_prepared
     from alexnet_kit.train.recipe import apply_overrides, load_recipe, resolve_data
     from alexnet_kit.train.runfolder import STOP_NOTICE, refuse_earlier_run
@@ -67,10 +72,11 @@ def run(args: argparse.Namespace) -> int:
                                         f"run the same command again to train")
             data = packed
         recipe.data = str(data)
+        dataset = PackedDataset(data)
         from alexnet_kit.train.trainer import Trainer  # here, not at the top: the trainer loads torch
 
-        trainer = Trainer(recipe, PackedDataset(data), resume=args.resume, progress=not args.quiet,
-                          overwrite=args.overwrite, stop=stop)
+        trainer = Trainer(recipe, dataset, resume=args.resume, progress=not args.quiet,
+                          overwrite=args.overwrite, stop=stop, started=started)
         trainer.setup()
         try:
             outcome = trainer.train()  # Interrupted on a signal, after the state is saved
@@ -78,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
             trainer.cleanup()
     if trainer.dist.main:
         best = Path(recipe.out) / "model.safetensors"
-        print(f"{outcome}: {trainer.epoch} epochs, {trainer.global_step} steps; best validation top-1 error "
+        spent = (f" in {format_duration(trainer.budget.elapsed())} of the {recipe.budget} budget"
+                 if trainer.budget is not None else "")
+        print(f"{outcome}: {trainer.epoch} epochs, {trainer.global_step} steps{spent}; best validation top-1 error "
               f"{100 * trainer.best_val:.1f}%; model: {best}" if trainer.history else f"{outcome} after {trainer.global_step} steps")
     return 0

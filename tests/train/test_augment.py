@@ -45,3 +45,29 @@ def test_cpu_fast_path_equals_the_batched_device_path():
     fast = fin.from_photos([p for p in photos], d)
     batched = fin(crop_flip(photos, d, 224), d)
     torch.testing.assert_close(fast, batched, atol=1e-4, rtol=1e-5)
+
+
+def test_random_resized_crops_stay_in_range_and_resize_their_box():
+    from alexnet_kit.train.augment import Draw, pack_draw
+
+    d = draw(2000, 256, 224, np.random.default_rng(0), 0.1, scale=0.35)
+    area = d.heights * d.widths / 256**2
+    assert 0.34 < area.min() and area.max() <= 1.0 and area.std() > 0.1  # 35-100% of the photo
+    aspect = d.widths / d.heights
+    assert 0.74 <= aspect.min() and aspect.max() <= 1.34
+    assert (d.tops >= 0).all() and (d.tops + d.heights <= 256).all() and (d.lefts + d.widths <= 256).all()
+    assert pack_draw(d).shape == (2000, 8) and pack_draw(draw(4, 256, 224, np.random.default_rng(0))).shape == (4, 6)
+    photos, fin, p = augment_case()
+    # a 224x224 box is §4.1's patch: resizing it changes nothing
+    same = Draw(p.tops, p.lefts, p.flips, p.alphas, np.full(16, 224), np.full(16, 224))
+    torch.testing.assert_close(fin.from_photos(list(photos), same), fin.from_photos(list(photos), p), atol=0, rtol=0)
+    # the whole photo: torch's bilinear resize of the centred photo, mirrored where drawn, plus the noise
+    whole = Draw(np.zeros(16, np.int64), np.zeros(16, np.int64), p.flips, p.alphas, np.full(16, 256), np.full(16, 256))
+    ref = torch.nn.functional.interpolate((torch.from_numpy(photos).float() - fin.mean_hwc).permute(0, 3, 1, 2), size=224,
+                                          mode="bilinear", align_corners=False)
+    ref = torch.where(torch.from_numpy(p.flips)[:, None, None, None], ref.flip(3), ref)
+    ref = (ref + torch.from_numpy(fin.offsets(p))[:, :, None, None]) * fin.inv_std[None, :, None, None]
+    torch.testing.assert_close(fin(torch.from_numpy(photos), whole), ref, atol=1e-3, rtol=1e-5)
+    # the CPU workers' path and the device path compute the same crops
+    boxes = draw(16, 256, 224, np.random.default_rng(9), 0.1, scale=0.35)
+    torch.testing.assert_close(fin.from_photos(list(photos), boxes), fin(torch.from_numpy(photos), boxes), atol=0, rtol=0)

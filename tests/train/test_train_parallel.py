@@ -49,7 +49,8 @@ def test_two_tower_step_equals_grouped_step():
 def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
     data = tiny_packed(tmp_path / "packed")
     common = ["train", "--recipe", "quickstart", "--data", str(data), "--epochs", "2", "--batch-size", "4",
-              "--workers", "0", "--threads", "1", "--model.dropout", "0", "--eval-batch-size", "2", "--quiet", *TINY]
+              "--workers", "0", "--threads", "1", "--model.dropout", "0", "--eval-batch-size", "2", "--quiet", *TINY,
+              "--amp", "off"]  # fp32: the arithmetic of the two forms is compared (bf16 rounds a split batch differently)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     one = subprocess.run([sys.executable, "-m", "alexnet_kit", *common, "--out", str(tmp_path / "one")],
                          capture_output=True, text=True, env=env, timeout=300)
@@ -90,7 +91,7 @@ def test_two_tower_training_resumes_on_one_device(tmp_path):
     data = PackedDataset(tiny_packed(tmp_path / "packed"))
 
     def run(out, parallel, epochs, resume=None):
-        r = tiny_recipe(tmp_path / out, parallel=parallel, epochs=epochs, batch_size=4, workers=0)
+        r = tiny_recipe(tmp_path / out, parallel=parallel, epochs=epochs, batch_size=4, workers=0, amp="off")  # fp32, as compared
         t = Trainer(r, data, resume=resume, progress=False)
         t.setup()
         assert t.train() == "done"

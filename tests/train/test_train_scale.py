@@ -192,9 +192,10 @@ def test_a_signal_to_one_rank_stops_both_and_rank_0_saves(packed, tmp_path):
 @pytest.mark.parametrize("setting,device,bf16,want", [
     ("auto", "cuda", True, (torch.bfloat16, False)),
     ("auto", "cuda", False, (torch.float16, True)),  # V100 / T4: fp16 with loss scaling
-    ("auto", "cpu", False, (None, False)),
+    ("auto", "cpu", False, (None, False)),  # a CPU without native bf16: fp32
+    ("auto", "cpu", True, (torch.bfloat16, False)),  # AMX / AVX-512 BF16: bf16 autocast
     ("fp16", "cuda", True, (torch.float16, True)),
-    ("bf16", "cpu", False, (torch.bfloat16, False)),
+    ("bf16", "cpu", True, (torch.bfloat16, False)),
     ("off", "cuda", True, (None, False)),
 ])
 def test_amp_auto_falls_back_to_fp16_with_scaling_without_bf16(setting, device, bf16, want):
