@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/bench_train_step.py                        # quickstart network, CPU
     .venv/bin/python benchmarks/bench_train_step.py --model paper --batch 32
     .venv/bin/python benchmarks/bench_train_step.py --data runs/caltech10/packed   # + end to end from packed data
+    .venv/bin/python benchmarks/bench_train_step.py --compare-amp --model caltech10 --classes 100   # fp32 vs bf16 autocast
+    .venv/bin/python benchmarks/bench_train_step.py --compare-widths --classes 100                  # --recipe auto's widths
     python benchmarks/bench_train_step.py --device cuda --model paper --batch 128 [--data PACKED] [--compile]
 
 * ours: alexnet_kit.train.trainer.train_step (the paper's update rule as one
@@ -16,12 +18,18 @@ runs the trainer itself in the same process: packed memmap, §4.1 augmentation
 in worker processes on the CPU or on the device on CUDA, device-side meters,
 end to end, steady state after --warmup steps. Prints the machine, medians of
 --repeats timed runs (interleaved) and the ratio.
+
+--compare-amp times our step in fp32 and under bf16 autocast (what --amp auto
+picks on a CPU with AMX or AVX-512 BF16), interleaved in one run; the
+synthetic step of each of --recipe auto's widths with --compare-widths (their
+cost relative to width s is what train/auto_recipe.py's table holds).
 """
 from __future__ import annotations
 
 import argparse
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -58,7 +66,11 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--trainer-repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--compare-amp", action="store_true", help="only: our step in fp32 vs bf16 autocast, interleaved")
+    ap.add_argument("--compare-widths", action="store_true", help="only: our step for each of --recipe auto's widths")
     args = ap.parse_args()
+    if args.compare_amp or args.compare_widths:
+        return compare(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -129,6 +141,59 @@ def main() -> int:
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def compare(args) -> int:
+    """Interleaved medians of our step: fp32 vs bf16 autocast (--compare-amp) for --model, or
+    every width level of --recipe auto (--compare-widths, in fp32 and bf16), relative to width s."""
+    from alexnet_kit.engines.cpu import native_bf16
+    from alexnet_kit.train.auto_recipe import LEVELS
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    print(f"machine: {describe()}; native bf16: {native_bf16() if dev.type == 'cpu' else 'n/a'}")
+    if args.compare_widths:
+        nets = {lv.name: dict(conv_channels=lv.conv_channels, fc_features=lv.fc_features) for lv in LEVELS}
+    else:
+        nets = {args.model: MODELS[args.model]}
+    cases = [(name, amp) for name in nets for amp in ("fp32", "bf16")]
+    steppers = {}
+    for name, widths in nets.items():
+        cfg = AlexNetConfig(num_classes=args.classes, init="kaiming", **widths)
+        torch.manual_seed(0)
+        net = AlexNet(cfg).to(dev).to(memory_format=torch.channels_last)
+        opt = PaperSGD(net.parameters(), lr=1e-4)
+        steppers[name] = (net, opt, cfg)
+    x = (torch.randn(args.batch, 3, 224, 224, device=dev) * 50).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, args.classes, (args.batch,), device=dev)
+    # wall-clock images/s, and images per CPU-second of this process (all its threads): on a machine
+    # shared with other jobs the wall clock measures the neighbours too, the CPU time mostly not
+    res = {c: {"wall": [], "cpu": []} for c in cases}
+    for r in range(args.repeats):
+        for name, amp in cases:
+            net, opt, _ = steppers[name]
+            dtype = torch.bfloat16 if amp == "bf16" else None
+            for _ in range(2 if r == 0 else 1):
+                train_step(net, opt, x, y, dtype)
+            w, c = time.perf_counter(), time.process_time()
+            for _ in range(args.steps):
+                train_step(net, opt, x, y, dtype)
+            res[(name, amp)]["wall"].append(args.steps * args.batch / (time.perf_counter() - w))
+            res[(name, amp)]["cpu"].append(args.steps * args.batch / (time.process_time() - c))
+    print(f"batch {args.batch}, device {dev}, {torch.get_num_threads()} thread(s), {args.steps} steps x {args.repeats} repeats "
+          f"(interleaved), channels_last; images per CPU-second (wall-clock images/s)")
+    med = {k: {m: statistics.median(v[m]) for m in v} for k, v in res.items()}
+    ref = med[("s", "fp32")]["cpu"] if ("s", "fp32") in med else None
+    for name, amp in cases:
+        params = sum(p.numel() for p in steppers[name][0].parameters())
+        rel = f"  cost vs s fp32: {ref / med[(name, amp)]['cpu']:.2f}x" if ref else ""
+        print(f"{name:6s} {amp}: {med[(name, amp)]['cpu']:7.1f} per CPU-s ({med[(name, amp)]['wall']:6.1f} images/s; "
+              f"{params:,} parameters; runs: {', '.join(f'{v:.1f}' for v in res[(name, amp)]['cpu'])}){rel}")
+    for name in nets:
+        print(f"{name}: bf16 / fp32 = {med[(name, 'bf16')]['cpu'] / med[(name, 'fp32')]['cpu']:.2f}x per CPU-second, "
+              f"{med[(name, 'bf16')]['wall'] / med[(name, 'fp32')]['wall']:.2f}x wall-clock")
     return 0
 
 

@@ -6,6 +6,9 @@ the training loop (single device, two towers, DDP), checkpoints and evaluation.
     augment.py      §4.1 random crops, flips, PCA colour noise, mean subtraction
     loader.py       batches of a packed split, deterministic per (seed, epoch, batch); prefetch to the GPU
     optim.py        §5 update rule and the plateau schedule
+    schedule.py     the lr schedule (plateau, cosine, linear) and the wall-clock budget (--budget)
+    precision.py    --amp on a GPU or a CPU; deterministic set-up
+    auto_recipe.py  --recipe auto: width, batch, augmentation, precision from the data and a probe
     parallel.py     --parallel model (two towers) and --parallel data (DDP); the ranks' stop vote and sums
     training_state.py  the training state on disk: atomic, keep last K and best, exact resume
     runfolder.py    a run folder's layout; a used --out refused, --overwrite

@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "learning rate follows the clock and the final evaluation and model are written before it ends.",
         epilog="Data parallel: torchrun --standalone --nproc_per_node N -m alexnet_kit train --parallel data ...",
     )
-    p.add_argument("--recipe", default="quickstart", help="a shipped recipe name (paper, quickstart, caltech10, finetune) or a .toml path (default: quickstart)")
+    p.add_argument("--recipe", default="quickstart", help="a shipped recipe name (paper, quickstart, caltech10, finetune, auto: "
+                   "width, batch and augmentation chosen from the data and a probe of this machine) or a .toml path (default: quickstart)")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="STATE",
                    help="continue from OUT/checkpoints (latest), or from this training-state file")
     p.add_argument("--overwrite", action="store_true",
@@ -73,6 +74,12 @@ def run(args: argparse.Namespace) -> int:
             data = packed
         recipe.data = str(data)
         dataset = PackedDataset(data)
+        if args.recipe == "auto":  # width, batch, augmentation and precision from the data and a probe of this machine
+            from alexnet_kit.train.auto_recipe import apply
+            from alexnet_kit.train.recipe import given_fields, validate
+
+            apply(recipe, dataset, given_fields(args), resume=args.resume, main=main)
+            validate(recipe)
         from alexnet_kit.train.trainer import Trainer  # here, not at the top: the trainer loads torch
 
         trainer = Trainer(recipe, dataset, resume=args.resume, progress=not args.quiet,
