@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--index-type", default="auto", metavar="TYPE",
                    help="auto (Flat up to 20,000 photos, else PCA to 896 dims + IVF + SQ8), flat, ivf, hnsw, or a FAISS factory string")
     b.add_argument("--force", action="store_true", help="replace an existing index in OUT")
+    _memory_option(b)
     _common(b)
     _serving.add_options(b)
 
@@ -50,7 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("index", metavar="INDEX", help=INDEX_HELP.replace(" (default: the default index)", ""))
     a.add_argument("photos", nargs="*", metavar="PHOTOS", help="folders or image files (default: the index's folders)")
     a.add_argument("-m", "--model", help="the index's model, if it moved (must be the same weights)")
-    a.add_argument("--rebuild", action="store_true", help="rebuild the FAISS index from the stored vectors (retrains a compressed one)")
+    a.add_argument("--rebuild", action="store_true", help="rebuild the FAISS index from the stored vectors (retrains a "
+                   "compressed one); first moves an old index's vectors to float16 shards, drops dead rows, and "
+                   "extracts again the photos of a damaged shard")
+    _memory_option(a)
     _common(a)
 
     r = isub.add_parser("remove", help="forget photos", description="Remove photos from the index: the given files, "
@@ -66,6 +70,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--json", action="store_true")
     i.add_argument("--errors", action="store_true", help="list the unreadable photos")
     p.set_defaults(run=run)
+
+
+def _memory_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-memory", metavar="SIZE", help="memory the FAISS build may use, e.g. 4G (default: a quarter "
+                   "of RAM); past it a compressed index keeps its inverted lists on disk, memory-mapped")
+
+
+def _max_memory(args: argparse.Namespace) -> int | None:
+    from ..search.capped import parse_size  # defers numpy
+
+    if args.max_memory is None:
+        return None
+    try:
+        return parse_size(args.max_memory)
+    except ValueError as e:
+        raise AlexKitError(f"--max-memory: {e}") from None
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -109,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
             # 'index add' then compute the same features
             report = builder.build(args.photos, args.out, engine.selection.path, crops=args.crops, metric=args.metric,
                                    index_type=args.index_type, device=args.device, force=args.force, chunk=args.chunk,
-                                   progress=not args.quiet, batch_photos=args.batch, extractor=extractor, walked=photos)
+                                   progress=not args.quiet, batch_photos=args.batch, extractor=extractor, walked=photos,
+                                   max_memory=_max_memory(args))
         except ValueError as e:  # an index type FAISS does not know
             raise AlexKitError(str(e)) from None
         _report(report, ("resumed and built " if report.resumed else "built ") + args.out)
@@ -120,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
     if cmd == "add":
         model = resolve_model(args.model) if args.model else None  # a path or a pretrained name; default: the index's
         report = builder.add(args.index, args.photos or None, model=model, device=args.device, chunk=args.chunk,
-                             progress=not args.quiet, rebuild_index=args.rebuild, batch_photos=args.batch)
+                             progress=not args.quiet, rebuild_index=args.rebuild, batch_photos=args.batch,
+                             max_memory=_max_memory(args))
         _report(report, f"updated {args.index}")
         _refresh_units(args)
         return 1 if report.bad else 0

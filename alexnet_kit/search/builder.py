@@ -30,10 +30,9 @@ from ..errors import AlexKitError
 from ..features import FeatureExtractor, default_batch_photos
 from ..images import find_images
 from ..interrupt import StopOnSignal
-from . import files
+from . import capped, files, rewrite
 from .errors import IndexProblem
-from .factory import (as_float32, default_search_params, gpu_count, index_bytes, make_index,
-                      resolve_spec, supports_remove, to_cpu, to_gpu, train_index, train_size)
+from .factory import as_float32, default_search_params, index_bytes, make_index, resolve_spec, supports_remove
 from .index_settings import IndexSettings
 from .store import Record, Store, file_checksum
 
@@ -54,6 +53,9 @@ class UpdateReport:
     spec: str = ""
     rebuilt: bool = False
     resumed: bool = False
+    migrated: bool = False  # vectors moved from SQLite to shard files (index add --rebuild)
+    reclaimed: int = 0  # dead shard rows dropped by a rewrite
+    dropped: int = 0  # photos of damaged shards, dropped to be extracted again
     seconds: float = 0.0
     errors: list[tuple[str, str]] = field(default_factory=list)
 
@@ -65,6 +67,12 @@ class UpdateReport:
             parts.append(f"{self.bad + self.bad_known} unreadable skipped")
         if self.removed:
             parts.append(f"{self.removed} removed")
+        if self.migrated:
+            parts.append("vectors moved to float16 shards")
+        if self.reclaimed:
+            parts.append(f"{self.reclaimed} dead vector rows reclaimed")
+        if self.dropped:
+            parts.append(f"{self.dropped} photos of damaged shards dropped (extracted again where found)")
         return ", ".join(parts) + f" in {self.seconds:.1f} s"
 
 
@@ -182,29 +190,19 @@ def _safe(store: Store) -> int:
     return sum(store.count())
 
 
-def rebuild(root: Path, store: Store, report: UpdateReport, progress: bool = False):
-    """A fresh FAISS index from every vector in the store (trained on a sample when compressed)."""
+def rebuild(root: Path, store: Store, report: UpdateReport, progress: bool = False, max_memory: int | None = None):
+    """A fresh FAISS index from every vector in the store (trained on a sample when compressed), streamed
+    within ``max_memory`` bytes (default a quarter of RAM; past it an IVF index keeps its lists on disk)."""
     dim = int(store.get("dim"))
     n = store.count()[0]
     spec = resolve_spec(store.get("index_type", "auto"), n, dim)
-    index = make_index(spec, dim)
-    if not index.is_trained:
-        sample = store.sample_vectors(train_size(spec, n), dim)
-        if len(sample) == 0:
-            raise AlexKitError(f"{root}: no readable photos to train a {spec} index on")
-        gpu_index, on_gpu = to_gpu(index) if gpu_count() else (index, False)
-        train_index(gpu_index, sample)  # k-means is where a GPU pays off most
-        index = to_cpu(gpu_index) if on_gpu else gpu_index
-    with tqdm(total=n, unit="vec", desc="FAISS index", disable=not progress, dynamic_ncols=True, file=sys.stderr) as bar:
-        for ids, vecs in store.iter_vectors(dim):
-            index.add_with_ids(as_float32(vecs), ids)
-            bar.update(len(ids))
+    index, _ = capped.build(root, store, spec, dim, max_memory or capped.default_max_memory(), progress)
     report.rebuilt = True
     return index, spec
 
 
 def finish(root: Path, store: Store, report: UpdateReport, removed: list[int], added: list[int],
-           was_ok: bool, progress: bool = False, force_rebuild: bool = False) -> None:
+           was_ok: bool, progress: bool = False, force_rebuild: bool = False, max_memory: int | None = None) -> None:
     """Bring the FAISS file up to date with the store, then record it."""
     dim = int(store.get("dim"))
     n = store.count()[0]
@@ -212,15 +210,16 @@ def finish(root: Path, store: Store, report: UpdateReport, removed: list[int], a
     spec = (store.get("index") or {}).get("spec", "")
     wanted = resolve_spec(store.get("index_type", "auto"), n, dim)
     if was_ok and not force_rebuild and (removed or added) and spec == _family(wanted, spec):
-        index = files.read_index(root)
+        index = files.read_index(root, store, writable=True)  # on-disk lists: a copy, the live file untouched
         if removed and not supports_remove(index):
             index = None
         else:
             if removed:
                 index.remove_ids(np.asarray(removed, np.int64))
-            ids, vecs = store.vectors(added, dim)
-            if len(ids):
-                index.add_with_ids(as_float32(vecs), ids)
+            for start in range(0, len(added), 8192):
+                ids, vecs = store.vectors(added[start : start + 8192], dim)
+                if len(ids):
+                    index.add_with_ids(as_float32(vecs), ids)
     elif was_ok and not force_rebuild and not (removed or added):
         record = store.get("index")
         if record["version"] != store.get("content_version"):  # only unreadable photos changed: no vector moved
@@ -228,12 +227,20 @@ def finish(root: Path, store: Store, report: UpdateReport, removed: list[int], a
         report.indexed, report.spec = record["ntotal"], spec
         return
     if index is None:
-        index, spec = rebuild(root, store, report, progress)
+        index, spec = rebuild(root, store, report, progress, max_memory)
     params = default_search_params(spec)
     record = files.write_index(root, store, index, {
         "spec": spec, "params": params, "ntotal": int(index.ntotal),
-        "bytes_per_vector": index_bytes(index) / max(1, index.ntotal)})
+        "bytes_per_vector": _index_bytes(root, index) / max(1, index.ntotal)})
     report.indexed, report.spec = record["ntotal"], spec
+
+
+def _index_bytes(root: Path, index) -> int:
+    """What the index takes, in memory or (on-disk lists) on disk."""
+    name = files.lists_name(index)
+    if name is None:
+        return index_bytes(index)
+    return (root / name).stat().st_size + index_bytes(index)
 
 
 def _family(wanted: str, current: str) -> str:
@@ -247,12 +254,14 @@ def build(photos: Iterable[str | os.PathLike], out: str | os.PathLike, model: st
           crops: int = 1, metric: str = "cosine", index_type: str = "auto", device: str = "cpu",
           force: bool = False, chunk: int = CHUNK, progress: bool = False, batch_photos: int | None = None,
           workers: int | None = None, extractor: FeatureExtractor | None = None,
-          walked: list[str] | None = None, precision: str | Precision | None = None) -> UpdateReport:
+          walked: list[str] | None = None, precision: str | Precision | None = None,
+          max_memory: int | None = None, rerank: int | None = None) -> UpdateReport:
     """Index the photos into the folder ``out``; resumes an interrupted build of the same photos.
 
     ``precision``: what to compute the vectors in (default: a resumed build's own; for a new index the
     stored verdict for this model and CPU, else fp32). ``walked``: :func:`walk_photos` of ``photos``,
-    when the caller has it already."""
+    when the caller has it already. ``max_memory``: bytes the FAISS build may take (default a quarter
+    of RAM). ``rerank``: the index's default number of candidates re-ranked per query (stored)."""
     t0 = time.perf_counter()
     root = Path(out)
     report = UpdateReport()
@@ -272,7 +281,10 @@ def build(photos: Iterable[str | os.PathLike], out: str | os.PathLike, model: st
     if spath.exists() and force:
         spath.unlink()
         files.faiss_path(root).unlink(missing_ok=True)
-        shutil.rmtree(root / "shards", ignore_errors=True)
+        for old in [root / "shards", root / "vectors", root / "vectors-1"]:
+            shutil.rmtree(old, ignore_errors=True)
+        for old in root.glob("vectors.*.ivfdata"):
+            old.unlink()
     if spath.exists():
         store = Store.open(spath)
         if store.get("state") == "complete":
@@ -287,9 +299,11 @@ def build(photos: Iterable[str | os.PathLike], out: str | os.PathLike, model: st
         store = Store.create(spath, {**IndexSettings.of(extractor, model).to_store(), "state": "building", "index_type": index_type,
                                      "roots": [str(Path(p).resolve()) for p in photos]})
     try:
+        if rerank is not None:
+            store.put(rerank=int(rerank))
         todo = plan(store, photo_list, report)
         extract_into(store, extractor, todo, report, chunk, progress)
-        finish(root, store, report, [], [], was_ok=False, progress=progress)
+        finish(root, store, report, [], [], was_ok=False, progress=progress, max_memory=max_memory)
         report.errors = report.errors or []
     finally:
         store.close()
@@ -299,13 +313,19 @@ def build(photos: Iterable[str | os.PathLike], out: str | os.PathLike, model: st
 
 def add(root: str | os.PathLike, photos: Iterable[str | os.PathLike] | None = None, *, model: str | os.PathLike | None = None,
         device: str = "cpu", chunk: int = CHUNK, progress: bool = False, rebuild_index: bool = False,
-        batch_photos: int | None = None, workers: int | None = None) -> UpdateReport:
-    """Take in new and changed photos (default: rescan the folders the index was built from)."""
+        batch_photos: int | None = None, workers: int | None = None, max_memory: int | None = None) -> UpdateReport:
+    """Take in new and changed photos (default: rescan the folders the index was built from).
+
+    ``rebuild_index``: first rewrite the store where that changes anything (an old folder's vectors
+    move to shards, dead rows go, damaged shards' photos are dropped and so extracted again), then
+    rebuild the FAISS index from it, within ``max_memory`` bytes."""
     t0 = time.perf_counter()
     root = Path(root)
     report = UpdateReport()
-    store = Store.open(files.store_path(root))
+    store = Store.open(files.store_path(root), verify=not rebuild_index)  # --rebuild repairs what verify refuses
     try:
+        if rebuild_index:
+            store = _rewrite_if_needed(store, report)
         # --rebuild is also the repair for a damaged FAISS file: do not insist on reading it
         was_ok = (not rebuild_index and store.get("state") == "complete"
                   and files.state(root, store) is files.State.OK)
@@ -328,11 +348,25 @@ def add(root: str | os.PathLike, photos: Iterable[str | os.PathLike] | None = No
         new_roots = {str(Path(p).resolve()) for p in photos if Path(p).is_dir()}
         if not new_roots <= roots:
             store.put(roots=sorted(roots | new_roots))
-        finish(root, store, report, removed, added, was_ok, progress, force_rebuild=rebuild_index)
+        finish(root, store, report, removed, added, was_ok, progress, force_rebuild=rebuild_index, max_memory=max_memory)
     finally:
         store.close()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _rewrite_if_needed(store: Store, report: UpdateReport) -> Store:
+    """The store rewritten (:mod:`.rewrite`) when it is of version 1, has dead rows or damaged shards."""
+    bad = rewrite.damaged(store)
+    dead = store.dead_rows()
+    if store.layout != "sqlite" and not dead and not bad:
+        return store
+    report.migrated = store.layout == "sqlite"
+    path = store.path
+    store.close()
+    store, report.dropped = rewrite.rewrite(path, bad)
+    report.reclaimed = dead
+    return store
 
 
 def remove(root: str | os.PathLike, paths: Iterable[str | os.PathLike] = (), *, missing: bool = False,

@@ -6,7 +6,7 @@
 Rank 0 walks the folders once and broadcasts the sorted photo list (a walk of
 ImageNet's 1.28M files from every rank multiplies the metadata load on a
 shared filesystem); every rank takes every ``world``-th photo; it writes its features to ``INDEX/shards/rank-R-of-W.sqlite`` (the
-same store format, committed in chunks, so a killed run resumes: photos in
+store format with the vectors inside SQLite, committed in chunks, so a killed run resumes: photos in
 any shard or in the index are not extracted again, whatever the new world
 size). After a barrier, rank 0 merges the shards into the index's store and
 builds the FAISS index (on the GPUs when FAISS has them), then deletes the
@@ -79,7 +79,9 @@ def extract_shard(root: Path, photos: list[str], model: Path, rank: int, world: 
         dist.barrier()
     mine = [p for p in mine if done.get(p) != _stat(p)]
     path = shard_path(root, rank, world)
-    store = Store.open(path) if path.exists() else Store.create(path, {**IndexSettings.of(fx, model).to_store(), "state": "shard"})
+    # a rank's store is temporary (merged, then deleted): its vectors stay inside it (store version 1)
+    store = Store.open(path) if path.exists() else Store.create(path, {**IndexSettings.of(fx, model).to_store(),
+                                                                       "state": "shard"}, legacy=True)
     try:
         IndexSettings.from_store(store).check(fx, model, root)
         report = builder.UpdateReport()

@@ -95,7 +95,7 @@ class SimilarityIndex:
             if st is files.State.STALE:
                 raise IndexProblem(root, f"the FAISS index is behind its store (an interrupted add or remove); "
                                          f"run 'alexnet-kit index add {root}' to finish it")
-            index = files.read_index(root)
+            index = files.read_index(root, store)
             record = store.get("index") or {}
             if index.ntotal != store.count()[0] or index.d != int(store.get("dim")):
                 raise IndexProblem(files.faiss_path(root), f"holds {index.ntotal} vectors of {index.d} dimensions, the "
@@ -132,7 +132,9 @@ class SimilarityIndex:
     def _update(self, fn, *args, **kw) -> builder.UpdateReport:
         with self._lock:
             report = fn(self.root, *args, **kw)
-            index = files.read_index(self.root)
+            self.store.close()  # a rewrite (--rebuild) replaces the store's file: read the new one
+            self.store = Store.open(files.store_path(self.root), verify=False)
+            index = files.read_index(self.root, self.store)
             apply_search_params(index, (self.store.get("index") or {}).get("params", ""))
             if self.on_gpu:
                 index, self.on_gpu = to_gpu(index)
@@ -188,18 +190,20 @@ class SimilarityIndex:
         Raises :class:`~alexnet_kit.errors.ImageError` if the photo cannot be read.
         """
         with self._lock:
-            vec, own = self.vector(image)
-            return self.query_vector(vec, top, exclude=[own] if (exclude_self and own is not None) else [])
+            vec, own = self.vector(image)  # normalised already (a stored vector, or the extractor's)
+            return self._search(as_float32(vec.reshape(1, -1)), top, {own} if (exclude_self and own is not None) else set())
 
     def query_vector(self, vector: np.ndarray, top: int = 8, exclude: Iterable[int] = ()) -> list[Hit]:
-        if top < 1:
-            raise ValueError("top must be at least 1")
-        exclude = set(exclude)
         q = as_float32(np.asarray(vector).reshape(1, -1))
         if q.shape[1] != self.dim:
             raise ValueError(f"a {q.shape[1]}-d vector for a {self.dim}-d index")
         if self.settings.normalised:
             q = l2_normalise(q)
+        return self._search(q, top, set(exclude))
+
+    def _search(self, q: np.ndarray, top: int, exclude: set[int]) -> list[Hit]:
+        if top < 1:
+            raise ValueError("top must be at least 1")
         k = min(top + len(exclude), max(1, len(self)))
         with self._lock:
             d2, ids = self.index.search(q, k)
@@ -218,6 +222,8 @@ class SimilarityIndex:
         with self._lock:
             s = self.store.settings()
             ok, bad = self.store.count()
+            vectors = {"layout": self.store.layout, "dtype": "float16" if self.store.shards else "float32",
+                       "bytes": self.store.vector_bytes(), "dead_rows": self.store.dead_rows()}
         rec = s.get("index") or {}
         return {
             "path": str(self.root),
@@ -234,7 +240,9 @@ class SimilarityIndex:
             "search_params": rec.get("params"),
             "bytes_per_photo": rec.get("bytes_per_vector"),
             "index_bytes": rec.get("bytes"),
-            "store_bytes": files.store_path(self.root).stat().st_size,
+            "store_bytes": files.store_path(self.root).stat().st_size + vectors["bytes"],
+            "vectors": vectors,
+            "lists_on_disk": rec.get("lists"),
             "exact": rec.get("spec") == "Flat",
             "on_gpu": self.on_gpu,
             "roots": s.get("roots"),
