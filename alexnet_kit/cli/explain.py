@@ -12,7 +12,7 @@ from . import _serving
 from ._photos import named_photos
 
 METHOD_NAMES = ("occlusion", "gradcam", "guided-gradcam", "deconvnet", "integrated-gradients")
-DEFAULT_METHOD = "gradcam"  # alexnet_kit.explain.DEFAULT_METHOD, without importing torch for --help
+DEFAULT_METHOD = "integrated-gradients"  # alexnet_kit.explain.DEFAULT_METHOD, without importing torch for --help
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", default="explanations", metavar="DIR", help="output folder (default ./explanations)")
     p.add_argument("--window", type=int, default=32, help="occlusion: the grey patch's side in crop pixels (default 32)")
     p.add_argument("--stride", type=int, default=16, help="occlusion: the patch's step in pixels (default 16)")
-    p.add_argument("--steps", type=int, default=32, help="integrated-gradients: steps of the path integral (default 32)")
+    p.add_argument("--steps", type=int, default=16, help="integrated-gradients: steps of the path integral (default 16)")
     p.add_argument("--device", default="cpu", help="torch device for checkpoints, e.g. cuda (default cpu)")
     _serving.add_options(p)
     p.set_defaults(run=run)

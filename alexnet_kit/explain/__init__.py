@@ -14,10 +14,7 @@ import importlib.util
 
 from ..errors import AlexKitError
 from .explainer import Explainer, Explanation, MethodNeedsCheckpoint, check_method
-from .methods import GRADIENT_METHODS, METHODS
-
-#: the default method: the most faithful by the deletion metric that takes under 2 s a photo on 2 cores
-DEFAULT_METHOD = "gradcam"
+from .methods import DEFAULT_METHOD, GRADIENT_METHODS, METHODS
 
 
 def require_captum() -> None:

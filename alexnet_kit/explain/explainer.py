@@ -7,7 +7,7 @@ it. Class scores are the crop's softmax probability (occlusion) or logit
 (the gradient methods, as Grad-CAM does: the softmax saturates); a
 similarity score is the cosine between the crops' fc7 vectors (§6.1).
 
-    >>> ex = Explainer.load("model.safetensors", method="gradcam")
+    >>> ex = Explainer.load("model.safetensors", method="occlusion")
     >>> for e in ex.explain("photo.jpg", top=3):
     ...     print(e.label, e.score, e.heat.shape)
 """
@@ -104,7 +104,7 @@ def check_method(path: str | os.PathLike | None, method: str) -> None:
 class Explainer:
     """Maps for photos with one method, forward passes through ``engine``, gradients through its checkpoint."""
 
-    def __init__(self, engine: Engine | Selection, method: str = "gradcam", checkpoint: str | os.PathLike | None = None,
+    def __init__(self, engine: Engine | Selection, method: str = M.DEFAULT_METHOD, checkpoint: str | os.PathLike | None = None,
                  batch: int = 64, window: int = M.OCCLUSION_WINDOW, stride: int = M.OCCLUSION_STRIDE,
                  ig_steps: int = M.IG_STEPS):
         if isinstance(engine, Selection):
@@ -121,7 +121,7 @@ class Explainer:
             self._gradient_model()  # refuses an artifact before any photo is read
 
     @classmethod
-    def load(cls, path: str | os.PathLike, method: str = "gradcam", engine: str | None = None,
+    def load(cls, path: str | os.PathLike, method: str = M.DEFAULT_METHOD, engine: str | None = None,
              precision: str | None = None, device: str = "cpu", **kw) -> "Explainer":
         selection = choose(path, engine, precision, device=device, batch=kw.get("batch", 64), log=stderr_log)
         return cls(selection, method, **kw)

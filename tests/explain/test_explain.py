@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from alexnet_kit.cli import main
-from alexnet_kit.explain import METHODS, Explainer
+from alexnet_kit.cli import explain as explain_cli
+from alexnet_kit.explain import DEFAULT_METHOD, METHODS, Explainer
 from helpers import EXAMPLES
 from synthetic import DISC, scene, train_disc_model
 
@@ -80,18 +81,20 @@ def test_occlusion_through_an_exported_artifact_matches_the_checkpoint(disc_mode
 
 
 def test_cli_writes_overlay_map_and_geometry(disc_model, disc_photo, tmp_path):
+    # the CLI names the methods without importing torch; they must be the library's
+    assert explain_cli.DEFAULT_METHOD == DEFAULT_METHOD and explain_cli.METHOD_NAMES == METHODS
     out = tmp_path / "maps"
     photo = tmp_path / "wide.png"
     Image.fromarray(scene(np.random.default_rng(3), (128, 128))).resize((400, 256)).save(photo)
     assert main(["explain", str(disc_photo), str(photo), "--model", str(disc_model), "--top", "2", "--out", str(out),
                  "--engine", "torch", "--precision", "fp32"]) == 0
     pngs = sorted(out.glob("*.png"))
-    assert [p.name for p in pngs] == ["disc.gradcam.disc.png", "disc.gradcam.plain.png",
-                                      "wide.gradcam.disc.png", "wide.gradcam.plain.png"]
-    facts = json.loads((out / "wide.gradcam.disc.json").read_text())
+    m = DEFAULT_METHOD
+    assert [p.name for p in pngs] == [f"disc.{m}.disc.png", f"disc.{m}.plain.png", f"wide.{m}.disc.png", f"wide.{m}.plain.png"]
+    facts = json.loads((out / f"wide.{m}.disc.json").read_text())
     heat = np.load(out / facts["map"])
     assert heat.shape == (224, 224) and facts["map_shape"] == [224, 224]
-    assert facts["method"] == "gradcam" and facts["label"] == "disc" and 0 <= facts["probability"] <= 1
+    assert facts["method"] == m and facts["label"] == "disc" and 0 <= facts["probability"] <= 1
     g = facts["geometry"]
     # a 400x256 photo: the central 256 square from x=72, scaled 1:1, and the crop 16 px inside it
     assert g["photo_size"] == [400, 256] and g["crop_box_in_photo"] == [88.0, 16.0, 312.0, 240.0]
