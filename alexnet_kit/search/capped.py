@@ -154,7 +154,7 @@ def _write_block(part, folder: Path, k: int) -> str:
 
 
 def _per_vector(index, spec: str) -> int:
-    """Bytes a vector costs in the index (code and id, plus slack for the lists' growth; HNSW's links)."""
+    """Bytes a vector costs in the index (code and id, plus half again: lists grow by doubling; HNSW's links)."""
     ivf = _ivf(index)
     if ivf is not None:
         code = ivf.code_size
@@ -163,7 +163,7 @@ def _per_vector(index, spec: str) -> int:
             code = index.sa_code_size()
         except RuntimeError:
             code = index.d * 4
-    return int((code + 8) * 1.25) + (300 if "HNSW" in spec else 0)
+    return int((code + 8) * 1.5) + (300 if "HNSW" in spec else 0)
 
 
 def _ivf(index):

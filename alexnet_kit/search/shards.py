@@ -19,10 +19,14 @@ of their bytes (kept up to date chunk by chunk, as CRC-32 continues from its
 previous value). :meth:`ShardFiles.check` compares sizes (cheap: a truncated
 file) or sizes and checksums (every byte read once).
 
-Reads: the files are memory-mapped (``mmap``, read-only); rows are copied
-out and the pages released from the process again (``MADV_DONTNEED``), so a
-query's resident memory does not grow with the shards it touched (the page
-cache keeps them for the next query).
+Reads: streaming the store (building the FAISS index, rewriting it) copies
+runs of rows out of the memory-mapped files and releases the pages from the
+process again (``MADV_DONTNEED``: the page cache keeps them); scattered rows
+(a query's re-ranking candidates, a training sample) are read with one
+``pread`` each after telling the kernel about all of them
+(``POSIX_FADV_WILLNEED``), so rows not in the page cache come from disk in
+parallel. Either way a process's resident memory does not grow with the
+shards it has read.
 """
 from __future__ import annotations
 
@@ -77,6 +81,7 @@ class ShardFiles:
         self.rows_per_shard = rows_per_shard
         self.row_bytes = dim * DTYPE.itemsize
         self._maps: dict[int, mmap.mmap] = {}
+        self._fds: dict[int, int] = {}
 
     @property
     def _fix(self) -> str:
@@ -128,28 +133,61 @@ class ShardFiles:
     # -- reading -----------------------------------------------------------
 
     def read(self, slots: np.ndarray) -> np.ndarray:
-        """The float16 rows at ``slots`` (any order), copied out of the mapped files."""
+        """The float16 rows at ``slots`` (any order): scattered ones (re-ranking, samples) one ``pread`` each,
+        runs of neighbouring rows (streaming the store) copied out of the mapped files."""
         slots = np.asarray(slots, np.int64)
         out = np.empty((len(slots), self.dim), DTYPE)
         if not len(slots):
             return out
         shards, rows = self.locate(slots)
+        if 4 * len(slots) < int(slots.max() - slots.min()) + 1:
+            self._pread(shards, rows, out)
+            return out
         for shard in np.unique(shards):
             where = np.flatnonzero(shards == shard)
             out[where] = self._rows(int(shard), rows[where])
         return out
 
+    def _pread(self, shards: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
+        """One read per row into ``out``; the kernel is told about all of them first, so rows not in the page
+        cache are fetched from disk in parallel rather than one after the other."""
+        places = [(self._fd(int(s)), int(r) * self.row_bytes, int(s)) for s, r in zip(shards, rows)]
+        if len(places) > 1:
+            for fd, offset, _ in places:
+                os.posix_fadvise(fd, offset, self.row_bytes, os.POSIX_FADV_WILLNEED)
+        raw = out.view(np.uint8)
+        for i, (fd, offset, shard) in enumerate(places):
+            if os.preadv(fd, [raw[i]], offset) != self.row_bytes:
+                raise IndexProblem(self.path(shard), f"truncated: {os.fstat(fd).st_size} bytes, the store has a row "
+                                                     f"at byte {offset}; {self._fix}")
+
+    def _fd(self, shard: int) -> int:
+        fd = self._fds.get(shard)
+        if fd is None:
+            if len(self._fds) >= 256:  # a file descriptor per shard read: keep it well under the process's limit
+                self._close_fds()
+            try:
+                fd = os.open(self.path(shard), os.O_RDONLY)
+            except OSError as e:
+                raise IndexProblem(self.path(shard), f"cannot read the shard ({e.strerror}); {self._fix}") from None
+            self._fds[shard] = fd
+        return fd
+
+    def _close_fds(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
     def _rows(self, shard: int, rows: np.ndarray) -> np.ndarray:
+        """Rows of one shard lying close together: one span of the mapped file, released again after the copy."""
         mm = self._map(shard, int(rows.max()) + 1)
         lo, hi = int(rows.min()), int(rows.max()) + 1
-        few = len(rows) < (hi - lo) // 4  # scattered rows (re-ranking): fetch them all at once, in parallel
-        a = (lo * self.row_bytes) // PAGE * PAGE
-        for start, stop in (_spans(rows, self.row_bytes) if few else [(a, hi * self.row_bytes)]):
-            mm.madvise(mmap.MADV_WILLNEED, start, stop - start)
+        start = (lo * self.row_bytes) // PAGE * PAGE
+        mm.madvise(mmap.MADV_WILLNEED, start, hi * self.row_bytes - start)
         table = np.frombuffer(mm, DTYPE, count=hi * self.dim).reshape(hi, self.dim)
-        got = table[rows] if few else table[lo:hi][rows - lo]
+        got = table[rows]
         del table
-        mm.madvise(mmap.MADV_DONTNEED, a, hi * self.row_bytes - a)  # out of our RSS; the page cache keeps them
+        mm.madvise(mmap.MADV_DONTNEED, start, hi * self.row_bytes - start)  # out of our RSS; the page cache keeps them
         return got
 
     def _map(self, shard: int, rows: int) -> mmap.mmap:
@@ -178,6 +216,7 @@ class ShardFiles:
     def close(self) -> None:
         for shard in list(self._maps):
             self._forget(shard)
+        self._close_fds()
 
     # -- checking ----------------------------------------------------------
 
@@ -202,16 +241,6 @@ class ShardFiles:
                 yield shard, f"truncated: {size} bytes, the store records {rec.rows} rows ({want} bytes); {fix}"
             elif full and _crc(path, want) != rec.crc32:
                 yield shard, f"checksum mismatch: the shard is corrupt or was modified; {fix}"
-
-
-def _spans(rows: np.ndarray, row_bytes: int) -> list[tuple[int, int]]:
-    """Page-aligned byte ranges covering each row."""
-    out = []
-    for r in np.unique(rows):
-        start = int(r) * row_bytes
-        a = start // PAGE * PAGE
-        out.append((a, start + row_bytes))
-    return out
 
 
 def _crc(path: Path, nbytes: int, block: int = 16 << 20) -> int:

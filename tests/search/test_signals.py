@@ -32,8 +32,17 @@ def stored(index: Path) -> int:
 
 
 def rows(index: Path) -> list[tuple]:
-    with sqlite3.connect(index / "photos.sqlite") as c:
-        return c.execute("SELECT path, checksum, vector, error FROM photos ORDER BY path").fetchall()
+    """Every photo's path, checksum, error and vector (its bytes, read from the store's shards)."""
+    from alexnet_kit.search.store import Store
+
+    store = Store.open(index / "photos.sqlite")
+    try:
+        meta = store.conn.execute("SELECT id, path, checksum, error FROM photos ORDER BY path").fetchall()
+        ids, vecs = store.vectors([m[0] for m in meta], int(store.get("dim")))
+        found = {int(i): v.tobytes() for i, v in zip(ids, vecs)}
+        return [(path, checksum, found.get(i), error) for i, path, checksum, error in meta]
+    finally:
+        store.close()
 
 
 @pytest.fixture(scope="module")
