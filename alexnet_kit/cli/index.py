@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--index-type", default="auto", metavar="TYPE",
                    help="auto (Flat up to 20,000 photos, else PCA to 896 dims + IVF + SQ8), flat, ivf, hnsw, or a FAISS factory string")
     b.add_argument("--force", action="store_true", help="replace an existing index in OUT")
+    b.add_argument("--rerank", type=int, metavar="N", help="candidates a compressed index re-ranks exactly with the "
+                   "stored vectors per query, stored as the index's default (0: off; default 100)")
     _memory_option(b)
     _common(b)
     _serving.add_options(b)
@@ -113,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
 
         if args.batch is not None and args.batch < 1:
             raise AlexKitError("--batch must be at least 1")
+        if args.rerank is not None and args.rerank < 0:
+            raise AlexKitError("--rerank must be 0 (off) or a number of candidates")
         args.out = str(build_target(args.out))
         photos, empty = named_photos(args.photos, walk=True)
         if not photos:
@@ -130,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             report = builder.build(args.photos, args.out, engine.selection.path, crops=args.crops, metric=args.metric,
                                    index_type=args.index_type, device=args.device, force=args.force, chunk=args.chunk,
                                    progress=not args.quiet, batch_photos=args.batch, extractor=extractor, walked=photos,
-                                   max_memory=_max_memory(args))
+                                   max_memory=_max_memory(args), rerank=args.rerank)
         except ValueError as e:  # an index type FAISS does not know
             raise AlexKitError(str(e)) from None
         _report(report, ("resumed and built " if report.resumed else "built ") + args.out)

@@ -11,6 +11,12 @@ A query photo that is itself in the index is left out of its own results
 (and its stored vector is used, so the network does not run). The model
 and feature settings are the index's own; another model or setting is
 refused with :class:`~alexnet_kit.search.errors.IndexMismatch`.
+
+A compressed (approximate) index re-ranks its candidates exactly with the
+stored full vectors (:mod:`.rerank`): ``rerank=N`` candidates per query,
+by default the number stored at build time (``index build --rerank``),
+else :data:`~alexnet_kit.search.rerank.DEFAULT`; ``rerank=0`` turns it off.
+An exact (``Flat``) index needs none.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ from ..errors import AlexKitError
 from ..features import FeatureExtractor, FeatureSettings, l2_normalise
 from ..images import ImageSource
 from . import builder, files
+from . import rerank as reranking
 from .errors import IndexMismatch, IndexProblem
 from .factory import apply_search_params, as_float32, gpu_count, to_gpu
 from .index_settings import IndexSettings
@@ -62,6 +69,8 @@ class SimilarityIndex:
         self.fingerprint: str = store.get("model_fingerprint")
         self.model_path = Path(model) if model else Path(store.get("model_path"))
         self.device = device
+        #: candidates re-ranked per query by default (0: off); the index's stored number, else the default
+        self.rerank: int = reranking.resolve(None, store.get("rerank"))
         self._extractor: FeatureExtractor | None = None
         self._lock = threading.RLock()  # the demo serves queries from several threads
 
@@ -184,30 +193,45 @@ class SimilarityIndex:
                 return self.extractor.extract_one(image), row.id
         return self.extractor.extract_one(image), None
 
-    def query(self, image: ImageSource | np.ndarray, top: int = 8, exclude_self: bool = True) -> list[Hit]:
+    def query(self, image: ImageSource | np.ndarray, top: int = 8, exclude_self: bool = True,
+              rerank: int | None = None) -> list[Hit]:
         """The ``top`` nearest photos to ``image`` (a path, bytes, PIL image or uint8 HxWx3 array), best first.
 
+        ``rerank``: candidates re-ranked exactly (None: the index's default, 0: off; see the module).
         Raises :class:`~alexnet_kit.errors.ImageError` if the photo cannot be read.
         """
         with self._lock:
             vec, own = self.vector(image)  # normalised already (a stored vector, or the extractor's)
-            return self._search(as_float32(vec.reshape(1, -1)), top, {own} if (exclude_self and own is not None) else set())
+            return self._search(as_float32(vec.reshape(1, -1)), top, {own} if (exclude_self and own is not None) else set(),
+                                rerank)
 
-    def query_vector(self, vector: np.ndarray, top: int = 8, exclude: Iterable[int] = ()) -> list[Hit]:
+    @property
+    def exact(self) -> bool:
+        """Whether FAISS itself searches exactly (a Flat index): nothing to re-rank."""
+        return (self.store.get("index") or {}).get("spec") == "Flat"
+
+    def query_vector(self, vector: np.ndarray, top: int = 8, exclude: Iterable[int] = (),
+                     rerank: int | None = None) -> list[Hit]:
+        """The ``top`` nearest photos to a feature vector; ``exclude``: ids to leave out; ``rerank``: as in
+        :meth:`query`."""
         q = as_float32(np.asarray(vector).reshape(1, -1))
         if q.shape[1] != self.dim:
             raise ValueError(f"a {q.shape[1]}-d vector for a {self.dim}-d index")
         if self.settings.normalised:
             q = l2_normalise(q)
-        return self._search(q, top, set(exclude))
+        return self._search(q, top, set(exclude), rerank)
 
-    def _search(self, q: np.ndarray, top: int, exclude: set[int]) -> list[Hit]:
+    def _search(self, q: np.ndarray, top: int, exclude: set[int], rerank: int | None) -> list[Hit]:
         if top < 1:
             raise ValueError("top must be at least 1")
-        k = min(top + len(exclude), max(1, len(self)))
+        n = 0 if self.exact else reranking.resolve(rerank, self.rerank)
+        k = min(max(top, n) + len(exclude), max(1, len(self)))
         with self._lock:
             d2, ids = self.index.search(q, k)
-            pairs = [(int(i), float(d)) for i, d in zip(ids[0], d2[0]) if i >= 0 and int(i) not in exclude][:top]
+            pairs = [(int(i), float(d)) for i, d in zip(ids[0], d2[0]) if i >= 0 and int(i) not in exclude]
+            if n:
+                pairs = reranking.rerank(self.store, self.dim, q[0], [i for i, _ in pairs[:n]], top)
+            pairs = pairs[:top]
             paths = self.store.paths(i for i, _ in pairs)
         hits = []
         for i, d in pairs:
@@ -243,6 +267,7 @@ class SimilarityIndex:
             "store_bytes": files.store_path(self.root).stat().st_size + vectors["bytes"],
             "vectors": vectors,
             "lists_on_disk": rec.get("lists"),
+            "rerank": 0 if rec.get("spec") == "Flat" else self.rerank,
             "exact": rec.get("spec") == "Flat",
             "on_gpu": self.on_gpu,
             "roots": s.get("roots"),

@@ -150,11 +150,11 @@ def test_a_damaged_shard_is_named_in_one_line_and_rebuild_extracts_its_photos_ag
     photos = quickstart_photos(tmp_path / "photos", per_class=3)
     out = tmp_path / "i.index"
     assert main(["index", "build", str(photos), "--out", str(out), "--model", str(kaiming_tiny), "-q", "--engine", "torch",
-                 "--precision", "fp32", "--index-type", "ivf", "--max-memory", "64M"]) == 0
+                 "--precision", "fp32", "--index-type", "ivf", "--rerank", "5", "--max-memory", "64M"]) == 0
     capsys.readouterr()
     assert main(["index", "info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["vectors"] == {"layout": "shards", "dtype": "float16", "bytes": 9 * 128,
+    assert info["rerank"] == 5 and info["vectors"] == {"layout": "shards", "dtype": "float16", "bytes": 9 * 128,
                                                        "dead_rows": 0}
     with SimilarityIndex.open(out) as idx:
         before = {h.path: h.score for h in idx.query(next(photos.rglob("*.jpg")), top=8)}
