@@ -68,6 +68,7 @@ def test_random_resized_crops_stay_in_range_and_resize_their_box():
     ref = torch.where(torch.from_numpy(p.flips)[:, None, None, None], ref.flip(3), ref)
     ref = (ref + torch.from_numpy(fin.offsets(p))[:, :, None, None]) * fin.inv_std[None, :, None, None]
     torch.testing.assert_close(fin(torch.from_numpy(photos), whole), ref, atol=1e-3, rtol=1e-5)
-    # the CPU workers' path and the device path compute the same crops
+    # the CPU workers' path (torch's resize, box by box) and the device path (one batched gather) compute the same crops
     boxes = draw(16, 256, 224, np.random.default_rng(9), 0.1, scale=0.35)
-    torch.testing.assert_close(fin.from_photos(list(photos), boxes), fin(torch.from_numpy(photos), boxes), atol=0, rtol=0)
+    assert boxes.flips.any() and not boxes.flips.all()
+    torch.testing.assert_close(fin.from_photos(list(photos), boxes), fin(torch.from_numpy(photos), boxes), atol=2e-3, rtol=1e-5)

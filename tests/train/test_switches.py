@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -91,13 +92,13 @@ def test_label_smoothing_and_random_resized_crops_run_in_the_trainer(packed, tmp
     from alexnet_kit.train.augment import Finisher
 
     boxes = []
-    resized = Finisher.resized
+    resized = Finisher._resized_on_cpu  # what the loader runs on a CPU
 
-    def counted(self, photos, p, channels_last=False):
-        boxes.append(p[:, 6:8].clone())
-        return resized(self, photos, p, channels_last)
+    def counted(self, photos, d):
+        boxes.append(torch.from_numpy(np.stack([d.heights, d.widths], 1)))
+        return resized(self, photos, d)
 
-    monkeypatch.setattr(Finisher, "resized", counted)
+    monkeypatch.setattr(Finisher, "_resized_on_cpu", counted)
     t = run_tiny(tmp_path / "switched", packed, label_smoothing=0.1, crop="rrc", crop_scale=0.5)
     assert len(boxes) == 3  # every training batch resized its boxes (validation keeps the centre patch)
     areas = torch.cat(boxes).prod(1) / 256**2
