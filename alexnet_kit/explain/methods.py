@@ -47,7 +47,8 @@ GRADIENT_METHODS = METHODS[1:]
 OCCLUSION_WINDOW = 32
 OCCLUSION_STRIDE = 16
 #: steps of the path integral, all in one batched pass (Captum's default: 50 steps). Measured on the paper's
-#: network, 2 cores: 16 steps in one pass 1.7 s a photo, 32 steps in batches of 8 9.9 s (docs/benchmarks.md)
+#: network, 2 loaded cores: 16 steps in one pass 2.7 s a photo, 32 steps in batches of 8 9.3 s; 16 steps are as
+#: faithful as 32 by the deletion metric (docs/benchmarks.md)
 IG_STEPS = 16
 
 Score = Callable[[torch.Tensor], torch.Tensor]  # outputs of a batch -> (N,) scores
