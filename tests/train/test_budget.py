@@ -162,3 +162,17 @@ def test_a_budget_run_writes_its_final_model_before_the_deadline(packed, tmp_pat
     last = st["history"][-1]
     assert last["lr"] < 0.01 * 0.25 and "val_top1_err" in last  # decayed towards 0; the final evaluation ran
     assert st["epoch"] > 3 and math.isfinite(last["train_loss"])
+
+
+@pytest.mark.slow
+def test_without_a_budget_cosine_runs_over_the_planned_steps(packed, tmp_path):
+    r = tiny_recipe(tmp_path / "run", batch_size=4, workers=0, threads=1, epochs=2, schedule="cosine", warmup=0.0)
+    t = Trainer(r, PackedDataset(packed), progress=False)
+    t.setup()
+    try:
+        assert t.train() == "done" and t.budget is None
+    finally:
+        t.cleanup()
+    # 2 epochs of 3 steps: the lr of step 3 of 6 is half the peak, of step 6 the end value, 0
+    assert [row["lr"] for row in t.history] == pytest.approx([0.005, 0.0], abs=1e-12)
+    assert t.model_meta().provenance["schedule"] == "cosine"
