@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/bench_train_step.py --data runs/caltech10/packed   # + end to end from packed data
     .venv/bin/python benchmarks/bench_train_step.py --compare-amp --model caltech10 --classes 100   # fp32 vs bf16 autocast
     .venv/bin/python benchmarks/bench_train_step.py --compare-widths --classes 100                  # --recipe auto's widths
+    .venv/bin/python benchmarks/bench_train_step.py --compare-threads --model caltech10 --classes 100   # 1 thread vs all
     python benchmarks/bench_train_step.py --device cuda --model paper --batch 128 [--data PACKED] [--compile]
 
 * ours: alexnet_kit.train.trainer.train_step (the paper's update rule as one
@@ -68,7 +69,10 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--compare-amp", action="store_true", help="only: our step in fp32 vs bf16 autocast, interleaved")
     ap.add_argument("--compare-widths", action="store_true", help="only: our step for each of --recipe auto's widths")
+    ap.add_argument("--compare-threads", action="store_true", help="only: our step on one thread vs all cores, fp32 and bf16")
     args = ap.parse_args()
+    if args.compare_threads:
+        return compare_threads(args)
     if args.compare_amp or args.compare_widths:
         return compare(args)
     if args.threads:
@@ -194,6 +198,32 @@ def compare(args) -> int:
     for name in nets:
         print(f"{name}: bf16 / fp32 = {med[(name, 'bf16')]['cpu'] / med[(name, 'fp32')]['cpu']:.2f}x per CPU-second, "
               f"{med[(name, 'bf16')]['wall'] / med[(name, 'fp32')]['wall']:.2f}x wall-clock")
+    return 0
+
+
+def compare_threads(args) -> int:
+    """Wall-clock images/s of our step for --model on one thread and on every usable core, fp32 and
+    bf16 autocast, interleaved (what --recipe auto's probe weighs, over more steps)."""
+    from alexnet_kit.engines.cpu import usable_cores
+
+    cores = usable_cores()
+    print(f"machine: {describe()}; usable cores {cores}")
+    cfg = AlexNetConfig(num_classes=args.classes, init="kaiming", **MODELS[args.model])
+    torch.manual_seed(0)
+    net = AlexNet(cfg).to(memory_format=torch.channels_last)
+    opt = PaperSGD(net.parameters(), lr=1e-4)
+    x = (torch.randn(args.batch, 3, 224, 224) * 50).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, args.classes, (args.batch,))
+    cases = [(amp, n) for amp in ("fp32", "bf16") for n in sorted({1, cores})]
+    res = {c: [] for c in cases}
+    for r in range(args.repeats):
+        for amp, n in cases:
+            torch.set_num_threads(n)
+            dtype = torch.bfloat16 if amp == "bf16" else None
+            res[(amp, n)].append(time_steps(lambda a, b: train_step(net, opt, a, b, dtype), x, y, args.steps, 2 if r == 0 else 1, "cpu"))
+    print(f"model {args.model}, batch {args.batch}, {args.steps} steps x {args.repeats} repeats (interleaved), wall-clock images/s")
+    for amp, n in cases:
+        print(f"{amp} {n} thread(s): {statistics.median(res[(amp, n)]):7.1f} images/s  (runs: {', '.join(f'{v:.1f}' for v in res[(amp, n)])})")
     return 0
 
 
