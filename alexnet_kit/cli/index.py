@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine",
                    help="cosine: L2-normalised features (default); euclidean: raw features, as the paper compares them")
     b.add_argument("--index-type", default="auto", metavar="TYPE",
-                   help="auto (Flat up to 20,000 photos, else PCA to 896 dims + IVF + SQ8), flat, ivf, hnsw, or a FAISS factory string")
+                   help="auto (Flat up to 20,000 photos, else PCA to 256 dims + IVF + SQ8, re-ranked; 896 dims with --rerank 0), "
+                   "flat, ivf, hnsw, or a FAISS factory string")
     b.add_argument("--force", action="store_true", help="replace an existing index in OUT")
     b.add_argument("--rerank", type=int, metavar="N", help="candidates a compressed index re-ranks exactly with the "
                    "stored vectors per query, stored as the index's default (0: off; default 100)")

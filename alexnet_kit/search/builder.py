@@ -31,6 +31,7 @@ from ..features import FeatureExtractor, default_batch_photos
 from ..images import find_images
 from ..interrupt import StopOnSignal
 from . import capped, files, rewrite
+from . import rerank as reranking
 from .errors import IndexProblem
 from .factory import as_float32, default_search_params, index_bytes, make_index, resolve_spec, supports_remove
 from .index_settings import IndexSettings
@@ -195,7 +196,7 @@ def rebuild(root: Path, store: Store, report: UpdateReport, progress: bool = Fal
     within ``max_memory`` bytes (default a quarter of RAM; past it an IVF index keeps its lists on disk)."""
     dim = int(store.get("dim"))
     n = store.count()[0]
-    spec = resolve_spec(store.get("index_type", "auto"), n, dim)
+    spec = resolve_spec(store.get("index_type", "auto"), n, dim, rerank=_reranks(store))
     index, _ = capped.build(root, store, spec, dim, max_memory or capped.default_max_memory(), progress)
     report.rebuilt = True
     return index, spec
@@ -208,7 +209,7 @@ def finish(root: Path, store: Store, report: UpdateReport, removed: list[int], a
     n = store.count()[0]
     index = None
     spec = (store.get("index") or {}).get("spec", "")
-    wanted = resolve_spec(store.get("index_type", "auto"), n, dim)
+    wanted = resolve_spec(store.get("index_type", "auto"), n, dim, rerank=_reranks(store))
     if was_ok and not force_rebuild and (removed or added) and spec == _family(wanted, spec):
         index = files.read_index(root, store, writable=True)  # on-disk lists: a copy, the live file untouched
         if removed and not supports_remove(index):
@@ -233,6 +234,11 @@ def finish(root: Path, store: Store, report: UpdateReport, removed: list[int], a
         "spec": spec, "params": params, "ntotal": int(index.ntotal),
         "bytes_per_vector": _index_bytes(root, index) / max(1, index.ntotal)})
     report.indexed, report.spec = record["ntotal"], spec
+
+
+def _reranks(store: Store) -> bool:
+    """Whether the index's queries re-rank by default (then a compressed index needs fewer PCA dimensions)."""
+    return reranking.resolve(None, store.get("rerank")) > 0
 
 
 def _index_bytes(root: Path, index) -> int:

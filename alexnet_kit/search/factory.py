@@ -4,9 +4,11 @@ Small collections get an exact index (``Flat``: every 4096-d vector kept,
 16 KiB per photo, brute force, recall 1). Past ``FLAT_MAX`` photos that
 stops fitting in memory and in time, so vectors are compressed as the paper
 suggests (§6.1, "compressing these vectors to short binary codes"): a PCA
-rotation to 896 dimensions (learned on a sample), an inverted file of
-k-means cells (only ``nprobe`` cells are scanned per query) and 8-bit
-scalar quantisation of each component: 904 bytes per photo, id included.
+rotation (learned on a sample), an inverted file of k-means cells (only
+``nprobe`` cells are scanned per query) and 8-bit scalar quantisation of
+each component. An index that re-ranks its candidates with the stored full
+vectors (the default, :mod:`.rerank`) keeps 256 dimensions: 264 bytes per
+photo, id included; one that does not keeps 896: 904 bytes.
 ``docs/search.md`` and ``docs/benchmarks.md`` give the measured recall.
 
 Every index uses the L2 metric: for L2-normalised vectors the L2 ranking is
@@ -22,10 +24,15 @@ import numpy as np
 
 #: at most this many photos get an exact (Flat) index when the type is "auto"
 FLAT_MAX = 20_000
-#: dimensions kept by the PCA of compressed indexes: the most that keeps a photo under
-#: 1 KB (896 bytes of codes + id); fewer lose recall (docs/benchmarks.md: PCA to 256 keeps
-#: 0.92 of the exact top 10 at 100k, 512 keeps 0.95, 768 0.97)
+#: dimensions kept by the PCA of compressed indexes that do not re-rank: the most that keeps a
+#: photo under 1 KB (896 bytes of codes + id); fewer lose recall (docs/benchmarks.md: PCA to 256
+#: keeps 0.92 of the exact top 10 at 100k, 512 keeps 0.95, 768 0.97)
 PCA_DIM = 896
+#: dimensions kept when the index re-ranks its candidates with the stored vectors (the default):
+#: its codes only have to bring the true neighbours into the first hundred, which 256 dimensions do
+#: (recall@10 0.996 after re-ranking at 1M photos against 0.997 with 896, for 264 bytes a photo
+#: instead of 904 and a scan 3.5x cheaper: docs/benchmarks.md, "Re-ranking and the float16 store")
+PCA_DIM_RERANK = 256
 
 
 def faiss():
@@ -44,11 +51,12 @@ def nlist_for(n: int) -> int:
     return int(min(max(nlist, 1), 65536))
 
 
-def resolve_spec(kind: str, n: int, dim: int) -> str:
-    """A FAISS factory string for ``kind`` (auto, flat, ivf, hnsw, or a factory string itself)."""
+def resolve_spec(kind: str, n: int, dim: int, rerank: bool = False) -> str:
+    """A FAISS factory string for ``kind`` (auto, flat, ivf, hnsw, or a factory string itself);
+    ``rerank``: the index re-ranks its candidates, so a compressed one keeps fewer PCA dimensions."""
     kind = kind.strip()
     low = kind.lower()
-    d = min(PCA_DIM, dim)
+    d = min(PCA_DIM_RERANK if rerank else PCA_DIM, dim)
     pca = f"PCAR{d}," if d < dim else ""
     if low == "auto":
         low = "flat" if n <= FLAT_MAX else "ivf"

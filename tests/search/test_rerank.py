@@ -65,6 +65,15 @@ def test_reranking_returns_the_exact_brute_force_order(tmp_path):
         assert missed > 0  # without re-ranking these codes do lose neighbours
 
 
+def test_an_index_that_reranks_keeps_fewer_pca_dimensions():
+    from alexnet_kit.search.factory import resolve_spec
+
+    assert resolve_spec("auto", 10**6, 4096, rerank=True) == "PCAR256,IVF2048,SQ8"
+    assert resolve_spec("auto", 10**6, 4096) == "PCAR896,IVF2048,SQ8"  # --rerank 0: the codes alone rank
+    assert resolve_spec("hnsw", 10**6, 4096, rerank=True) == "PCAR256,HNSW32,SQ8"
+    assert resolve_spec("ivf", 10**6, 64, rerank=True) == "IVF2048,SQ8"  # nothing to reduce
+
+
 def test_similar_and_build_take_rerank(tmp_path, kaiming_tiny, capsys):
     photos = quickstart_photos(tmp_path / "photos", per_class=3)
     out = tmp_path / "i.index"
