@@ -4,13 +4,14 @@ The rule (:func:`choose`, a pure function of the sizes and the measured speed;
 docs/training.md has it as a table):
 
 1. **Speed.** :func:`probe` times a few training steps of width ``s`` at batch
-   32 on synthetic input (fp32, and bf16 autocast where the hardware has
-   it: the faster one is kept as ``--amp``). The other widths' speeds are that
-   speed divided by their measured cost (:data:`LEVELS`).
+   16 on synthetic input (fp32, and bf16 autocast where the hardware has it;
+   on a CPU on one thread and on all cores: the fastest is kept as ``--amp``
+   and ``--threads``). The other widths' speeds are that speed divided by
+   their measured cost (:data:`LEVELS`).
 2. **Width.** The widest level the data warrants (:data:`DATA_CAP`, by
    training photos) whose speed still affords :data:`MIN_EPOCHS` passes over
    the data in the budget (90% of it: the rest goes to evaluation and
-   checkpoints); else the narrowest. fc6/fc7 get at least twice the classes
+   checkpoints); else the narrowest, s. fc6/fc7 get at least twice the classes
    (in steps of 512). Without ``--budget`` the data alone decides.
 3. **Batch.** 32 below 20,000 photos, 64 below 200,000, the paper's 128
    above; never more than an eighth of the photos.
@@ -21,7 +22,7 @@ docs/training.md has it as a table):
 
 Every choice the command line gives (``--model.conv_channels``,
 ``--model.fc_features``, ``--batch-size``, ``--crop``, ``--crop-scale``,
-``--label-smoothing``, ``--pca-std``, ``--amp``) is kept, and the rule fills
+``--label-smoothing``, ``--pca-std``, ``--amp``, ``--threads``) is kept, and the rule fills
 in the rest. A ``--resume`` takes the choices of the run it continues (from its
 training state), without probing again: the architecture must not change.
 """
@@ -33,10 +34,10 @@ from dataclasses import dataclass
 
 #: where a Caltech-sized set ends and an ImageNet-sized one begins, for the batch
 BATCH_STEPS = ((20_000, 32), (200_000, 64), (math.inf, 128))
-#: fewer passes than this: a narrower network that sees the data more often. Measured at 5 minutes on 2 CPU cores
-#: (4,396 photos, docs/training.md): width s with 5-7 passes beat xs with 7-10 (45.2 / 39.3% against 33.3 / 38.0%,
-#: seeds 1 / 0), so the bar is 5 (12 before that measurement, which chose xs there)
-MIN_EPOCHS = 5
+#: fewer passes than this (as the probe predicts them): a narrower network that sees the data more often. Measured on
+#: 2 CPU cores, 4,396 photos (docs/training.md): in 20 minutes width s with 24 passes beat m with 9 (the probe had
+#: predicted 15 for m), and in 5 minutes s with 5-7 passes beat the narrower xs with 7-10 (so xs is no longer a choice)
+MIN_EPOCHS = 20
 LIGHT_BELOW = 8  # passes
 STRONG_FROM = 30  # passes
 PROBE_BATCH = 16
@@ -58,8 +59,7 @@ class Level:
 
 
 #: the widths, narrowest first (the paper's topology: five conv layers in two towers, three fc layers)
-LEVELS = (
-    Level("xs", (24, 48, 72, 72, 48), 512, 0.79, 0.78),
+LEVELS = (  # a narrower xs (24,48,72,72,48 / 512; cost 0.79 / 0.78) lost to s even where it got more passes
     Level("s", (32, 64, 96, 96, 64), 1024, 1.0, 1.0),
     Level("m", (48, 128, 192, 192, 128), 2048, 2.35, 1.97),
     Level("l", (64, 192, 288, 288, 192), 3072, 4.28, 3.58),
